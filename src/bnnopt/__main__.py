@@ -1,0 +1,3 @@
+from bnnopt.cli import main
+
+raise SystemExit(main())

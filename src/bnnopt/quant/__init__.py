@@ -1,0 +1,1 @@
+"""bnnopt.quant"""
