@@ -1,0 +1,18 @@
+"""Fixtures shared by every test area."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# tests/conftest.py -> parents[1] is the repository root; the read-only shared
+# data (CIFAR-10 / MNIST subsets, pretrained checkpoints) sits beside it.
+SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """Path to the ``shared`` directory beside the repo root; skips when absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"shared data directory not found at {SHARED.resolve()}")
+    return SHARED.resolve()
