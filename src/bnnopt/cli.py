@@ -1,0 +1,249 @@
+"""Command-line interface: ``bnnopt <command> ...`` (also ``python -m bnnopt``).
+
+list      registered estimators, quantizers, methods, models, datasets, protocols
+summary   per-layer bits / memory of a (binarized) model, checkpoint or packed file
+train     train one run (flags < --protocol < --config < flags < --set key=value)
+eval      accuracy of a checkpoint, run directory, packed file or float state dict
+compare   several methods x optimizers x seeds on one protocol -> report.md + PNG
+report    table of finished run directories (with zig-zag statistics if recorded)
+demo      the embedded default: binarized MLP on digits, two methods, offline, <2 min
+toy       BLAQ's toy problems: LAQ vs BLAQ trajectories and oscillation counts
+export    pack a trained binary network into a deployable file of packed bits
+
+Every error from bad input is one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+FLAG_KEYS = {  # argparse dest -> RunConfig key (scalars)
+    "model": "model", "dataset": "dataset", "method": "method", "data_root": "data_root",
+    "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "device": "device",
+    "init": "init", "schedule": "schedule", "zigzag": "zigzag",
+    "train_limit": "train_limit", "test_limit": "test_limit",
+}
+
+
+def _add_run_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None:
+    p.add_argument("--protocol", help="named protocol (bnnopt list protocol)")
+    p.add_argument("--config", help="TOML file with RunConfig keys (see configs/)")
+    p.add_argument("--model")
+    p.add_argument("--dataset")
+    if with_method:
+        p.add_argument("--method")
+    p.add_argument("--data-root", dest="data_root",
+                   help="dataset directory (default: $BNNOPT_DATA, else ~/.cache/bnnopt)")
+    p.add_argument("--download", action="store_true", help="fetch the official archive if missing")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--optimizer", help="base optimizer: sgd, sgdm or adam")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--schedule", help="step | cosine | constant")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--init", help="initial weights: FP state dict or bnnopt checkpoint")
+    p.add_argument("--zigzag", type=int, help="track N weights for oscillation statistics")
+    p.add_argument("--train-limit", dest="train_limit", type=int)
+    p.add_argument("--test-limit", dest="test_limit", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set method_options.beta=0.5")
+    p.add_argument("--progress", action="store_true", help="show a tqdm progress bar")
+
+
+def resolve_config(args: argparse.Namespace):
+    """defaults < protocol < --config file < flags < --set."""
+    from bnnopt.train import RunConfig, load_toml
+    from bnnopt.train.protocols import protocol_config
+
+    cfg = RunConfig()
+    if getattr(args, "protocol", None):
+        cfg.update(protocol_config(args.protocol))
+    if getattr(args, "config", None):
+        cfg.update(load_toml(args.config))
+    for dest, key in FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            cfg.update({key: value})
+    if getattr(args, "download", False):
+        cfg.download = True
+    if getattr(args, "optimizer", None):
+        cfg.update({"optim": {"name": args.optimizer}})
+    if getattr(args, "lr", None) is not None:
+        cfg.update({"optim": {"lr": args.lr}})
+    for assignment in getattr(args, "set", []) or []:
+        cfg.set(assignment)
+    return cfg.validate()
+
+
+# -- commands ----------------------------------------------------------------------
+def cmd_list(args) -> int:
+    from bnnopt.registry import ALL
+
+    kinds = [args.kind] if args.kind else list(ALL)
+    for kind in kinds:
+        if kind not in ALL:
+            raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(ALL)}")
+        print(f"{kind}s:")
+        for entry in ALL[kind].entries():
+            print(f"  {entry.name:<16} {entry.description}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from bnnopt.train import Trainer
+
+    if args.resume:
+        trainer = Trainer.resume(args.resume, progress=args.progress, log=print)
+    else:
+        cfg = resolve_config(args)
+        if args.out and (Path(args.out) / "checkpoint.pt").exists():
+            raise ValueError(f"run directory {args.out} already holds a run; use --resume {args.out}")
+        trainer = Trainer(cfg, args.out, progress=args.progress, log=print)
+    print(f"run directory: {trainer.run_dir}")
+    summary = trainer.run()
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from bnnopt.evaluation import evaluate_path
+
+    result = evaluate_path(args.path, model=args.model, dataset=args.dataset,
+                           data_root=args.data_root, limit=args.limit, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['path']}: test accuracy {result['test_acc']:.2f}% "
+              f"(loss {result['test_loss']:.4f}) on {result['images']} {result['dataset']} images")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from bnnopt.train.compare import build_arms, run_compare
+
+    cfg = resolve_config(args)
+    arms = build_arms([m for m in args.methods.split(",") if m.strip()],
+                      [o for o in (args.optimizers or "").split(",") if o.strip()] or None,
+                      args.sweep)
+    if args.seeds < 1:
+        raise ValueError(f"invalid --seeds {args.seeds}; must be >= 1")
+    out = Path(args.out or f"runs/compare-{cfg.protocol or cfg.dataset}")
+    run_compare(cfg, arms, args.seeds, out, progress=args.progress, target_acc=args.target)
+    print((out / "report.md").read_text())
+    print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'curves.png'}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bnnopt.report.runs import report_runs
+
+    print(report_runs(args.run_dirs, out=args.out), end="")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from bnnopt.summarize import summarize_target
+
+    print(summarize_target(args.target, model=args.model, method=args.method, json_out=args.json))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from bnnopt.demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bnnopt", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered names")
+    p.add_argument("kind", nargs="?", help="estimator|quantizer|method|model|dataset|optimizer|protocol")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("train", help="train one run")
+    _add_run_flags(p)
+    p.add_argument("--out", help="run directory (default runs/<method>-<model>-...)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="test accuracy of a checkpoint / run dir / packed file")
+    p.add_argument("path")
+    p.add_argument("--model", help="model name, for a plain float state dict")
+    p.add_argument("--dataset", help="dataset (default: the run's, or cifar10)")
+    p.add_argument("--data-root", dest="data_root")
+    p.add_argument("--limit", type=int, default=0, help="first N test images only")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="methods x optimizers x seeds on one protocol")
+    _add_run_flags(p, with_method=False)
+    p.add_argument("--methods", required=True, help="comma list of name[:key=value...]")
+    p.add_argument("--optimizers", help="comma list of base optimizers to cross with")
+    p.add_argument("--sweep", help="KEY=v1,v2,... e.g. method_options.beta=0.1,0.3,0.5")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--target", type=float, help="report epochs to reach this test accuracy")
+    p.add_argument("--out", help="output directory (default runs/compare-<protocol>)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="table of finished run directories")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", help="also write the markdown table to this file")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("summary", help="per-layer bits and memory of a model or file")
+    p.add_argument("target", nargs="?", help="checkpoint, run directory or packed file")
+    p.add_argument("--model", help="registered model name (binarized with --method)")
+    p.add_argument("--method", default="ste", help="method whose quantization to apply")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("demo", help="offline demo: binarized MLP on digits, two methods")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=None)
+    p.set_defaults(func=cmd_demo)
+
+    for hook in (_toy_commands, _export_commands):
+        hook(sub)
+    return parser
+
+
+def _toy_commands(sub) -> None:
+    try:
+        from bnnopt.toy import add_toy_command
+    except ImportError:
+        return
+    add_toy_command(sub)
+
+
+def _export_commands(sub) -> None:
+    try:
+        from bnnopt.export import add_export_commands
+    except ImportError:
+        return
+    add_export_commands(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"bnnopt: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bnnopt: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,191 @@
+"""Run configuration: one flat, JSON/TOML-serialisable description of a run.
+
+A run is fully described by a :class:`RunConfig`; it is resolved from, in order,
+defaults < a named protocol < a TOML file (``--config``) < command-line flags <
+``--set key=value`` overrides. The resolved config is written to the run
+directory and stored in every checkpoint, which is what makes ``bnnopt eval``
+and ``--resume`` possible without the original command line.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bnnopt.registry import choice
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+SCHEDULES = ("step", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a training run.
+
+    model / model_options      registered model constructor and its kwargs
+    dataset / data_root        registered dataset and where its files are
+    method / method_options    registered training method and its options
+    policy                     layer selection for quantization (keep_first,
+                               keep_last, include, exclude, act_quantizer, act_bits)
+    optim                      base optimizer: name (sgd|sgdm|adam), lr, momentum,
+                               weight_decay
+    schedule                   "step" (x gamma every step_size epochs, both papers),
+                               "cosine" or "constant"
+    train_limit / test_limit   use only the first N images (0 = all)
+    zigzag                     number of weights tracked for oscillation stats (0 = off)
+    """
+
+    model: str = "resnet20"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "cifar10"
+    data_root: str | None = None
+    download: bool = False
+    method: str = "ste"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
+    optim: dict[str, Any] = field(default_factory=lambda: {"name": "adam", "lr": 1e-3})
+    epochs: int = 10
+    batch_size: int = 128
+    schedule: str = "step"
+    step_size: int = 30
+    gamma: float = 0.1
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    init: str | None = None
+    train_limit: int = 0
+    test_limit: int = 0
+    zigzag: int = 0
+    protocol: str | None = None
+
+    # -- validation --------------------------------------------------------------
+    def validate(self) -> "RunConfig":
+        from bnnopt.registry import DATASETS, METHODS, MODELS
+
+        MODELS.get(self.model)
+        DATASETS.get(self.dataset)
+        METHODS.get(self.method)
+        choice(self.schedule, SCHEDULES, "schedule")
+        choice(self.device, DEVICES, "device")
+        for name in ("epochs", "batch_size", "step_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"invalid {name} {value!r}; must be an integer >= 1")
+        for name in ("train_limit", "test_limit", "zigzag", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"invalid {name} {value!r}; must be an integer >= 0")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"invalid gamma {self.gamma!r}; must be in (0, 1]")
+        self.optim_config().validate()
+        return self
+
+    def optim_config(self):
+        from bnnopt.train.method import OptimConfig
+
+        known = {f.name for f in dataclasses.fields(OptimConfig)}
+        unknown = set(self.optim) - known
+        if unknown:
+            raise ValueError(
+                f"unknown optim key {sorted(unknown)[0]!r}; valid keys: {', '.join(sorted(known))}"
+            )
+        return OptimConfig(**self.optim)
+
+    # -- (de)serialisation ---------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        cfg = cls()
+        cfg.update(data)
+        return cfg
+
+    def update(self, data: dict[str, Any]) -> "RunConfig":
+        """Merge ``data`` into this config (dict-valued fields merge key by key)."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for key, value in data.items():
+            if key not in fields:
+                raise ValueError(
+                    f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}"
+                )
+            current = getattr(self, key)
+            if isinstance(current, dict):
+                if not isinstance(value, dict):
+                    raise ValueError(f"config key {key!r} must be a table, got {value!r}")
+                merged = dict(current)
+                merged.update(value)
+                setattr(self, key, merged)
+            else:
+                setattr(self, key, _coerce(key, value, current, fields[key]))
+        return self
+
+    def set(self, assignment: str) -> "RunConfig":
+        """Apply one ``key=value`` or ``table.key=value`` override (value parsed as a literal)."""
+        if "=" not in assignment:
+            raise ValueError(f"malformed override {assignment!r}; expected key=value")
+        key, raw = assignment.split("=", 1)
+        key = key.strip()
+        value = _parse_literal(raw.strip())
+        if "." in key:
+            table, sub = key.split(".", 1)
+            if not sub:
+                raise ValueError(f"malformed override {assignment!r}; expected table.key=value")
+            return self.update({table: {sub: value}})
+        return self.update({key: value})
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"malformed config file {path}: {err}") from None
+
+
+def _parse_literal(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def _coerce(key: str, value: Any, current: Any, f: dataclasses.Field) -> Any:
+    """Check a scalar override against the field's type; ints may become floats."""
+    annotation = str(f.type)
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise ValueError(f"config key {key!r} cannot be None")
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"invalid value {value!r} for {key!r}; expected true or false")
+        return value
+    if annotation == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"invalid value {value!r} for {key!r}; expected an integer")
+        return value
+    if annotation == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"invalid value {value!r} for {key!r}; expected a number")
+        return float(value)
+    if annotation.startswith("str"):
+        if not isinstance(value, str):
+            value = str(value)
+        return value
+    return value

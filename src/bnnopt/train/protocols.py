@@ -1,0 +1,101 @@
+"""Named protocols: partial RunConfigs for the experiments this project runs.
+
+A protocol fixes the model, data and initialisation of a comparison so that
+methods are compared fairly; ``bnnopt compare --protocol NAME`` and
+``bnnopt train --protocol NAME`` start from it. Paper-scale configurations live
+in ``configs/*.toml`` instead.
+
+cifar10-subset   ResNet-20 from the official FSG full-precision checkpoint,
+                 binarized (first conv and last linear FP), fine-tuned on the
+                 5,085 shared CIFAR-10 training images, tested on the 1,017
+                 shared test images.
+mnist-subset     4-layer MLP on the shared MNIST files (17,435 train / 10,000 test).
+mnist-lenet      LeNet-5 on the shared MNIST files.
+digits           a small MLP on scikit-learn's embedded 8x8 digits (the demo; no files).
+
+The shared directory is found from ``$BNNOPT_SHARED``, else a ``shared``
+directory beside the current directory or beside any of its parents.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from bnnopt.registry import PROTOCOLS
+
+
+def find_shared() -> Path:
+    """Locate the read-only ``shared`` directory with ``data/`` and ``pretrained/``."""
+    env = os.environ.get("BNNOPT_SHARED")
+    candidates = [Path(env)] if env else []
+    here = Path.cwd().resolve()
+    for base in (here, *here.parents):
+        candidates += [base / "shared", base.parent / "shared"]
+    for cand in candidates:
+        if (cand / "data").is_dir():
+            return cand
+    looked = ", ".join(str(c) for c in candidates[:4])
+    raise ValueError(
+        "this protocol needs the shared data subsets (a 'shared' directory with data/ and "
+        f"pretrained/); looked in {looked} ...; set BNNOPT_SHARED=/path/to/shared"
+    )
+
+
+def _shared_protocol(name: str, description: str, build: Callable[[Path], dict[str, Any]]):
+    def protocol() -> dict[str, Any]:
+        return {"protocol": name, **build(find_shared())}
+
+    protocol.__doc__ = description
+    PROTOCOLS.register(name, description)(protocol)
+
+
+_shared_protocol(
+    "cifar10-subset",
+    "ResNet-20 from the official FP checkpoint, binarized, on the shared CIFAR-10 subset",
+    lambda shared: {
+        "model": "resnet20", "dataset": "cifar10", "data_root": str(shared / "data"),
+        "init": str(shared / "pretrained" / "resnet20-cifar10-fp.pth"),
+        "policy": {"keep_first": True, "keep_last": True},
+        "optim": {"name": "adam", "lr": 1e-3}, "epochs": 8, "batch_size": 128,
+        "schedule": "cosine",
+    },
+)
+
+_shared_protocol(
+    "mnist-subset",
+    "4-layer MLP on the shared MNIST subset (17,435 train / 10,000 test)",
+    lambda shared: {
+        "model": "mlp", "dataset": "mnist", "data_root": str(shared / "data"),
+        "policy": {"keep_first": False, "keep_last": False},
+        "optim": {"name": "adam", "lr": 1e-3}, "epochs": 10, "batch_size": 100,
+        "schedule": "cosine", "augment": False,
+    },
+)
+
+_shared_protocol(
+    "mnist-lenet",
+    "LeNet-5 on the shared MNIST subset (17,435 train / 10,000 test)",
+    lambda shared: {
+        "model": "lenet5", "dataset": "mnist", "data_root": str(shared / "data"),
+        "policy": {"keep_first": False, "keep_last": False},
+        "optim": {"name": "adam", "lr": 1e-3}, "epochs": 10, "batch_size": 100,
+        "schedule": "cosine", "augment": False,
+    },
+)
+
+
+@PROTOCOLS.register("digits", "small MLP on scikit-learn's embedded 8x8 digits (no files needed)")
+def digits_protocol() -> dict[str, Any]:
+    return {
+        "protocol": "digits", "model": "mlp", "dataset": "digits",
+        "model_options": {"in_features": 64, "hidden": 256},
+        "policy": {"keep_first": True, "keep_last": True},
+        "optim": {"name": "adam", "lr": 3e-3}, "epochs": 15, "batch_size": 64,
+        "schedule": "cosine", "augment": False,
+    }
+
+
+def protocol_config(name: str) -> dict[str, Any]:
+    """The partial config of protocol ``name`` (ValueError listing valid names)."""
+    return PROTOCOLS.get(name)()

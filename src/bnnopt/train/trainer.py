@@ -1,0 +1,232 @@
+"""One Trainer for every method: data, epochs, schedule, evaluation, records.
+
+Per epoch e (0-based)::
+
+    method.on_epoch_start(e, E); method.set_lr(lr_at(e))
+    for x, y in loader.epoch(e):      # order and augmentation = f(seed, e)
+        method.train_step(model, x, y, cross_entropy)
+    evaluate on the test split; append a metrics row; save checkpoint.pt
+
+Everything a run writes lives in its run directory (all writes atomic)::
+
+    config.json     resolved RunConfig        argv.json   command line + git revision
+    metrics.jsonl   one row per epoch         summary.json final/best accuracy, timings
+    checkpoint.pt   model + method + RNG state after the last finished epoch
+
+Resume (``Trainer.resume(run_dir)``) reloads checkpoint.pt and continues; since the
+batches of an epoch depend only on (seed, epoch) and the RNG state is restored,
+the final weights equal those of an uninterrupted run bit for bit.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnnopt.train.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint, save_checkpoint
+from bnnopt.train.config import RunConfig
+from bnnopt.train.io import read_jsonl, write_json, write_jsonl
+from bnnopt.train.schedule import lr_at
+
+EpochCallback = Callable[["Trainer", dict[str, Any]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available; valid here: cpu, auto")
+    return torch.device(name)
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy (%) of ``model`` over ``batches``."""
+    was_training = model.training
+    model.eval()
+    total, loss_sum, correct = 0, 0.0, 0
+    for x, y in batches:
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        total += y.numel()
+    model.train(was_training)
+    return loss_sum / max(total, 1), 100.0 * correct / max(total, 1)
+
+
+class Trainer:
+    """Train ``config`` into ``run_dir`` (created only once everything validated)."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path | None = None, *,
+                 argv: list[str] | None = None, progress: bool = False,
+                 log: Callable[[str], None] | None = None,
+                 callbacks: list[EpochCallback] | None = None):
+        self.config = config.validate()
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+        self.argv = list(sys.argv if argv is None else argv)
+        self.progress = progress
+        self.log = log or (lambda msg: None)
+        self.callbacks = list(callbacks or [])
+        self.device = resolve_device(config.device)
+        self.metrics: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self._setup()
+
+    # -- construction -------------------------------------------------------------
+    def _setup(self) -> None:
+        from bnnopt.train.data_setup import load_split_loaders
+
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        self.train_loader, self.test_loader, self.data_info = load_split_loaders(
+            cfg.dataset, root=cfg.data_root, download=cfg.download, batch_size=cfg.batch_size,
+            augment=cfg.augment, device=self.device, seed=cfg.seed,
+            train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+        self.model, self.method = build_model(cfg, self.data_info)
+        init_ckpt = None
+        if cfg.init:
+            init_ckpt = _load_init(self.model, cfg.init)
+        self.quantized_layers = self.method.prepare(self.model, dict(cfg.policy))
+        if init_ckpt is not None:
+            self.model.load_state_dict(init_ckpt["model"], strict=False)
+        self.model.to(self.device)
+        self.method.build(self.model, cfg.optim_config())
+        self.zigzag = None
+        if cfg.zigzag:
+            from bnnopt.train.zigzag import ZigZagTracker
+
+            self.zigzag = ZigZagTracker(self.model, num_weights=cfg.zigzag, seed=cfg.seed)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, **kwargs: Any) -> "Trainer":
+        """Continue the run in ``run_dir`` from its last finished epoch."""
+        ckpt = load_checkpoint(run_dir)
+        config = RunConfig.from_dict(ckpt["config"])
+        trainer = cls(config, run_dir, **kwargs)
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.method.load_state_dict(ckpt["method"])
+        if trainer.zigzag is not None and ckpt.get("zigzag") is not None:
+            trainer.zigzag.load_state_dict(ckpt["zigzag"])
+        torch.set_rng_state(ckpt["rng"])
+        trainer.metrics = list(ckpt["metrics"])
+        trainer.start_epoch = ckpt["epoch"] + 1
+        return trainer
+
+    # -- the loop -------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.run_dir / "config.json", cfg.to_dict())
+        write_json(self.run_dir / "argv.json", {"argv": self.argv, "git": git_revision(),
+                                                "quantized_layers": self.quantized_layers})
+        for epoch in range(self.start_epoch, cfg.epochs):
+            row = self.train_epoch(epoch)
+            self.metrics.append(row)
+            self.save(epoch)
+            self.log(_format_row(row, cfg.epochs))
+            for callback in self.callbacks:
+                callback(self, row)
+        summary = summarize(self.metrics, cfg)
+        write_json(self.run_dir / "summary.json", summary)
+        return summary
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg, method, model = self.config, self.method, self.model
+        lr = lr_at(epoch, cfg.optim_config().lr, cfg.epochs, cfg.schedule, cfg.step_size,
+                   cfg.gamma)
+        method.on_epoch_start(epoch, cfg.epochs)
+        method.set_lr(lr)
+        model.train()
+        batches = self.train_loader.epoch(epoch)
+        if self.progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, total=len(self.train_loader), leave=False,
+                           desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        start = time.perf_counter()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for x, y in batches:
+            out = method.train_step(model, x, y, F.cross_entropy)
+            n = y.numel()
+            seen += n
+            loss_sum += float(out.loss) * n
+            correct += (out.logits.argmax(1) == y).sum().item()
+            if self.zigzag is not None:
+                self.zigzag.after_step(model)
+        seconds = time.perf_counter() - start
+        test_loss, test_acc = evaluate(model, self.test_loader.epoch(0))
+        row = {"epoch": epoch + 1, "lr": lr, "loss": loss_sum / max(seen, 1),
+               "train_acc": 100.0 * correct / max(seen, 1), "test_loss": test_loss,
+               "test_acc": test_acc, "seconds": seconds}
+        if self.zigzag is not None:
+            row["zigzag"] = self.zigzag.end_epoch(epoch)
+        return row
+
+    def save(self, epoch: int) -> None:
+        write_jsonl(self.run_dir / "metrics.jsonl", self.metrics)
+        save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
+            "config": self.config.to_dict(), "data": self.data_info, "epoch": epoch,
+            "model": self.model.state_dict(), "method": self.method.state_dict(),
+            "metrics": self.metrics, "rng": torch.get_rng_state(),
+            "zigzag": self.zigzag.state_dict() if self.zigzag is not None else None,
+        })
+
+
+def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any]:
+    """Final and best test accuracy, final train loss, mean seconds per epoch."""
+    if not metrics:
+        return {"epochs": 0}
+    best = max(metrics, key=lambda r: r["test_acc"])
+    summary = {
+        "method": config.method, "model": config.model, "dataset": config.dataset,
+        "seed": config.seed, "optimizer": config.optim.get("name"), "epochs": len(metrics),
+        "final_test_acc": metrics[-1]["test_acc"], "best_test_acc": best["test_acc"],
+        "best_epoch": best["epoch"], "final_train_loss": metrics[-1]["loss"],
+        "seconds_per_epoch": sum(r["seconds"] for r in metrics) / len(metrics),
+    }
+    if "zigzag" in metrics[-1]:
+        summary["zigzag"] = metrics[-1]["zigzag"]
+    return summary
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
+
+
+def default_run_dir(config: RunConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{config.method}-{config.model}-{config.dataset}-s{config.seed}-{stamp}"
+
+
+def _load_init(model: nn.Module, path: str) -> dict[str, Any] | None:
+    """Initialise from a bnnopt checkpoint (returned, loaded after prepare) or a plain
+    float state dict such as the official FSG checkpoints (loaded now, strict)."""
+    from bnnopt.train.checkpoint import is_checkpoint
+
+    if is_checkpoint(path):
+        return load_checkpoint(path)
+    from bnnopt.models import load_pretrained
+
+    load_pretrained(model, path)
+    return None
+
+
+def _format_row(row: dict[str, Any], epochs: int) -> str:
+    return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.2e}  loss {row['loss']:.4f}  "
+            f"train {row['train_acc']:6.2f}%  test {row['test_acc']:6.2f}%  "
+            f"{row['seconds']:.1f}s")
