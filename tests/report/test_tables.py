@@ -1,0 +1,26 @@
+import math
+
+from bnnopt.report.tables import aggregate, markdown_table, mean_std
+
+
+def test_mean_std_sample():
+    assert mean_std([1.0, 3.0]) == (2.0, math.sqrt(2.0))
+    assert mean_std([5.0]) == (5.0, 0.0)
+    assert all(math.isnan(v) for v in mean_std([]))
+
+
+def test_aggregate_groups_by_label():
+    runs = [
+        {"label": "ste", "final_test_acc": 80.0, "best_test_acc": 81.0, "final_train_loss": 0.5,
+         "seconds_per_epoch": 2.0},
+        {"label": "ste", "final_test_acc": 82.0, "best_test_acc": 83.0, "final_train_loss": 0.3,
+         "seconds_per_epoch": 4.0},
+        {"label": "fp", "final_test_acc": 90.0, "best_test_acc": 90.0, "final_train_loss": 0.1,
+         "seconds_per_epoch": 1.0},
+    ]
+    rows = aggregate(runs)
+    assert [r["label"] for r in rows] == ["ste", "fp"]
+    assert rows[0]["seeds"] == 2 and rows[0]["final_test_acc"][0] == 81.0
+    table = markdown_table(rows)
+    assert "| ste | 2 | 81.00 ± 1.41 |" in table
+    assert table.count("\n") == 4
