@@ -1,1 +1,20 @@
-"""bnnopt.nn"""
+"""bnnopt.nn: quantized layers and the model converter.
+
+    from bnnopt.nn import QuantConfig, binarize_, summary
+    names = binarize_(model, QuantConfig(weight_quantizer="dorefa", weight_bits=1))
+    print(summary(model))
+
+Public API: QuantConfig, QLayer, QConv2d, QLinear, binarize_, quantizable_layers,
+quantized_layers, set_progress, summary (+ ModelSummary, LayerSummary).
+Importing this package also imports bnnopt.quant (registering its entries).
+"""
+from bnnopt.nn.config import FP_ACT_BITS, QuantConfig
+from bnnopt.nn.convert import binarize_, quantizable_layers, quantized_layers, set_progress
+from bnnopt.nn.layers import QConv2d, QLayer, QLinear
+from bnnopt.nn.summary import LayerSummary, ModelSummary, summary
+
+__all__ = [
+    "QuantConfig", "FP_ACT_BITS", "QLayer", "QConv2d", "QLinear", "binarize_",
+    "quantizable_layers", "quantized_layers", "set_progress", "summary", "ModelSummary",
+    "LayerSummary",
+]

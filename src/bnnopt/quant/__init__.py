@@ -1,1 +1,71 @@
-"""bnnopt.quant"""
+"""bnnopt.quant: forward quantizers and backward (surrogate-gradient) estimators.
+
+Importing this package registers the estimators (``ESTIMATORS``: ste,
+clipped_ste, approx_sign, ede, reste), the weight quantizers (``QUANTIZERS``:
+sign, dorefa, bwn, uniform) and the activation quantizers (``ACT_QUANTIZERS``:
+sign, dorefa). Convention: sign(0) := +1.
+
+    from bnnopt.quant import make_weight_quantizer
+    q = make_weight_quantizer("dorefa", bits=1, estimator="ste")
+    w_q = q(w)                                  # forward value, surrogate gradient
+    enc = q.encode(w); q.decode(enc)            # == w_q bit for bit
+"""
+from bnnopt.quant._functions import (
+    EDE,
+    ApproxSign,
+    KBitRound,
+    ReSTE,
+    SignClipped,
+    SignSTE,
+    UnitQuantize,
+    binary_sign,
+    kbit_codes,
+    levels_from_codes,
+)
+from bnnopt.quant.activation import (
+    ACT_QUANTIZERS,
+    ActQuantizer,
+    DoReFaActivation,
+    SignActivation,
+    make_act_quantizer,
+)
+from bnnopt.quant.estimators import (
+    ApproxSignEstimator,
+    ClippedSTEEstimator,
+    EDEEstimator,
+    Estimator,
+    ReSTEEstimator,
+    STEEstimator,
+    approx_sign,
+    ede,
+    ede_schedule,
+    make_estimator,
+    reste,
+    reste_schedule,
+    sign_clipped_ste,
+    sign_ste,
+)
+from bnnopt.quant.weight import (
+    MULTIBIT_ESTIMATORS,
+    BWNQuantizer,
+    DoReFaQuantizer,
+    SignQuantizer,
+    UniformQuantizer,
+    WeightQuantizer,
+    make_weight_quantizer,
+)
+
+__all__ = [
+    # autograd Functions and helpers
+    "SignSTE", "SignClipped", "ApproxSign", "EDE", "ReSTE", "KBitRound", "UnitQuantize",
+    "binary_sign", "kbit_codes", "levels_from_codes",
+    # estimators
+    "Estimator", "STEEstimator", "ClippedSTEEstimator", "ApproxSignEstimator", "EDEEstimator",
+    "ReSTEEstimator", "make_estimator", "sign_ste", "sign_clipped_ste", "approx_sign", "ede",
+    "reste", "ede_schedule", "reste_schedule",
+    # weight quantizers
+    "WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer", "UniformQuantizer",
+    "make_weight_quantizer", "MULTIBIT_ESTIMATORS",
+    # activation quantizers
+    "ACT_QUANTIZERS", "ActQuantizer", "SignActivation", "DoReFaActivation", "make_act_quantizer",
+]

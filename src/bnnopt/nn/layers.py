@@ -1,0 +1,162 @@
+"""Quantized layers: a latent float weight, quantized on the fly in every forward pass.
+
+    QConv2d / QLinear forward(x):
+        x   <- act_quantizer(x)                 if an activation quantizer is set
+        W~  =  weight + delta                   (delta: None by default -> W~ = weight)
+        Q   =  weight_quantizer(W~)             shape of weight, surrogate gradient
+        y   =  conv2d(x, Q, bias) / linear(x, Q, bias)
+
+Hooks for the learned-gradient methods (FCGrad, LSTMFC, FSG):
+
+- ``delta``: a Tensor (any autograd history, e.g. a meta-net output) added to the
+  latent weight in the forward pass; None costs nothing. Do not assign an
+  ``nn.Parameter`` (nn.Module would register it as a parameter): wrap it, e.g.
+  ``layer.delta = p * 1``.
+- ``track_quantized``: when True, forward keeps Q as ``last_quantized`` with
+  ``retain_grad()``, so after backward ``last_quantized.grad`` is dL/dQ(W~).
+
+Both layers subclass the float layer (``isinstance(QConv2d(...), nn.Conv2d)`` is
+True), so state-dict keys (``weight``, ``bias``) and hyper-parameters are the same.
+Shapes: QConv2d x [N, C_in, H, W] -> [N, C_out, H', W'], weight [C_out, C_in/groups, kH, kW];
+QLinear x [..., in_features] -> [..., out_features], weight [out_features, in_features].
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bnnopt.nn.config import QuantConfig
+from bnnopt.quant import ActQuantizer, WeightQuantizer
+
+__all__ = ["QLayer", "QConv2d", "QLinear"]
+
+
+class QLayer(nn.Module):
+    """Common base of QConv2d and QLinear (mixin placed before the float layer class)."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter | None
+
+    def _init_quant(self, config: QuantConfig | None, weight_quantizer: WeightQuantizer | None,
+                    act_quantizer: ActQuantizer | None) -> None:
+        if weight_quantizer is None:
+            weight_quantizer = (config or QuantConfig()).make_weight_quantizer()
+        if act_quantizer is None and config is not None:
+            act_quantizer = config.make_act_quantizer()
+        self.weight_quantizer = weight_quantizer
+        self.act_quantizer = act_quantizer
+        self.delta: torch.Tensor | None = None
+        self.track_quantized = False
+        self.last_quantized: torch.Tensor | None = None
+
+    # -- weights -----------------------------------------------------------------
+    @property
+    def bits(self) -> int:
+        """Bits per weight of the weight quantizer."""
+        return self.weight_quantizer.bits
+
+    def effective_weight(self) -> torch.Tensor:
+        """W~ = weight + delta (or weight when delta is None)."""
+        return self.weight if self.delta is None else self.weight + self.delta
+
+    def quantized_weight(self) -> torch.Tensor:
+        """Q(W~): the tensor the forward pass uses (shape of ``weight``)."""
+        return self.weight_quantizer(self.effective_weight())
+
+    @torch.no_grad()
+    def encode(self) -> dict[str, Any]:
+        """``weight_quantizer.encode(W~)``: integer codes + scale (see bnnopt.quant.weight)."""
+        return self.weight_quantizer.encode(self.effective_weight())
+
+    def set_progress(self, p: float) -> None:
+        """Forward training progress p in [0, 1] to the weight and activation quantizers."""
+        self.weight_quantizer.set_progress(p)
+        if self.act_quantizer is not None:
+            self.act_quantizer.set_progress(p)
+
+    # -- forward -------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_quantizer is not None:
+            x = self.act_quantizer(x)
+        q = self.quantized_weight()
+        if self.track_quantized:
+            if q.requires_grad:
+                q.retain_grad()
+            self.last_quantized = q
+        return self._apply_weight(x, q)
+
+    def _apply_weight(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        # copy.deepcopy / pickle: drop the tracked tensor and detach a non-leaf delta
+        # (tensors with autograd history cannot be deep-copied).
+        state = self.__dict__.copy()
+        state["last_quantized"] = None
+        delta = state.get("delta")
+        if delta is not None and delta.grad_fn is not None:
+            state["delta"] = delta.detach()
+        return state
+
+    # -- conversion ----------------------------------------------------------------
+    @classmethod
+    def _float_kwargs(cls, module: nn.Module) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_float(cls, module: nn.Module, config: QuantConfig | None = None) -> "QLayer":
+        """A quantized copy of float ``module`` (same device, dtype, weight, bias, requires_grad)."""
+        kwargs = cls._float_kwargs(module)
+        new = cls(**kwargs, bias=module.bias is not None, device=module.weight.device,
+                  dtype=module.weight.dtype, config=config)
+        with torch.no_grad():
+            new.weight.copy_(module.weight)
+            new.weight.requires_grad_(module.weight.requires_grad)
+            if module.bias is not None:
+                new.bias.copy_(module.bias)
+                new.bias.requires_grad_(module.bias.requires_grad)
+        new.train(module.training)
+        return new
+
+
+class QConv2d(QLayer, nn.Conv2d):
+    """nn.Conv2d whose weight is quantized in forward; same constructor plus quantizers."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
+                 dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
+                 device=None, dtype=None, *, config: QuantConfig | None = None,
+                 weight_quantizer: WeightQuantizer | None = None,
+                 act_quantizer: ActQuantizer | None = None) -> None:
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding,
+                           dilation, groups, bias, padding_mode, device, dtype)
+        self._init_quant(config, weight_quantizer, act_quantizer)
+
+    def _apply_weight(self, x, w):
+        return self._conv_forward(x, w, self.bias)
+
+    @classmethod
+    def _float_kwargs(cls, m: nn.Conv2d) -> dict[str, Any]:
+        return dict(in_channels=m.in_channels, out_channels=m.out_channels,
+                    kernel_size=m.kernel_size, stride=m.stride, padding=m.padding,
+                    dilation=m.dilation, groups=m.groups, padding_mode=m.padding_mode)
+
+
+class QLinear(QLayer, nn.Linear):
+    """nn.Linear whose weight is quantized in forward; same constructor plus quantizers."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
+                 dtype=None, *, config: QuantConfig | None = None,
+                 weight_quantizer: WeightQuantizer | None = None,
+                 act_quantizer: ActQuantizer | None = None) -> None:
+        nn.Linear.__init__(self, in_features, out_features, bias, device, dtype)
+        self._init_quant(config, weight_quantizer, act_quantizer)
+
+    def _apply_weight(self, x, w):
+        return F.linear(x, w, self.bias)
+
+    @classmethod
+    def _float_kwargs(cls, m: nn.Linear) -> dict[str, Any]:
+        return dict(in_features=m.in_features, out_features=m.out_features)

@@ -1,0 +1,239 @@
+"""Weight quantizers: latent float weight W -> quantized weight Q(W) used in the forward pass.
+
+Every weight quantizer factors as
+
+    u = pre(W)                      differentiable pre-quantization transform
+    q = sign(u)          (1 bit)    with the chosen surrogate-gradient estimator
+      = KBitRound(u)     (k bits)   2^k-level grid in [-1, 1], straight-through
+    Q(W) = scale * q                scale: 1, mean|W| (BWN) or max|W| (uniform)
+
+and the grid is always {(2/n) c - 1 : c = 0..n}, n = 2^bits - 1, so one decode
+formula serves all of them (``levels_from_codes``)::
+
+    encode(W) = {"codes": uint8 tensor, shape of W, values in [0, 2^bits),
+                 "bits": int,
+                 "scale": float tensor broadcastable to W (shape [] or [C_out, 1, ...])}
+    decode(enc) = scale * ((2/n) * codes - 1)
+
+``forward(W)`` equals ``decode(encode(W))`` bit for bit (the export relies on it).
+sign(0) := +1 throughout, i.e. code 1.
+
+Registered in ``QUANTIZERS``:
+
+=========  ======================================================  ==========
+sign       Q = sign(W)                                             bits 1
+dorefa     A = tanh(W) / max|tanh(W)| (max held constant),          1, 2, 4, 8
+           Q = sign(A) (1 bit) or 2 quantize_k((A+1)/2) - 1
+           (FSG paper Eq. 1-2; DoReFa-Net Eq. 9)
+bwn        Q = alpha sign(W), alpha = mean|W| per tensor or per      1
+           output channel (XNOR-Net / BWN, Rastegari et al. 2016)
+uniform    s = max|W| (held constant), Q = s * KBitRound(W / s)     1, 2, 4, 8
+           (symmetric mid-rise uniform grid with 2^k levels)
+=========  ======================================================  ==========
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bnnopt.quant._functions import KBitRound, kbit_codes, levels_from_codes
+from bnnopt.quant._lookup import check_bits
+from bnnopt.quant.estimators import Estimator, make_estimator
+from bnnopt.registry import QUANTIZERS
+
+__all__ = ["WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer",
+           "UniformQuantizer", "make_weight_quantizer", "MULTIBIT_ESTIMATORS"]
+
+# Estimators that make sense for k-bit rounding (k > 1): identity or clipped STE.
+MULTIBIT_ESTIMATORS = ("ste", "clipped_ste")
+_EPS = 1e-12
+
+
+class WeightQuantizer(nn.Module):
+    """Base class. Subclasses define ``pre`` and optionally ``scale``.
+
+    Args:
+        bits: bits per weight, one of ``supported_bits``.
+        estimator: name of a registered estimator (or an Estimator instance) giving
+            the surrogate derivative of sign for 1 bit; for k > 1 bits it must be
+            "ste" (identity through the rounding) or "clipped_ste" (1{|u| <= 1}).
+        estimator_options: keyword options of the estimator (e.g. EDE's t_min).
+    """
+
+    name = "base"
+    supported_bits: tuple[int, ...] = (1,)
+
+    def __init__(self, bits: int = 1, estimator: str | Estimator = "ste",
+                 estimator_options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.bits = check_bits(bits, self.supported_bits, f"quantizer {self.name!r}")
+        if isinstance(estimator, Estimator):
+            self.estimator = estimator
+        else:
+            self.estimator = make_estimator(estimator, **(estimator_options or {}))
+        if self.bits > 1 and self.estimator.name not in MULTIBIT_ESTIMATORS:
+            raise ValueError(
+                f"invalid estimator {self.estimator.name!r} for {self.bits}-bit quantizer "
+                f"{self.name!r}; valid for multi-bit: {', '.join(MULTIBIT_ESTIMATORS)}")
+
+    # -- the three parts ---------------------------------------------------------
+    def pre(self, w: torch.Tensor) -> torch.Tensor:
+        """Differentiable pre-quantization transform u = pre(W), same shape as W."""
+        return w
+
+    def pre_derivative(self, w: torch.Tensor) -> torch.Tensor:
+        """Elementwise c = d pre(W) / dW (normalisers held constant), shape of W."""
+        return torch.ones_like(w)
+
+    def scale(self, w: torch.Tensor) -> torch.Tensor | None:
+        """Output scale (None = 1), broadcastable to W."""
+        return None
+
+    def scale_numel(self, shape: torch.Size | tuple[int, ...]) -> int:
+        """How many float scale values ``encode`` stores for a weight of ``shape``."""
+        return 0
+
+    # -- forward / encode / decode ------------------------------------------------
+    def set_progress(self, p: float) -> None:
+        """Forward training progress p in [0, 1] to the (annealed) estimator."""
+        self.estimator.set_progress(p)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        """Q(W), same shape and dtype as W, with the estimator's surrogate gradient."""
+        u = self.pre(w)
+        if self.bits == 1:
+            q = self.estimator(u)
+        else:
+            q = KBitRound.apply(u, self.bits, self.estimator.name == "clipped_ste")
+        s = self.scale(w)
+        return q if s is None else q * s
+
+    @torch.no_grad()
+    def encode(self, w: torch.Tensor) -> dict[str, Any]:
+        """Integer codes + scale such that ``decode(encode(w)) == forward(w)`` exactly."""
+        codes = kbit_codes(self.pre(w), self.bits)
+        s = self.scale(w)
+        if s is None:
+            s = torch.ones((), dtype=w.dtype, device=w.device)
+        return {"codes": codes.to(torch.uint8), "bits": self.bits, "scale": s.detach().clone()}
+
+    @staticmethod
+    def decode(enc: dict[str, Any]) -> torch.Tensor:
+        """scale * ((2/n) codes - 1), n = 2^bits - 1, in the dtype of ``scale``."""
+        scale = enc["scale"]
+        return levels_from_codes(enc["codes"].to(scale.dtype), int(enc["bits"]), scale)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}"
+
+
+@QUANTIZERS.register("sign", "binary sign(W) in {-1,+1}, no scale (sign(0) := +1)")
+class SignQuantizer(WeightQuantizer):
+    """Q(W) = sign(W), sign(0) := +1. No scale. 1 bit only."""
+
+    name = "sign"
+    supported_bits = (1,)
+
+
+@QUANTIZERS.register("dorefa", "DoReFa weights, A=tanh(W)/max|tanh W| (FSG Eq. 1-2), 1/2/4/8 bits")
+class DoReFaQuantizer(WeightQuantizer):
+    """FSG paper Eq. 1-2 (DoReFa-Net Eq. 9 for k bits).
+
+    A(W) = tanh(W) / max|tanh(W)|, the max held constant (detached), so
+    c = dA/dW = (1 - tanh^2 W) / max|tanh W|. Q = sign(A) for 1 bit, else
+    2 quantize_k((A + 1)/2) - 1 with quantize_k(x) = round((2^k-1) x)/(2^k-1).
+    Note sign(A(W)) = sign(W); the estimator sees A(W), not W.
+    """
+
+    name = "dorefa"
+    supported_bits = (1, 2, 4, 8)
+
+    def _max(self, t: torch.Tensor) -> torch.Tensor:
+        return t.detach().abs().max().clamp_min(_EPS)
+
+    def pre(self, w):
+        t = torch.tanh(w)
+        return t / self._max(t)
+
+    def pre_derivative(self, w):
+        t = torch.tanh(w.detach())
+        return (1 - t * t) / self._max(t)
+
+
+@QUANTIZERS.register("bwn", "BWN/XNOR alpha*sign(W), alpha = mean|W| per tensor or channel")
+class BWNQuantizer(WeightQuantizer):
+    """Binary-Weight-Network (XNOR-Net, Rastegari et al. ECCV 2016, Eq. 2-4).
+
+    Q(W) = alpha * sign(W), alpha = mean|W| over the whole tensor (shape []) or, with
+    ``per_channel=True``, over all but dim 0 (shape [C_out, 1, ..., 1]).
+    ``detach_scale=False`` (default) lets gradient flow through alpha too, as in the
+    paper's derivative (Sec. 3.1, per tensor with n weights):
+    dQ_i/dW_j = alpha s(W_i) [i = j] + sign(W_i) sign(W_j) / n;
+    ``detach_scale=True`` treats alpha as a constant (dQ_i/dW_i = alpha s(W_i)).
+    """
+
+    name = "bwn"
+    supported_bits = (1,)
+
+    def __init__(self, bits: int = 1, estimator: str | Estimator = "clipped_ste",
+                 estimator_options: dict[str, Any] | None = None, per_channel: bool = False,
+                 detach_scale: bool = False) -> None:
+        super().__init__(bits, estimator, estimator_options)
+        self.per_channel = bool(per_channel)
+        self.detach_scale = bool(detach_scale)
+
+    def scale(self, w):
+        a = w.abs()
+        if self.per_channel and w.dim() > 1:
+            alpha = a.mean(dim=tuple(range(1, w.dim())), keepdim=True)
+        else:
+            alpha = a.mean()
+        return alpha.detach() if self.detach_scale else alpha
+
+    def scale_numel(self, shape):
+        return int(shape[0]) if self.per_channel and len(shape) > 1 else 1
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, per_channel={self.per_channel}, detach_scale={self.detach_scale}"
+
+
+@QUANTIZERS.register("uniform", "k-bit symmetric uniform grid, per-tensor scale max|W|")
+class UniformQuantizer(WeightQuantizer):
+    """Symmetric mid-rise uniform quantizer with 2^k levels and per-tensor scale s = max|W|.
+
+    Q(W) = s * ((2/n) round(n (W/s + 1)/2) - 1), n = 2^k - 1, s held constant, so the
+    straight-through gradient is dQ/dW = 1. For 1 bit this is max|W| * sign(W).
+    """
+
+    name = "uniform"
+    supported_bits = (1, 2, 4, 8)
+
+    def _s(self, w):
+        return w.detach().abs().max().clamp_min(_EPS)
+
+    def pre(self, w):
+        return w / self._s(w)
+
+    def pre_derivative(self, w):
+        return torch.ones_like(w) / self._s(w)
+
+    def scale(self, w):
+        return self._s(w)
+
+    def scale_numel(self, shape):
+        return 1
+
+
+def make_weight_quantizer(name: str, bits: int = 1, estimator: str = "ste",
+                          estimator_options: dict[str, Any] | None = None,
+                          **options: Any) -> WeightQuantizer:
+    """Build the registered weight quantizer ``name`` (ValueError on bad names/bits/options)."""
+    from bnnopt.quant._lookup import lookup
+
+    cls = lookup(QUANTIZERS, name)
+    try:
+        return cls(bits=bits, estimator=estimator, estimator_options=estimator_options, **options)
+    except TypeError as err:
+        raise ValueError(f"invalid options {sorted(options)} for quantizer {name!r}: {err}") from None
