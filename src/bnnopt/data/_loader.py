@@ -1,0 +1,146 @@
+"""In-memory batched loader in the spirit of airbench (Keller Jordan, 2024).
+
+The whole split lives on the compute device as uint8 ``[N, C, H, W]`` (CIFAR-10's 50k
+training images are 150 MB); each batch is one gather + crop/flip + normalise on the
+device, so there are no worker processes, no per-sample Python and no host-device
+copies after construction.
+
+Exact resume: an epoch's order, crop offsets and flips come from a ``torch.Generator``
+(on the CPU, so CPU and CUDA runs see the same batches) seeded with
+``SeedSequence([seed, epoch])``. The batches of epoch ``e`` are therefore a pure
+function of ``(seed, epoch)``, whatever ran before.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from bnnopt.data._augment import Normalizer, crop_flip, draw_crop_flip
+from bnnopt.data._base import ArrayDataset, Augment
+
+__all__ = ["InMemoryLoader", "make_loaders", "epoch_generator", "as_augment"]
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator whose state depends only on ``(seed, epoch)`` (well mixed, 63 bits)."""
+    for what, v in (("seed", seed), ("epoch", epoch)):
+        if not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"invalid {what} {v!r}; valid: integers >= 0")
+    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+
+
+def as_augment(augment: bool | Augment | None) -> Augment | None:
+    """``True`` -> ``Augment()`` (pad 4, flip, zero padding); ``False``/None -> None."""
+    if augment is None or augment is False:
+        return None
+    if augment is True:
+        return Augment()
+    if isinstance(augment, Augment):
+        return augment if augment.active else None
+    raise ValueError(f"invalid augment {augment!r}; valid: True, False, None or an Augment(...)")
+
+
+class InMemoryLoader:
+    """Batches of normalised (optionally augmented) images from uint8 tensors on ``device``.
+
+    Args:
+        x: uint8 ``[N, C, H, W]``; y: int64 ``[N]`` (tensors or numpy arrays).
+        batch_size: images per batch (the last one is smaller unless ``drop_last``).
+        mean, std: per-channel normalisation constants in [0, 1] units.
+        augment: True / False / :class:`Augment` (random crop with padding + h-flip).
+        device: compute device; the data are copied there once.
+        seed: base seed; epoch ``e`` uses ``epoch_generator(seed, e)``.
+        drop_last: drop the final incomplete batch of each training epoch.
+        shuffle: permute each epoch (default True).
+        dtype: floating dtype of the batches.
+
+    ``epoch(e)`` yields ``(x float [B, C, H, W], y int64 [B])`` on ``device``;
+    ``eval()`` yields every image once, in order, unaugmented.
+    """
+
+    def __init__(self, x, y, batch_size: int, mean: Sequence[float], std: Sequence[float],
+                 augment: bool | Augment | None = False, device: torch.device | str = "cpu", seed: int = 0,
+                 drop_last: bool = False, shuffle: bool = True, dtype: torch.dtype = torch.float32):
+        x, y = torch.as_tensor(x), torch.as_tensor(y)
+        if x.dtype != torch.uint8 or x.dim() != 4:
+            raise ValueError(f"invalid images {x.dtype} {tuple(x.shape)}; valid: uint8 [N, C, H, W]")
+        if y.dim() != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"invalid labels shape {tuple(y.shape)}; valid: [{x.shape[0]}]")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"invalid batch_size {batch_size!r}; valid: a positive integer")
+        if len(mean) != x.shape[1]:
+            raise ValueError(f"invalid mean {tuple(mean)}: images have {x.shape[1]} channels")
+        self.device = torch.device(device)
+        self.x = x.to(self.device)
+        self.y = y.to(self.device, torch.int64)
+        self.batch_size = batch_size
+        self.augment = as_augment(augment)
+        self.seed = seed
+        self.drop_last = drop_last
+        self.shuffle = shuffle
+        self.normalize = Normalizer(mean, std, self.device, dtype)
+        epoch_generator(seed, 0)  # validates seed
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.x.shape[0])
+
+    def __len__(self) -> int:
+        n, b = self.num_samples, self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def plan(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The epoch's order and augmentation parameters (CPU tensors), a pure function of (seed, epoch)."""
+        g = epoch_generator(self.seed, epoch)
+        n = self.num_samples
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        plan = {"order": order}
+        if self.augment is not None:
+            dy, dx, flips = draw_crop_flip(n, self.augment.pad, self.augment.flip, g)
+            plan.update(dy=dy, dx=dx, flips=flips)
+        return plan
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Training batches of ``epoch``, beginning at batch ``start`` (for mid-epoch resume)."""
+        plan = {k: v.to(self.device) for k, v in self.plan(epoch).items()}
+        order, b = plan["order"], self.batch_size
+        for i in range(start, len(self)):
+            sl = slice(i * b, min((i + 1) * b, self.num_samples))
+            idx = order[sl]
+            if self.augment is None:
+                xb = self.x[idx]
+            else:
+                a = self.augment
+                xb = crop_flip(self.x, idx, plan["dy"][sl], plan["dx"][sl], plan["flips"][sl], a.pad, a.pad_mode)
+            yield self.normalize(xb), self.y[idx]
+
+    def eval(self, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image once, in stored order, no augmentation, last batch kept."""
+        b = batch_size or self.batch_size
+        for i in range(0, self.num_samples, b):
+            yield self.normalize(self.x[i:i + b]), self.y[i:i + b]
+
+    def __repr__(self) -> str:
+        return (f"InMemoryLoader(n={self.num_samples}, batch_size={self.batch_size}, batches={len(self)}, "
+                f"augment={self.augment}, device={self.device}, seed={self.seed}, drop_last={self.drop_last})")
+
+
+def make_loaders(dataset: ArrayDataset, batch_size: int, device: torch.device | str = "cpu", seed: int = 0,
+                 augment: bool | Augment | None = None, drop_last: bool = False,
+                 eval_batch_size: int | None = None) -> tuple[InMemoryLoader, InMemoryLoader]:
+    """(train loader, test loader) for an :class:`ArrayDataset` or an ImageNet folder dataset.
+
+    ``augment=None`` uses the dataset's own default (``dataset.augment``: crop+flip for
+    CIFAR, none for the digit datasets). The test loader never shuffles or augments.
+    """
+    if hasattr(dataset, "make_loaders"):  # lazily decoded datasets (ImageNet) build their own
+        return dataset.make_loaders(batch_size, device, seed, augment, drop_last, eval_batch_size)
+    aug = dataset.augment if augment is None else augment
+    train = InMemoryLoader(dataset.train_x, dataset.train_y, batch_size, dataset.mean, dataset.std,
+                           aug, device, seed, drop_last, shuffle=True)
+    test = InMemoryLoader(dataset.test_x, dataset.test_y, eval_batch_size or batch_size, dataset.mean,
+                          dataset.std, False, device, seed, False, shuffle=False)
+    return train, test
