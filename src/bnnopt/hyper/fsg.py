@@ -1,0 +1,165 @@
+"""FSG: Fast and Slow Gradient generation (Chen et al., AAAI 2025).
+
+Per quantized layer, from the stored g = ∂L/∂Q and Ŵ of the previous step
+(the shared step is in :mod:`bnnopt.hyper.learned`; HGS in :mod:`.hgs`; LRE and
+the sequence layouts in :mod:`.lre`):
+
+* fast-net (3 bias-free linear layers, hidden 100, no activation): the fast
+  gradient F, an estimate of ∂L/∂Ŵ from the current step only;
+* slow-net (Mamba block or LSTM, :mod:`bnnopt.hyper.slow_nets`) over the HGS
+  sequence [LRE token, last l gradients]: the slow gradient S, a learned
+  first-order momentum;
+* c = ∂Ŵ/∂W (calibration), η = the base optimizer's learning rate.
+
+``variant="paper"`` (default) -- the paper's equations:
+
+    F = fast([g, Ŵ])           input (g, Ŵ), Ŵ = A(W) (Eq. 1), orthogonal init
+    W_{t+1} = W_t - η·c⊙F + β·S                                   (Eq. 9)
+    look-ahead W̃ = W - η·c⊙F + β·S   (forward there; Eq. 12-15 train both nets)
+    generated gradient G = c⊙F - (β/η)·S, so plain SGD (W - η·G) is exactly Eq. 9;
+    SGD-M and Adam receive the same G. Defaults l = 6, β = 0.3, Adam lr 1e-3 for both nets.
+
+``variant="official"`` -- what github two-tiger/FSG does:
+
+    F = g ⊙ fast(u)            input u = (Ŵ+1)/2 only (its [0,1] DoReFa form), default init
+    look-ahead W̃ = W - η·(β·S + (1-β)·c⊙F)     (its ``alpha``, default β = 0.9)
+    generated gradient G = c⊙F   (S only shapes the look-ahead)
+    Defaults l = 5 (newest included), Adam lr 1e-2 (fast) and 1e-3 (slow).
+
+``layout``: "flat" (Eq. 10-11, one sequence of length l·ξ+1 per layer, as the
+paper and the official code) or "per-weight" (one (l+1)-token sequence per
+weight, all layers in one batched slow-net call).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from bnnopt.hyper.hgs import HistoryBuffer
+from bnnopt.hyper.learned import LearnedGradientMethod, MetaInputs, flat_cat, split_like
+from bnnopt.hyper.lre import (LAYOUTS, LayerEmbedding, flat_slow_gradients,
+                              per_weight_slow_gradients)
+from bnnopt.hyper.meta_nets import LinearStack
+from bnnopt.registry import METHODS, choice
+
+VARIANTS = ("paper", "official")
+SLOW_NETS = ("mamba", "lstm")
+# Per-variant defaults for options left as None.
+VARIANT_DEFAULTS = {
+    "paper": {"history": 6, "beta": 0.3, "fast_lr": 1e-3},
+    "official": {"history": 5, "beta": 0.9, "fast_lr": 1e-2},
+}
+
+
+@METHODS.register("fsg", "FSG (AAAI 2025): fast-net + Mamba/LSTM slow-net over HGS with LRE")
+class FSG(LearnedGradientMethod):
+    """Fast and Slow Gradient generation; options are listed in ``option_defaults``.
+
+    variant "paper"|"official"; layout "flat"|"per-weight"; slow_net "mamba"|"lstm";
+    history l (None: 6 paper / 5 official); beta (None: 0.3 / 0.9); hidden (fast-net
+    width, 100); expand, d_state, d_conv (Mamba; 100, 16, 8 as the paper/official
+    code); fast_lr (None: 1e-3 / 1e-2), slow_lr (1e-3); slow_net_options (extra
+    keyword arguments of the slow-net constructor).
+    """
+
+    method_name = "fsg"
+    option_defaults: dict[str, Any] = {
+        "variant": "paper", "layout": "per-weight", "slow_net": "mamba", "history": None,
+        "beta": None, "hidden": 100, "expand": 100, "d_state": 16, "d_conv": 8,
+        "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {},
+    }
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.hgs: list[HistoryBuffer] = []
+
+    # -- options -----------------------------------------------------------------------
+    def validate_options(self) -> None:
+        super().validate_options()
+        opts = self.options
+        choice(opts["variant"], VARIANTS, "fsg variant")
+        choice(opts["layout"], LAYOUTS, "fsg layout")
+        choice(opts["slow_net"], SLOW_NETS, "fsg slow_net")
+        for key, value in VARIANT_DEFAULTS[opts["variant"]].items():
+            if opts[key] is None:
+                opts[key] = value
+        for key in ("history", "hidden", "expand", "d_state", "d_conv"):
+            self._positive(key, integer=True)
+        for key in ("fast_lr", "slow_lr"):
+            self._positive(key)
+        beta = opts["beta"]
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
+            raise ValueError(f"invalid fsg beta {beta!r}; must be a number in [0, 1]")
+        if not isinstance(opts["slow_net_options"], dict):
+            raise ValueError(f"invalid fsg slow_net_options {opts['slow_net_options']!r}; "
+                             "must be a table of keyword arguments")
+
+    # -- nets ----------------------------------------------------------------------------
+    def build_meta(self) -> None:
+        from bnnopt.hyper.slow_nets import make_slow_net
+
+        opts = self.options
+        paper = opts["variant"] == "paper"
+        self.meta_modules["fast"] = LinearStack(2 if paper else 1, opts["hidden"], depth=3,
+                                                init="orthogonal" if paper else "default")
+        kw = dict(opts["slow_net_options"])
+        if opts["slow_net"] == "mamba":
+            kw = {"d_model": 1, "d_state": opts["d_state"], "d_conv": opts["d_conv"],
+                  "expand": opts["expand"], **kw}
+        self.meta_modules["slow"] = make_slow_net(opts["slow_net"], **kw)
+        self.meta_modules["lre"] = LayerEmbedding(len(self.layers), 1)
+        self.hgs = [HistoryBuffer(opts["history"], layer.weight.numel())
+                    for _, layer in self.layers]
+
+    def _make_meta_optimizers(self) -> None:
+        slow_params = list(self.meta_modules["slow"].parameters())
+        slow_params += list(self.meta_modules["lre"].parameters())
+        self.meta_optimizers = {
+            "fast": torch.optim.Adam(self.meta_modules["fast"].parameters(),
+                                     lr=self.options["fast_lr"]),
+            "slow": torch.optim.Adam(slow_params, lr=self.options["slow_lr"]),
+        }
+
+    # -- the step --------------------------------------------------------------------------
+    def record(self, g: list[Tensor], w_hat: list[Tensor]) -> None:
+        """HGS push of the newest g (so the slow-net's last token is g_{t-1} at step t)."""
+        for buf, grad in zip(self.hgs, g):
+            buf.push(grad)
+
+    def slow_gradients(self) -> Tensor:
+        """S (N,) for all layers, flattened and concatenated, from HGS + LRE + slow-net."""
+        histories = [buf.sequence() for buf in self.hgs]
+        fn = flat_slow_gradients if self.options["layout"] == "flat" else per_weight_slow_gradients
+        return torch.cat(fn(self.meta_modules["slow"], self.meta_modules["lre"], histories))
+
+    def fast_gradients(self, g: Tensor, w_hat: Tensor) -> Tensor:
+        """F (N,): paper fast([g, Ŵ]); official g ⊙ fast((Ŵ+1)/2)."""
+        fast = self.meta_modules["fast"]
+        if self.options["variant"] == "paper":
+            return fast(torch.stack((g, w_hat), dim=1))
+        return g * fast((0.5 * w_hat + 0.5).unsqueeze(1))
+
+    def generate(self, inputs: MetaInputs) -> tuple[list[Tensor], list[Tensor]]:
+        eta, beta = inputs.lr, float(self.options["beta"])
+        cf = flat_cat(inputs.c) * self.fast_gradients(flat_cat(inputs.g), flat_cat(inputs.w_hat))
+        slow = self.slow_gradients()
+        if self.options["variant"] == "paper":
+            delta = -eta * cf + beta * slow                 # Eq. 9 / Eq. 12
+            grad = cf - (beta / eta) * slow                 # W - η·G == Eq. 9
+        else:
+            delta = -eta * (beta * slow + (1.0 - beta) * cf)
+            grad = cf
+        return split_like(delta, inputs.g), split_like(grad.detach(), inputs.g)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {"hgs": [buf.state_dict() for buf in self.hgs]}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if len(state["hgs"]) != len(self.hgs):
+            raise ValueError(f"method state has {len(state['hgs'])} HGS buffers; "
+                             f"this model has {len(self.hgs)} quantized layers")
+        for buf, s in zip(self.hgs, state["hgs"]):
+            buf.load_state_dict(s)

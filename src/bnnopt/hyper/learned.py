@@ -1,0 +1,279 @@
+"""The learned-gradient step shared by FCGrad, MultiFC, LSTMFC (MetaQuant) and FSG.
+
+Notation (FSG paper Sec. "Preliminaries", Eq. 1-3): latent weight W, pre-quantized
+weight Ŵ = A(W) (DoReFa: tanh(W)/max|tanh W|, max held constant, Eq. 1), quantized
+weight Q = q(Ŵ) (Eq. 2), stored gradient g = ∂L/∂Q, and the calibration
+c = ∂A(W)/∂W (DoReFa: (1 - tanh²W)/max|tanh W|).
+
+One training step t (FSG Algorithm 1; Eq. 12-15; MetaQuant Sec. 3)::
+
+    if nothing is stored yet:                 # the very first step
+        plain autograd step (the layers' estimator, i.e. STE)
+    else:
+        (Δ_i, G_i) = generate(g_{t-1}, Ŵ_{t-1}, c_t, η)   # meta-nets, per layer i
+        forward at the look-ahead weight  W̃_i = W_i + Δ_i   (Eq. 12-13, via layer.delta)
+        L = criterion(model(x), y);  L.backward()         # trains the meta-nets (Eq. 14-15):
+                                                          #   ∂L/∂φ = Σ_i ∂L/∂W̃_i · ∂Δ_i/∂φ
+        meta-optimizers step
+        W_i.grad := G_i          # the generated gradient replaces autograd's
+    store g_t = ∂L/∂Q (from layer.last_quantized) and Ŵ_t = A(W̃_t)
+    base optimizer step (SGD, SGD-M or Adam, built by bnnopt.train.method.build_optimizer)
+
+Δ_i is differentiable w.r.t. the meta-net parameters φ (so they sit in the
+graph); G_i is its detached value. Only the quantized layers' latent weights get
+generated gradients; every other parameter (BatchNorm, biases, full-precision
+layers) keeps its autograd gradient, evaluated at the look-ahead point. The
+step works for every QConv2d / QLinear of any model (``bnnopt.nn.quantized_layers``).
+
+Subclasses implement :meth:`build_meta` (create meta-nets and their optimizers)
+and :meth:`generate`; optionally :meth:`record` (e.g. push g into a history) and
+:meth:`extra_state` / :meth:`load_extra_state`.
+"""
+from __future__ import annotations
+
+import copy as copy_module
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bnnopt.train.method import Method, OptimConfig, StepOutput
+
+POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer", "act_bits",
+               "act_estimator")
+COMMON_DEFAULTS: dict[str, Any] = {
+    "quantizer": "dorefa", "bits": 1, "estimator": "ste", "estimator_options": {},
+    "meta_seed": None,
+}
+
+
+def calibration(quantizer: nn.Module, weight: Tensor) -> Tensor:
+    """c = ∂A(W)/∂W element-wise at ``weight`` (A's normaliser, e.g. max|tanh W|, held constant).
+
+    Uses the quantizer's closed form ``pre_derivative`` when it has one (DoReFa:
+    (1 - tanh²W)/max|tanh W|); otherwise autograd through ``pre``: with the
+    normaliser detached each output depends only on its own input, so the
+    gradient of Σ A(W) is exactly the element-wise derivative. A quantizer with
+    neither has A = identity, c = 1.
+    """
+    closed = getattr(quantizer, "pre_derivative", None)
+    if closed is not None:
+        with torch.no_grad():
+            return closed(weight.detach())
+    pre = getattr(quantizer, "pre", None)
+    if pre is None:
+        return torch.ones_like(weight, memory_format=torch.contiguous_format)
+    with torch.enable_grad():
+        w = weight.detach().requires_grad_(True)
+        (c,) = torch.autograd.grad(pre(w).sum(), w)
+    return c
+
+
+@torch.no_grad()
+def pre_quantized(quantizer: nn.Module, weight: Tensor) -> Tensor:
+    """Ŵ = A(weight) (detached copy); identity for a quantizer without ``pre``."""
+    pre = getattr(quantizer, "pre", None)
+    return (weight if pre is None else pre(weight)).detach().clone()
+
+
+def flat_cat(tensors: list[Tensor]) -> Tensor:
+    """Concatenate the flattened tensors of all layers -> (N,)."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def split_like(flat: Tensor, like: list[Tensor]) -> list[Tensor]:
+    """Inverse of :func:`flat_cat`: split (N,) into tensors shaped like ``like``."""
+    parts = torch.split(flat, [t.numel() for t in like])
+    return [p.reshape(t.shape) for p, t in zip(parts, like)]
+
+
+@dataclass
+class MetaInputs:
+    """What the meta-nets see at step t, one entry per quantized layer.
+
+    g: ∂L/∂Q of step t-1 (weight shape); w_hat: Ŵ = A(W̃) of step t-1;
+    c: ∂A/∂W at the current latent weight; lr: the base optimizer's current η.
+    """
+
+    g: list[Tensor]
+    w_hat: list[Tensor]
+    c: list[Tensor]
+    lr: float
+
+
+class LearnedGradientMethod(Method):
+    """Base class of the learned-gradient family (see the module docstring)."""
+
+    family = "learned-gradient"
+    method_name = "learned-gradient"
+    option_defaults: dict[str, Any] = {}
+    needs_prev_step = False  # record the applied update W_before - W_after per layer
+
+    def __init__(self, **options: Any):
+        merged = {**COMMON_DEFAULTS, **self.option_defaults}
+        unknown = set(options) - set(merged)
+        if unknown:
+            raise ValueError(
+                f"unknown option {sorted(unknown)[0]!r} for method {self.method_name!r}; "
+                f"valid options: {', '.join(sorted(merged))}"
+            )
+        merged.update(options)
+        super().__init__(**merged)
+        self.validate_options()
+        self.layers: list[tuple[str, nn.Module]] = []
+        self.meta_modules = nn.ModuleDict()
+        self.meta_optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._g: list[Tensor] | None = None
+        self._w_hat: list[Tensor] | None = None
+        self._prev_step: list[Tensor] | None = None
+        self.steps = 0
+
+    # -- options -------------------------------------------------------------------
+    def validate_options(self) -> None:
+        """Raise ValueError on a bad option value (subclasses extend)."""
+        seed = self.options["meta_seed"]
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"invalid meta_seed {seed!r}; must be an integer or None")
+
+    def _positive(self, key: str, integer: bool = False) -> None:
+        value = self.options[key]
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok or not value > 0:
+            kind = "an integer >= 1" if integer else "a number > 0"
+            raise ValueError(f"invalid {key} {value!r} for method {self.method_name!r}; "
+                             f"must be {kind}")
+
+    # -- model ---------------------------------------------------------------------
+    def quant_config(self, policy: dict[str, Any]):
+        from bnnopt.nn import QuantConfig
+
+        unknown = set(policy) - set(POLICY_KEYS)
+        if unknown:
+            raise ValueError(f"unknown policy key {sorted(unknown)[0]!r}; "
+                             f"valid keys: {', '.join(POLICY_KEYS)}")
+        cfg = QuantConfig(weight_quantizer=self.options["quantizer"],
+                          weight_bits=self.options["bits"], estimator=self.options["estimator"],
+                          estimator_options=dict(self.options["estimator_options"]), **policy)
+        return cfg.validate()
+
+    def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
+        from bnnopt.nn import binarize_
+
+        return binarize_(model, self.quant_config(policy))
+
+    def build(self, model: nn.Module, optim: OptimConfig) -> None:
+        """Base optimizer over all parameters, then the meta-nets for every quantized layer."""
+        from bnnopt.nn import quantized_layers
+
+        super().build(model, optim)
+        self.layers = list(quantized_layers(model))
+        if not self.layers:
+            raise ValueError(f"method {self.method_name!r} needs at least one quantized layer "
+                             "(QConv2d/QLinear); the model has none")
+        for _, layer in self.layers:
+            layer.track_quantized = True
+        first = self.layers[0][1].weight
+        seed = self.options["meta_seed"]
+        seed = torch.initial_seed() if seed is None else seed
+        with torch.random.fork_rng(devices=[]):  # meta-net init never shifts the global RNG
+            torch.manual_seed(seed)
+            self.build_meta()
+        self.meta_modules.to(device=first.device, dtype=first.dtype)  # follow the model
+        self._make_meta_optimizers()
+
+    def build_meta(self) -> None:
+        """Create ``self.meta_modules`` entries (uses ``self.layers``)."""
+        raise NotImplementedError
+
+    def _make_meta_optimizers(self) -> None:
+        """Create ``self.meta_optimizers`` (name -> optimizer over meta-net parameters)."""
+        raise NotImplementedError
+
+    # -- the step --------------------------------------------------------------------
+    def generate(self, inputs: MetaInputs) -> tuple[list[Tensor], list[Tensor]]:
+        """Return (Δ_i differentiable look-ahead offsets, G_i detached generated gradients)."""
+        raise NotImplementedError
+
+    def record(self, g: list[Tensor], w_hat: list[Tensor]) -> None:
+        """Hook called with the newly stored g_t and Ŵ_t at the end of every step."""
+
+    def train_step(self, model: nn.Module, x: Tensor, y: Tensor, criterion) -> StepOutput:
+        assert self.optimizer is not None, "build() first"
+        layers = [layer for _, layer in self.layers]
+        meta = self._g is not None
+        grads: list[Tensor] = []
+        if meta:
+            for opt in self.meta_optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
+            lr = float(self.optimizer.param_groups[0]["lr"])
+            deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
+            for layer, delta in zip(layers, deltas):
+                layer.delta = delta
+        try:
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = criterion(logits, y)
+            loss.backward()
+            new_g, new_w = [], []
+            for layer in layers:
+                q = getattr(layer, "last_quantized", None)
+                gq = None if q is None else q.grad
+                new_g.append(torch.zeros_like(layer.weight) if gq is None else gq.detach().clone())
+                w_eff = layer.weight.detach()
+                if layer.delta is not None:
+                    w_eff = w_eff + layer.delta.detach()
+                new_w.append(pre_quantized(layer.weight_quantizer, w_eff))
+        finally:
+            for layer in layers:
+                layer.delta = None
+        if meta:
+            for opt in self.meta_optimizers.values():
+                opt.step()
+            for layer, grad in zip(layers, grads):
+                layer.weight.grad = grad.detach().to(layer.weight.dtype).reshape(layer.weight.shape)
+        self._g, self._w_hat = new_g, new_w
+        self.record(new_g, new_w)
+        before = [layer.weight.detach().clone() for layer in layers] if self.needs_prev_step else None
+        self.optimizer.step()
+        if before is not None:
+            self._prev_step = [b - layer.weight.detach() for b, layer in zip(before, layers)]
+        self.steps += 1
+        return StepOutput(loss.detach(), logits.detach(), {"meta_step": float(meta)})
+
+    # -- checkpoints -----------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+
+        def copy(ts):
+            return None if ts is None else [t.clone() for t in ts]
+
+        state.update({
+            "layers": [name for name, _ in self.layers],
+            "steps": self.steps,
+            "g": copy(self._g), "w_hat": copy(self._w_hat), "prev_step": copy(self._prev_step),
+            "meta_modules": self.meta_modules.state_dict(),
+            "meta_optimizers": {k: opt.state_dict() for k, opt in self.meta_optimizers.items()},
+            "extra": self.extra_state(),
+        })
+        return copy_module.deepcopy(state)  # a snapshot: training on must not change it
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = [name for name, _ in self.layers]
+        if state.get("layers") != names:
+            raise ValueError(f"method state was saved for layers {state.get('layers')}; "
+                             f"this model's quantized layers are {names}")
+        super().load_state_dict(state)
+        self.steps = int(state["steps"])
+        self._g, self._w_hat, self._prev_step = state["g"], state["w_hat"], state["prev_step"]
+        self.meta_modules.load_state_dict(state["meta_modules"])
+        for key, opt in self.meta_optimizers.items():
+            opt.load_state_dict(state["meta_optimizers"][key])
+        self.load_extra_state(state["extra"])

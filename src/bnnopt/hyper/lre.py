@@ -1,0 +1,62 @@
+"""Layer Recognition Embeddings (LRE) and the two slow-net sequence layouts (FSG Eq. 10-11).
+
+LRE: one learnable d_model-vector e_i per quantized layer i (``nn.Embedding``),
+prepended as the first token of the slow-net's input, so that one shared
+slow-net can produce layer-specific outputs. Here d_model = 1 (the slow-net
+reads one scalar per token, as in the official code).
+
+Given HGS sequences H_i of shape (k, ξ_i) (oldest first; ξ_i weights of layer i)
+the slow gradient S_i (ξ_i,) is read off the slow-net output:
+
+* ``flat`` (paper Eq. 10-11, official code): ONE sequence per layer,
+  x_i = [e_i, H_i[0, :], H_i[1, :], ..., H_i[k-1, :]]  of length k·ξ_i + 1;
+  S_i = the outputs at the last ξ_i positions (those of the newest gradient).
+  One slow-net call per layer; the scan runs across weights and steps.
+* ``per-weight``: one short sequence per weight element w of layer i,
+  x_{i,w} = [e_i, H_i[0, w], ..., H_i[k-1, w]]  of length k + 1;
+  S_{i,w} = the output at the last position. All weights of all layers form
+  ONE batch (Σ ξ_i sequences) -> a single slow-net call.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+LAYOUTS = ("flat", "per-weight")
+
+
+class LayerEmbedding(nn.Module):
+    """LRE: ``num_layers`` learnable ``d_model``-vectors (N(0, 1) initialisation)."""
+
+    def __init__(self, num_layers: int, d_model: int = 1):
+        super().__init__()
+        if num_layers < 1:
+            raise ValueError(f"invalid num_layers {num_layers!r}; must be >= 1")
+        self.embedding = nn.Embedding(num_layers, d_model)
+
+    @property
+    def weight(self) -> Tensor:
+        return self.embedding.weight  # (num_layers, d_model)
+
+
+def flat_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
+                        histories: list[Tensor]) -> list[Tensor]:
+    """``flat`` layout: per layer i, S_i (ξ_i,) from one sequence of length k·ξ_i + 1."""
+    out = []
+    for i, hist in enumerate(histories):  # hist: (k, ξ_i)
+        numel = hist.shape[1]
+        tokens = torch.cat((lre.weight[i].reshape(1, 1, -1),
+                            hist.reshape(1, -1, 1).to(lre.weight.dtype)), dim=1)
+        out.append(slow_net(tokens)[0, -numel:, 0])
+    return out
+
+
+def per_weight_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
+                              histories: list[Tensor]) -> list[Tensor]:
+    """``per-weight`` layout: S (Σξ_i,) from Σξ_i sequences of length k + 1, one batched call."""
+    sizes = [h.shape[1] for h in histories]
+    seq = torch.cat([h.t() for h in histories], dim=0)  # (N, k), oldest first per row
+    counts = torch.tensor(sizes, device=seq.device)
+    first = torch.repeat_interleave(lre.weight, counts, dim=0)  # (N, 1): e_i of each weight
+    tokens = torch.cat((first, seq.to(first.dtype)), dim=1).unsqueeze(-1)  # (N, k+1, 1)
+    return list(torch.split(slow_net(tokens)[:, -1, 0], sizes))
