@@ -54,8 +54,10 @@ from bnnopt.quant.weight import (
     WeightQuantizer,
     make_weight_quantizer,
 )
+from bnnopt.registry import ESTIMATORS, QUANTIZERS
 
 __all__ = [
+    "ESTIMATORS", "QUANTIZERS",
     # autograd Functions and helpers
     "SignSTE", "SignClipped", "ApproxSign", "EDE", "ReSTE", "KBitRound", "UnitQuantize",
     "binary_sign", "kbit_codes", "levels_from_codes",

@@ -170,7 +170,7 @@ class BWNQuantizer(WeightQuantizer):
     ``per_channel=True``, over all but dim 0 (shape [C_out, 1, ..., 1]).
     ``detach_scale=False`` (default) lets gradient flow through alpha too, as in the
     paper's derivative (Sec. 3.1, per tensor with n weights):
-    dQ_i/dW_j = alpha s(W_i) [i = j] + sign(W_i) sign(W_j) / n;
+    dQ_i/dW_j = alpha s(W_i) [i = j] + sign(W_i) sign(W_j) / n (d|W|/dW := 0 at 0);
     ``detach_scale=True`` treats alpha as a constant (dQ_i/dW_i = alpha s(W_i)).
     """
 
