@@ -44,7 +44,7 @@ POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer",
                "act_estimator")
 COMMON_DEFAULTS: dict[str, Any] = {
     "quantizer": "dorefa", "bits": 1, "estimator": "ste", "estimator_options": {},
-    "meta_seed": None,
+    "quantizer_options": {}, "meta_seed": None,
 }
 
 
@@ -154,7 +154,8 @@ class LearnedGradientMethod(Method):
                              f"valid keys: {', '.join(POLICY_KEYS)}")
         cfg = QuantConfig(weight_quantizer=self.options["quantizer"],
                           weight_bits=self.options["bits"], estimator=self.options["estimator"],
-                          estimator_options=dict(self.options["estimator_options"]), **policy)
+                          estimator_options=dict(self.options["estimator_options"]),
+                          quantizer_options=dict(self.options["quantizer_options"]), **policy)
         return cfg.validate()
 
     def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
