@@ -35,7 +35,8 @@ def load_any(path: str | Path, model_name: str | None = None):
     if path.is_dir() or is_checkpoint(path):
         model, config, data_info = load_model(path)
         return model, {"kind": "checkpoint", "dataset": config.dataset,
-                       "data_root": config.data_root, "data": data_info}
+                       "data_root": config.data_root, "data": data_info,
+                       "test_limit": config.test_limit}
     try:
         from bnnopt.export import is_packed, load_packed
     except ImportError:  # pragma: no cover - export package absent
@@ -62,7 +63,11 @@ def load_any(path: str | Path, model_name: str | None = None):
 def evaluate_path(path: str | Path, *, model: str | None = None, dataset: str | None = None,
                   data_root: str | None = None, limit: int = 0, device: str = "auto",
                   batch_size: int = 500) -> dict[str, Any]:
-    """Accuracy of ``path`` on the test split of its dataset (JSON-serialisable dict)."""
+    """Accuracy of ``path`` on the test split of its dataset (JSON-serialisable dict).
+
+    A run's checkpoint is evaluated on the same test images the run used
+    (its ``test_limit``) unless ``limit`` says otherwise.
+    """
     from bnnopt.train.data_setup import load_split_loaders
     from bnnopt.train.trainer import evaluate, resolve_device
 
@@ -72,10 +77,10 @@ def evaluate_path(path: str | Path, *, model: str | None = None, dataset: str | 
     dev = resolve_device(device)
     _, test_loader, data_info = load_split_loaders(
         dataset, root=data_root, batch_size=batch_size, augment=False, device=dev,
-        seed=0, test_limit=limit, need_train=False)
+        seed=0, test_limit=limit or info.get("test_limit", 0), need_train=False)
     net.to(dev)
     with torch.no_grad():
         loss, acc = evaluate(net, test_loader.epoch(0))
     return {"path": str(path), "kind": info["kind"], "dataset": dataset,
-            "images": len(test_loader.y) if hasattr(test_loader, "y") else None,
+            "images": test_loader.num_samples,
             "test_acc": acc, "test_loss": loss}

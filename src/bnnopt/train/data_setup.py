@@ -1,0 +1,58 @@
+"""From a dataset name to (train loader, test loader, data info) for the Trainer.
+
+``data info`` is what a checkpoint needs to rebuild and evaluate the model
+without reading the data again: number of classes, input channels and size,
+and the normalisation constants.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def load_split_loaders(dataset: str, *, root: str | None = None, download: bool = False,
+                       batch_size: int = 128, augment: bool = True, device: torch.device | str = "cpu",
+                       seed: int = 0, train_limit: int = 0, test_limit: int = 0,
+                       need_train: bool = True, eval_batch_size: int = 500):
+    """Read ``dataset`` and build its loaders.
+
+    augment: True uses the dataset's usual training augmentation (crop + flip for
+    CIFAR/SVHN, none for digit datasets); False disables it.
+    train_limit / test_limit: keep only the first N images of a split (0 = all).
+    """
+    from bnnopt.data import load_dataset, make_loaders
+
+    ds = load_dataset(dataset, root=root, download=download)
+    if train_limit or test_limit:
+        ds = ds.take(train_limit or None, test_limit or None)
+    aug = None if augment else False
+    train, test = make_loaders(ds, batch_size, device=device, seed=seed, augment=aug,
+                               eval_batch_size=eval_batch_size)
+    info: dict[str, Any] = {
+        "dataset": dataset,
+        "num_classes": ds.num_classes,
+        "in_channels": ds.in_channels,
+        "image_size": list(ds.image_size),
+        "mean": list(ds.mean), "std": list(ds.std),
+        "train_images": train.num_samples if need_train else None,
+        "test_images": test.num_samples,
+    }
+    return train, EvalLoader(test), info
+
+
+class EvalLoader:
+    """Adapter: ``.epoch(_)`` yields the test split once, in order, unaugmented."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def epoch(self, epoch: int = 0):
+        return self.loader.eval()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    @property
+    def num_samples(self) -> int:
+        return self.loader.num_samples

@@ -1,0 +1,86 @@
+"""The command line: each command end to end on tiny data, and bad input."""
+import json
+
+import pytest
+
+from bnnopt.cli import main
+
+TINY = ["--model", "mlp", "--dataset", "digits", "--set", "model_options.in_features=64",
+        "--set", "model_options.hidden=32", "--epochs", "1", "--train-limit", "256",
+        "--test-limit", "128", "--device", "cpu", "--set", "augment=false"]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_every_kind(capsys):
+    code, out, _ = run(capsys, "list")
+    assert code == 0
+    for name in ("ste", "irnet", "reste", "dorefa", "resnet20", "cifar10", "cifar10-subset", "sgdm"):
+        assert f"  {name} " in out
+
+
+def test_train_eval_report(tmp_path, capsys):
+    code, out, err = run(capsys, "train", *TINY, "--method", "ste", "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", str(tmp_path / "r"), "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert result["test_acc"] == pytest.approx(summary["final_test_acc"])
+    assert result["images"] == 128
+    code, out, _ = run(capsys, "report", str(tmp_path / "r"))
+    assert code == 0 and "| ste[adam] | 1 |" in out
+
+
+def test_compare_writes_table_and_plot(tmp_path, capsys):
+    code, out, err = run(capsys, "compare", *TINY, "--methods", "fp,ste", "--seeds", "2",
+                         "--out", str(tmp_path / "cmp"))
+    assert code == 0, err
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "| fp | 2 |" in report and "| ste | 2 |" in report
+    assert (tmp_path / "cmp" / "curves.png").stat().st_size > 1000
+    assert len(json.loads((tmp_path / "cmp" / "report.json").read_text())["runs"]) == 4
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", *TINY, "--method", "stee"], "unknown method 'stee'; valid methods:"),
+    (["train", *TINY, "--model", "resnet21"], "unknown model 'resnet21'; valid models:"),
+    (["train", "--protocol", "cifar-subset"], "unknown protocol 'cifar-subset'; valid protocols:"),
+    (["train", *TINY, "--set", "epochs=two"], "invalid value 'two' for 'epochs'"),
+    (["train", *TINY, "--set", "lr=0.1"], "unknown config key 'lr'"),
+    (["train", *TINY, "--set", "nokey"], "malformed override 'nokey'"),
+    (["train", *TINY, "--optimizer", "rmsprop"], "invalid optimizer 'rmsprop'"),
+    (["train", *TINY, "--dataset", "mnist", "--data-root", "/nonexistent/dir"], "mnist"),
+    (["list", "things"], "unknown kind 'things'"),
+    (["eval", "/nonexistent/ckpt.pt"], "no such file"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, fragment):
+    out_dir = tmp_path / "run"
+    if argv[0] == "train":
+        argv = argv + ["--out", str(out_dir)]
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("bnnopt: error: ") and err.count("\n") == 1
+    assert fragment in err
+    assert not out_dir.exists()
+
+
+def test_malformed_config_file(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('epochs = "ten"\n')
+    code, _, err = run(capsys, "train", *TINY, "--config", str(cfg), "--out", str(tmp_path / "r"))
+    assert code == 2 and "invalid value 'ten' for 'epochs'" in err
+    cfg.write_text('methd = "ste"\n')
+    code, _, err = run(capsys, "train", "--config", str(cfg), "--out", str(tmp_path / "r"))
+    assert code == 2 and "unknown config key 'methd'" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_train_refuses_to_overwrite_a_run(tmp_path, capsys):
+    assert run(capsys, "train", *TINY, "--method", "fp", "--out", str(tmp_path / "r"))[0] == 0
+    code, _, err = run(capsys, "train", *TINY, "--method", "fp", "--out", str(tmp_path / "r"))
+    assert code == 2 and "use --resume" in err

@@ -1,0 +1,89 @@
+"""Trainer: run records, exact resume after a kill between epochs, bad input."""
+import json
+
+import pytest
+import torch
+
+from bnnopt.train import RunConfig, Trainer
+from bnnopt.train.checkpoint import load_checkpoint, load_model
+
+
+def tiny_config(**changes) -> RunConfig:
+    cfg = RunConfig(model="mlp", dataset="digits", method="ste", epochs=3, batch_size=128,
+                    model_options={"in_features": 64, "hidden": 32}, schedule="cosine",
+                    optim={"name": "adam", "lr": 1e-2}, augment=False, device="cpu",
+                    train_limit=512, test_limit=256)
+    return cfg.update(changes)
+
+
+class Kill(Exception):
+    """Stands for the process dying right after an epoch's checkpoint was written."""
+
+
+def kill_after(epoch):
+    def callback(trainer, row):
+        if row["epoch"] == epoch:
+            raise Kill
+    return callback
+
+
+@pytest.mark.parametrize("method, options", [
+    ("ste", {}), ("irnet", {}), ("fp", {}),
+])
+def test_resume_after_kill_is_bit_exact(tmp_path, method, options):
+    cfg = tiny_config(method=method, method_options=options, optim={"name": "sgdm", "lr": 0.05})
+    full = Trainer(cfg, tmp_path / "full")
+    full.run()
+
+    killed = Trainer(tiny_config(method=method, method_options=options,
+                                 optim={"name": "sgdm", "lr": 0.05}),
+                     tmp_path / "resumed", callbacks=[kill_after(1)])
+    with pytest.raises(Kill):
+        killed.run()
+    assert load_checkpoint(tmp_path / "resumed")["epoch"] == 0
+    assert not (tmp_path / "resumed" / "summary.json").exists()
+
+    resumed = Trainer.resume(tmp_path / "resumed")
+    assert resumed.start_epoch == 1
+    resumed.run()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    ma = [json.loads(l) for l in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in ma] == [r["loss"] for r in mb]
+
+
+def test_run_directory_contents(tmp_path):
+    summary = Trainer(tiny_config(epochs=2), tmp_path / "run").run()
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert files == ["argv.json", "checkpoint.pt", "config.json", "metrics.jsonl", "summary.json"]
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert set(rows[0]) >= {"loss", "train_acc", "test_acc", "lr", "seconds", "test_loss"}
+    assert summary["final_test_acc"] == rows[-1]["test_acc"]
+    argv = json.loads((tmp_path / "run" / "argv.json").read_text())
+    assert argv["quantized_layers"] == ["layers.4", "layers.7"]  # hidden layers only
+
+
+def test_learning_happens_and_checkpoint_reloads(tmp_path):
+    trainer = Trainer(tiny_config(epochs=4, train_limit=0, test_limit=0), tmp_path / "run")
+    summary = trainer.run()
+    assert summary["final_test_acc"] > 80.0, summary  # 10 classes: chance is 10 %
+    model, config, _ = load_model(tmp_path / "run")
+    x = torch.randn(5, 64)
+    trainer.model.eval()
+    assert torch.equal(model(x), trainer.model(x))
+    assert config.method == "ste"
+
+
+def test_bad_input_leaves_no_run_directory(tmp_path):
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        Trainer(tiny_config(method="nope"), tmp_path / "a")
+    with pytest.raises(ValueError, match="unknown option 'bitz'"):
+        Trainer(tiny_config(method_options={"bitz": 2}), tmp_path / "b")
+    with pytest.raises(ValueError, match="looked"):
+        Trainer(tiny_config(dataset="cifar10", data_root=str(tmp_path / "nowhere")), tmp_path / "c")
+    for name in "abc":
+        assert not (tmp_path / name).exists()
