@@ -108,7 +108,7 @@ class QLayer(nn.Module):
 
     @classmethod
     def from_float(cls, module: nn.Module, config: QuantConfig | None = None) -> "QLayer":
-        """A quantized copy of float ``module`` (same device, dtype, weight, bias, requires_grad)."""
+        """A quantized copy of float ``module`` (device, dtype, weight, bias, requires_grad)."""
         kwargs = cls._float_kwargs(module)
         new = cls(**kwargs, bias=module.bias is not None, device=module.weight.device,
                   dtype=module.weight.dtype, config=config)

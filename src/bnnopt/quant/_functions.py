@@ -9,19 +9,20 @@ in the *backward*, the surrogate derivative d sign(x)/dx ~= s(x) that replaces t
 true derivative (0 almost everywhere). With g the incoming gradient dL/dy,
 dL/dx = g * s(x):
 
-=============  ======================================================  ==============================
-Function       s(x)                                                    paper
-=============  ======================================================  ==============================
-SignSTE        1                                                       Bengio et al. 2013; DoReFa
-SignClipped    1{|x| <= 1} (boundary inclusive)                        BinaryConnect; Hubara et al. 2016
-ApproxSign     2 - 2|x| on |x| <= 1, else 0                            Bi-Real Net (Liu et al. 2018) Eq. 5
-EDE            k * t * (1 - tanh^2(t x))                               IR-Net (Qin et al. 2020) Eq. 12
-ReSTE          (1/o)|x|^(1/o - 1)   on interval < |x| <= t             ReSTE (Wu et al. ICCV 2023) Eq. 9
+=============  ==============================================  ===============================
+Function       s(x)                                            paper
+=============  ==============================================  ===============================
+SignSTE        1                                               Bengio et al. 2013; DoReFa-Net
+SignClipped    1{|x| <= 1} (boundary inclusive)                BinaryConnect; Hubara et al. 2016
+ApproxSign     2 - 2|x| on |x| <= 1, else 0                    Bi-Real Net (Liu et al. 2018)
+EDE            k * t * (1 - tanh^2(t x))                       IR-Net (Qin et al. CVPR 2020)
+ReSTE          (1/o)|x|^(1/o - 1)   on interval < |x| <= t     ReSTE (Wu et al. ICCV 2023)
                interval^(1/o) / interval  on |x| <= interval
                0 on |x| > t
-=============  ======================================================  ==============================
+=============  ==============================================  ===============================
 
-k-bit rounding (DoReFa, Zhou et al. 2016, Eq. 5): quantize_k(x) = round((2^k - 1) x) / (2^k - 1)
+k-bit rounding (DoReFa-Net, Zhou et al. 2016, Eq. 5):
+quantize_k(x) = round((2^k - 1) x) / (2^k - 1)
 has the straight-through derivative 1 (or 1{|u| <= 1} with ``clip``).
 
 All tensors may have any shape; outputs have the shape of the input x.
@@ -68,7 +69,7 @@ class ApproxSign(Function):
     """sign(x) forward; Bi-Real ApproxSign backward, s(x) = max(2 - 2|x|, 0).
 
     This is the derivative of the piecewise quadratic F(x) = 2x + x^2 (x in [-1, 0)),
-    2x - x^2 (x in [0, 1)), sign(x) elsewhere (Bi-Real Net, Eq. 5).
+    2x - x^2 (x in [0, 1)), sign(x) elsewhere (Bi-Real Net, Sec. 3.2).
     """
 
     @staticmethod
@@ -85,7 +86,7 @@ class ApproxSign(Function):
 class EDE(Function):
     """sign(x) forward; IR-Net Error Decay Estimator backward.
 
-    s(x) = k * t * (1 - tanh^2(t x)), the derivative of k * tanh(t x) (IR-Net Eq. 12);
+    s(x) = k * t * (1 - tanh^2(t x)), the derivative of IR-Net's g(x) = k tanh(t x);
     t and k are plain floats chosen by the caller (see :class:`bnnopt.quant.EDEEstimator`).
     """
 
@@ -106,9 +107,9 @@ class ReSTE(Function):
     """sign(x) forward; ReSTE rectified-power backward.
 
     The surrogate forward is the rectified power function f_o(x) = sign(x)|x|^(1/o)
-    (ReSTE Eq. 8). Its derivative is unbounded at 0, so inside |x| <= interval the
+    (ReSTE, Wu et al. ICCV 2023). Its derivative is unbounded at 0, so inside |x| <= interval the
     secant slope f_o(interval) / interval = interval^(1/o) / interval is used, and
-    the gradient is cut to 0 beyond |x| > t (Eq. 9)::
+    the gradient is cut to 0 beyond |x| > t::
 
         s(x) = interval^(1/o - 1)        |x| <= interval
                (1/o) |x|^(1/o - 1)       interval < |x| <= t

@@ -64,13 +64,13 @@ def ede(x: torch.Tensor, t: float, k: float | None = None) -> torch.Tensor:
 
 
 def reste(x: torch.Tensor, o: float, t: float = 1.5, interval: float = 0.1) -> torch.Tensor:
-    """sign(x) with ReSTE's rectified power derivative (power o >= 1, thresholds t > interval > 0)."""
+    """sign(x) with ReSTE's rectified power derivative (o >= 1, thresholds t > interval > 0)."""
     _check_reste(o, t, interval)
     return ReSTE.apply(x, o, t, interval)
 
 
 def ede_schedule(p: float, t_min: float = 1e-3, t_max: float = 10.0) -> tuple[float, float]:
-    """IR-Net's (t, k) at progress p: t = t_min * (t_max / t_min)^p (log-spaced), k = max(1/t, 1)."""
+    """IR-Net's (t, k) at progress p: t = t_min (t_max/t_min)^p (log-spaced), k = max(1/t, 1)."""
     t = t_min * (t_max / t_min) ** p
     return t, max(1.0 / t, 1.0)
 
@@ -145,7 +145,7 @@ class ClippedSTEEstimator(Estimator):
 
 @ESTIMATORS.register("approx_sign", "Bi-Real ApproxSign, d sign/dx := max(2-2|x|, 0)")
 class ApproxSignEstimator(Estimator):
-    """Bi-Real Net (Liu et al. ECCV 2018, Eq. 5): gradient max(2 - 2|x|, 0)."""
+    """Bi-Real Net (Liu et al. ECCV 2018): ApproxSign gradient max(2 - 2|x|, 0)."""
 
     name = "approx_sign"
 
@@ -155,7 +155,7 @@ class ApproxSignEstimator(Estimator):
 
 @ESTIMATORS.register("ede", "IR-Net EDE, k*t*(1-tanh^2(tx)), t: 1e-3 -> 10 log-spaced")
 class EDEEstimator(Estimator):
-    """IR-Net Error Decay Estimator (Qin et al. CVPR 2020, Eq. 11-12).
+    """IR-Net Error Decay Estimator (Qin et al. CVPR 2020, Sec. 3.3).
 
     d sign/dx := k t (1 - tanh^2(t x)) with t = t_min * (t_max/t_min)^p
     (log-spaced from t_min to t_max as progress p goes 0 -> 1) and k = max(1/t, 1).
@@ -190,7 +190,7 @@ class EDEEstimator(Estimator):
 
 @ESTIMATORS.register("reste", "ReSTE rectified power sign(x)|x|^(1/o), o: 1 -> 3 (ICCV 2023)")
 class ReSTEEstimator(Estimator):
-    """ReSTE (Wu et al. ICCV 2023, Eq. 8-9): derivative of sign(x)|x|^(1/o), rectified.
+    """ReSTE (Wu et al. ICCV 2023): derivative of sign(x)|x|^(1/o), rectified.
 
     o = o_min + (o_max - o_min) p (1 -> 3 by default); t = 1.5 cuts the gradient
     beyond |x| > t; inside |x| <= interval (0.1) the secant slope interval^(1/o)/interval
@@ -224,4 +224,5 @@ def make_estimator(name: str, **options) -> Estimator:
     try:
         return cls(**options)
     except TypeError as err:
-        raise ValueError(f"invalid options {sorted(options)} for estimator {name!r}: {err}") from None
+        raise ValueError(
+            f"invalid options {sorted(options)} for estimator {name!r}: {err}") from None

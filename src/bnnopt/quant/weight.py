@@ -137,7 +137,7 @@ class SignQuantizer(WeightQuantizer):
     supported_bits = (1,)
 
 
-@QUANTIZERS.register("dorefa", "DoReFa weights, A=tanh(W)/max|tanh W| (FSG Eq. 1-2), 1/2/4/8 bits")
+@QUANTIZERS.register("dorefa", "DoReFa weights A=tanh(W)/max|tanh W| (FSG Eq. 1-2), 1/2/4/8 bits")
 class DoReFaQuantizer(WeightQuantizer):
     """FSG paper Eq. 1-2 (DoReFa-Net Eq. 9 for k bits).
 
@@ -164,7 +164,7 @@ class DoReFaQuantizer(WeightQuantizer):
 
 @QUANTIZERS.register("bwn", "BWN/XNOR alpha*sign(W), alpha = mean|W| per tensor or channel")
 class BWNQuantizer(WeightQuantizer):
-    """Binary-Weight-Network (XNOR-Net, Rastegari et al. ECCV 2016, Eq. 2-4).
+    """Binary-Weight-Network (XNOR-Net, Rastegari et al. ECCV 2016, Sec. 3.1).
 
     Q(W) = alpha * sign(W), alpha = mean|W| over the whole tensor (shape []) or, with
     ``per_channel=True``, over all but dim 0 (shape [C_out, 1, ..., 1]).
@@ -236,4 +236,5 @@ def make_weight_quantizer(name: str, bits: int = 1, estimator: str = "ste",
     try:
         return cls(bits=bits, estimator=estimator, estimator_options=estimator_options, **options)
     except TypeError as err:
-        raise ValueError(f"invalid options {sorted(options)} for quantizer {name!r}: {err}") from None
+        raise ValueError(
+            f"invalid options {sorted(options)} for quantizer {name!r}: {err}") from None
