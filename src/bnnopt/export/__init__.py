@@ -1,6 +1,27 @@
 """bnnopt.export: ship a trained binary / low-bit network as packed bits.
 
-See docs/export_format.md for the file format.
+    from bnnopt.export import export_packed, load_packed, packed_summary
+    export_packed(model, "net.bnnpk", meta={"model": "resnet20", "model_options": {}})
+    net = load_packed("net.bnnpk")          # eval-mode nn.Module, same logits (atol=0)
+    packed_summary("net.bnnpk")             # file size vs the float32 state dict
+
+Every quantized layer is stored as k-bit codes (1 bit per weight for binary)
+plus a small table of level values; full-precision layers and BatchNorm as they
+are. The file format (magic, version, JSON manifest, blobs, SHA-256) is in
+docs/export_format.md and :mod:`bnnopt.export.container`. Unreadable files raise
+:class:`ExportFormatError` (a ValueError).
 """
-from bnnopt.export.bits import pack_codes, packed_nbytes, unpack_codes  # noqa: F401
-from bnnopt.export.container import FORMAT_VERSION, ExportFormatError  # noqa: F401
+from bnnopt.export.bits import pack_codes, packed_nbytes, unpack_codes
+from bnnopt.export.cli import add_export_commands, export_checkpoint
+from bnnopt.export.container import FORMAT_VERSION, ExportFormatError
+from bnnopt.export.layers import PackedConv2d, PackedLinear
+from bnnopt.export.reader import float_state_dict, is_packed, load_packed, read_manifest
+from bnnopt.export.summary import describe_packed, packed_summary
+from bnnopt.export.writer import export_packed
+
+__all__ = [
+    "export_packed", "load_packed", "packed_summary", "describe_packed", "is_packed",
+    "read_manifest", "float_state_dict", "export_checkpoint", "add_export_commands",
+    "ExportFormatError", "FORMAT_VERSION", "PackedConv2d", "PackedLinear",
+    "pack_codes", "unpack_codes", "packed_nbytes",
+]

@@ -10,7 +10,7 @@ Byte layout (all integers little-endian; see docs/export_format.md)::
     16      8     uint64 H = manifest length in bytes (a multiple of 8)
     24      8     uint64 N = total file length in bytes (detects truncation)
     32      H     manifest: UTF-8 JSON object, right-padded with spaces
-    32+H    D     data section: the blobs, each starting at a multiple of 64
+    32+H    D     data section: the blobs, each starting at a multiple of 8
                   bytes from the start of the data section, zero-padded between
     32+H+D  32    SHA-256 of every preceding byte of the file (N = 64+H+D)
 
@@ -50,7 +50,7 @@ MAGIC = b"\x89BNNPKD\n"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sIIQQ")  # magic, version, reserved, manifest length, file length
 _DIGEST = 32
-_ALIGN = 64
+_ALIGN = 8
 
 DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64,
