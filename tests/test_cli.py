@@ -5,9 +5,8 @@ import pytest
 
 from bnnopt.cli import main
 
-TINY = ["--model", "mlp", "--dataset", "digits", "--set", "model_options.in_features=64",
-        "--set", "model_options.hidden=32", "--epochs", "1", "--train-limit", "256",
-        "--test-limit", "128", "--device", "cpu", "--set", "augment=false"]
+TINY = ["--model", "mlp", "--dataset", "digits", "--set", "model_options.hidden=32",
+        "--epochs", "1", "--train-limit", "256", "--test-limit", "128", "--device", "cpu", "--set", "augment=false"]
 
 
 def run(capsys, *argv):

@@ -10,7 +10,7 @@ from bnnopt.train.checkpoint import load_checkpoint, load_model
 
 def tiny_config(**changes) -> RunConfig:
     cfg = RunConfig(model="mlp", dataset="digits", method="ste", epochs=3, batch_size=128,
-                    model_options={"in_features": 64, "hidden": 32}, schedule="cosine",
+                    model_options={"hidden": 32}, schedule="cosine",
                     optim={"name": "adam", "lr": 1e-2}, augment=False, device="cpu",
                     train_limit=512, test_limit=256)
     return cfg.update(changes)

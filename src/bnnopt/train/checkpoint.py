@@ -74,6 +74,9 @@ def build_model(config: RunConfig, data_info: dict[str, Any]) -> tuple[nn.Module
 
     options = dict(config.model_options)
     options.setdefault("num_classes", data_info["num_classes"])
+    if "in_channels" in data_info:  # every registered model accepts these two
+        options.setdefault("in_channels", data_info["in_channels"])
+        options.setdefault("input_size", data_info["image_size"][0])
     model = MODELS.get(config.model)(**options)
     method = METHODS.get(config.method)(**config.method_options)
     return model, method

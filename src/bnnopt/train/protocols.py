@@ -89,7 +89,7 @@ _shared_protocol(
 def digits_protocol() -> dict[str, Any]:
     return {
         "protocol": "digits", "model": "mlp", "dataset": "digits",
-        "model_options": {"in_features": 64, "hidden": 256},
+        "model_options": {"hidden": 256},
         "policy": {"keep_first": True, "keep_last": True},
         "optim": {"name": "adam", "lr": 3e-3}, "epochs": 15, "batch_size": 64,
         "schedule": "cosine", "augment": False,
