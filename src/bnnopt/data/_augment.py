@@ -1,7 +1,7 @@
 """Batched image augmentation and normalisation on the compute device.
 
-Random crop with padding ``p`` and horizontal flip, for a whole batch in one gather,
-without materialising the padded images. For image ``b`` with crop offset
+Random crop with padding ``p`` and horizontal flip, for a whole batch in one gather
+from the padded images (the loader pads its whole split once). For image ``b`` with crop offset
 ``(dy_b, dx_b)`` in ``[0, 2p]`` (the position of the crop's top-left corner inside the
 padded image, as ``RandomCrop(H, padding=p)`` draws it) and flip bit ``f_b``::
 
@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["draw_crop_flip", "crop_flip", "Normalizer"]
+__all__ = ["draw_crop_flip", "pad_images", "crop_flip_padded", "crop_flip", "Normalizer"]
 
 
 def draw_crop_flip(n: int, pad: int, flip: bool, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -39,15 +40,43 @@ def draw_crop_flip(n: int, pad: int, flip: bool, generator: torch.Generator) -> 
     return dy, dx, flips
 
 
-def _source_index(offset: torch.Tensor, size: int, pad: int, mode: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Source coordinates ``[B, size]`` for crop offsets ``[B]``; plus a validity mask for zero padding."""
-    coord = offset[:, None] - pad + torch.arange(size, device=offset.device)
-    if mode == "reflect":
-        coord = coord.abs()
-        coord = torch.where(coord > size - 1, 2 * (size - 1) - coord, coord)
-        return coord, None
-    valid = (coord >= 0) & (coord < size)
-    return coord.clamp(0, size - 1), valid
+def _reflect_index(size: int, pad: int, device: torch.device) -> torch.Tensor:
+    """Source coordinate of each of the ``size + 2 pad`` padded positions, reflect mode."""
+    coord = (torch.arange(-pad, size + pad, device=device)).abs()
+    return torch.where(coord > size - 1, 2 * (size - 1) - coord, coord)
+
+
+def pad_images(x: torch.Tensor, pad: int, pad_mode: str = "zero") -> torch.Tensor:
+    """``[N, C, H, W] -> [N, C, H + 2 pad, W + 2 pad]`` with zero or reflect padding (any dtype)."""
+    if pad_mode not in ("zero", "reflect"):
+        raise ValueError(f"invalid pad_mode {pad_mode!r}; valid: zero, reflect")
+    h, w = x.shape[-2:]
+    if pad_mode == "reflect" and (pad >= h or pad >= w):
+        raise ValueError(f"reflect padding {pad} needs images larger than the pad, got {h}x{w}")
+    if pad == 0:
+        return x
+    if pad_mode == "zero":
+        return F.pad(x, (pad, pad, pad, pad))
+    rows, cols = _reflect_index(h, pad, x.device), _reflect_index(w, pad, x.device)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def crop_flip_padded(padded: torch.Tensor, index: torch.Tensor | None, dy: torch.Tensor, dx: torch.Tensor,
+                     flips: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Crops ``padded[index[b], :, dy_b : dy_b + height, dx_b : dx_b + width]``, flipped where ``flips``.
+
+    One gather through an ``unfold`` view (every crop position is a view of the padded
+    images, so nothing but the output is materialised). Returns ``[B, C, height, width]``.
+    """
+    dev = padded.device
+    b = torch.arange(padded.shape[0], device=dev) if index is None else index.to(dev)
+    windows = padded.unfold(2, height, 1).unfold(3, width, 1)  # [N, C, 2p+1, 2p+1, H, W] view
+    out = windows[b, :, dy.to(dev), dx.to(dev)]  # [B, C, H, W]
+    flips = flips.to(dev)
+    if dev.type == "cpu":  # copy only the flipped half
+        out[flips] = out[flips].flip(3)
+        return out
+    return torch.where(flips[:, None, None, None], out.flip(3), out)  # no host sync on accelerators
 
 
 def crop_flip(x: torch.Tensor, index: torch.Tensor | None, dy: torch.Tensor, dx: torch.Tensor,
@@ -62,24 +91,9 @@ def crop_flip(x: torch.Tensor, index: torch.Tensor | None, dy: torch.Tensor, dx:
     Returns:
         ``[B, C, H, W]`` tensor of ``x``'s dtype on ``x``'s device.
     """
-    n, c, h, w = x.shape
-    if pad_mode not in ("zero", "reflect"):
-        raise ValueError(f"invalid pad_mode {pad_mode!r}; valid: zero, reflect")
-    if pad_mode == "reflect" and (pad >= h or pad >= w):
-        raise ValueError(f"reflect padding {pad} needs images larger than the pad, got {h}x{w}")
-    dev = x.device
-    b = torch.arange(n, device=dev) if index is None else index.to(dev)
-    rows, vr = _source_index(dy.to(dev), h, pad, pad_mode)
-    cols, vc = _source_index(dx.to(dev), w, pad, pad_mode)
-    f = flips.to(dev)[:, None]
-    cols = torch.where(f, cols.flip(1), cols)
-    out = x[b[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
-            rows[:, None, :, None], cols[:, None, None, :]]
-    if vr is not None:
-        vc = torch.where(f, vc.flip(1), vc)
-        mask = vr[:, None, :, None] & vc[:, None, None, :]
-        out = out * mask.to(out.dtype)
-    return out
+    h, w = x.shape[-2:]
+    batch = x if index is None else x[index.to(x.device)]
+    return crop_flip_padded(pad_images(batch, pad, pad_mode), None, dy, dx, flips, h, w)
 
 
 class Normalizer:
@@ -103,4 +117,4 @@ class Normalizer:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` uint8 -> ``[B, C, H, W]`` float (``self.dtype``)."""
-        return torch.addcmul(self.shift, x.to(self.dtype), self.scale)
+        return x.to(self.dtype).mul_(self.scale).add_(self.shift)

@@ -1,8 +1,8 @@
 """In-memory batched loader in the spirit of airbench (Keller Jordan, 2024).
 
 The whole split lives on the compute device as uint8 ``[N, C, H, W]`` (CIFAR-10's 50k
-training images are 150 MB); each batch is one gather + crop/flip + normalise on the
-device, so there are no worker processes, no per-sample Python and no host-device
+training images are 150 MB; 240 MB once padded by 4 for augmentation); each batch is
+one gather (crop) + flip + normalise on the device, so there are no worker processes, no per-sample Python and no host-device
 copies after construction.
 
 Exact resume: an epoch's order, crop offsets and flips come from a ``torch.Generator``
@@ -17,7 +17,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from bnnopt.data._augment import Normalizer, crop_flip, draw_crop_flip
+from bnnopt.data._augment import Normalizer, crop_flip_padded, draw_crop_flip, pad_images
 from bnnopt.data._base import ArrayDataset, Augment
 
 __all__ = ["InMemoryLoader", "make_loaders", "epoch_generator", "as_augment"]
@@ -74,10 +74,16 @@ class InMemoryLoader:
         if len(mean) != x.shape[1]:
             raise ValueError(f"invalid mean {tuple(mean)}: images have {x.shape[1]} channels")
         self.device = torch.device(device)
-        self.x = x.to(self.device)
+        self.augment = as_augment(augment)
+        if self.augment is None:
+            self._padded = None
+            self.x = x.to(self.device)
+        else:  # pad the whole split once (airbench does the same); x is a view of its centre
+            p, (h, w) = self.augment.pad, x.shape[-2:]
+            self._padded = pad_images(x.to(self.device), p, self.augment.pad_mode)
+            self.x = self._padded[:, :, p:p + h, p:p + w]
         self.y = y.to(self.device, torch.int64)
         self.batch_size = batch_size
-        self.augment = as_augment(augment)
         self.seed = seed
         self.drop_last = drop_last
         self.shuffle = shuffle
@@ -110,11 +116,11 @@ class InMemoryLoader:
         for i in range(start, len(self)):
             sl = slice(i * b, min((i + 1) * b, self.num_samples))
             idx = order[sl]
-            if self.augment is None:
+            if self._padded is None:
                 xb = self.x[idx]
             else:
-                a = self.augment
-                xb = crop_flip(self.x, idx, plan["dy"][sl], plan["dx"][sl], plan["flips"][sl], a.pad, a.pad_mode)
+                h, w = self.x.shape[-2:]
+                xb = crop_flip_padded(self._padded, idx, plan["dy"][sl], plan["dx"][sl], plan["flips"][sl], h, w)
             yield self.normalize(xb), self.y[idx]
 
     def eval(self, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
