@@ -9,7 +9,7 @@ from bnnopt.data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_dataset, read
 
 
 def test_cifar10_round_trip_any_count(tmp_path, fmt):
-    xtr, ytr, xte, yte = fmt.cifar10(tmp_path, n_per_batch=7, n_test=5)
+    xtr, ytr, _, yte = fmt.cifar10(tmp_path, n_per_batch=7, n_test=5)
     ds = read_cifar10(tmp_path)
     assert ds.train_x.shape == (35, 3, 32, 32) and ds.test_x.shape == (5, 3, 32, 32)
     assert ds.train_x.dtype == torch.uint8 and ds.train_y.dtype == torch.int64

@@ -3,9 +3,18 @@ from pathlib import Path
 
 import pytest
 
-from bnnopt.data import SOURCES, DataError, Resource, Source, download, md5sum, read_cifar10, read_mnist
-from bnnopt.data import resolve_data_root
-from bnnopt.data import _download
+from bnnopt.data import (
+    SOURCES,
+    DataError,
+    Resource,
+    Source,
+    _download,
+    download,
+    md5sum,
+    read_cifar10,
+    read_mnist,
+    resolve_data_root,
+)
 
 
 def test_resolve_data_root_precedence(tmp_path, monkeypatch):

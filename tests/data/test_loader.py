@@ -7,7 +7,7 @@ from bnnopt.data import ArrayDataset, Augment, InMemoryLoader, Normalizer, crop_
 
 def _reference(x: np.ndarray, dy, dx, flips, pad: int, mode: str) -> np.ndarray:
     """Per-image numpy pad -> slice -> flip (what RandomCrop(padding) + RandomHorizontalFlip do)."""
-    n, c, h, w = x.shape
+    n, _, h, w = x.shape
     out = np.empty_like(x)
     np_mode = "constant" if mode == "zero" else "reflect"
     for i in range(n):
@@ -72,7 +72,7 @@ def _same(a, b):
 
 def test_epoch_is_pure_function_of_seed_and_epoch():
     x, y = _data(23)
-    mk = lambda seed: InMemoryLoader(x, y, 5, (0.5,) * 3, (0.25,) * 3, augment=True, seed=seed)  # noqa: E731
+    mk = lambda seed: InMemoryLoader(x, y, 5, (0.5,) * 3, (0.25,) * 3, augment=True, seed=seed)
     a = mk(7)
     for e in range(3):
         _batches(a, e)  # history must not matter

@@ -12,8 +12,8 @@ def test_shared_cifar10_subset(shared_dir):
     # real photos: per-channel pixel means close to the published CIFAR-10 means
     means = ds.train_x.double().div(255).mean(dim=(0, 2, 3))
     assert torch.allclose(means, torch.tensor(CIFAR10_MEAN, dtype=torch.float64), atol=0.01)
-    train, test = make_loaders(ds, 512, seed=0)
-    x, y = next(iter(train.epoch(0)))
+    train, _ = make_loaders(ds, 512, seed=0)
+    x, _ = next(iter(train.epoch(0)))
     assert x.shape == (512, 3, 32, 32) and abs(x.mean().item()) < 0.3
 
 

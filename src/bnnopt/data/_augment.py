@@ -17,12 +17,12 @@ Normalisation: ``x_norm = (x / 255 - mean) / std = x * (1 / (255 std)) - mean / 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["draw_crop_flip", "pad_images", "crop_flip_padded", "crop_flip", "Normalizer"]
+__all__ = ["Normalizer", "crop_flip", "crop_flip_padded", "draw_crop_flip", "pad_images"]
 
 
 def draw_crop_flip(n: int, pad: int, flip: bool, generator: torch.Generator) -> tuple[torch.Tensor, ...]:

@@ -9,13 +9,13 @@ normalises there, ``x_norm[c] = (x[c] / 255 - mean[c]) / std[c]``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
-__all__ = ["DataError", "Augment", "ArrayDataset", "resolve_data_root", "missing_data_error"]
+__all__ = ["ArrayDataset", "Augment", "DataError", "missing_data_error", "resolve_data_root"]
 
 #: Environment variable that sets the default data root.
 ENV_VAR = "BNNOPT_DATA"
@@ -106,7 +106,7 @@ class ArrayDataset:
     def image_size(self) -> tuple[int, int]:
         return int(self.train_x.shape[2]), int(self.train_x.shape[3])
 
-    def take(self, n_train: int | None = None, n_test: int | None = None) -> "ArrayDataset":
+    def take(self, n_train: int | None = None, n_test: int | None = None) -> ArrayDataset:
         """The first ``n_train`` / ``n_test`` images of each split (None keeps all)."""
         for what, n in (("n_train", n_train), ("n_test", n_test)):
             if n is not None and (not isinstance(n, int) or n < 1):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bnnopt.data._base import DataError, resolve_data_root
 
-__all__ = ["Resource", "Source", "SOURCES", "download", "md5sum", "download_hint"]
+__all__ = ["SOURCES", "Resource", "Source", "download", "download_hint", "md5sum"]
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from bnnopt.data._base import ArrayDataset, DataError, candidate_dirs, missing_d
 from bnnopt.data._download import download, download_hint
 from bnnopt.registry import DATASETS
 
-__all__ = ["read_idx", "read_mnist", "read_fashion_mnist"]
+__all__ = ["read_fashion_mnist", "read_idx", "read_mnist"]
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 #: Pixel mean / std of the 60k Fashion-MNIST training images.

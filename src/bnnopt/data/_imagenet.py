@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,8 +31,14 @@ from bnnopt.data._download import download_hint
 from bnnopt.data._loader import as_augment, epoch_generator
 from bnnopt.registry import DATASETS
 
-__all__ = ["ImageFolder", "ImageFolderDataset", "ImageFolderLoader", "scan_image_folder", "decode_image",
-           "read_imagenet"]
+__all__ = [
+    "ImageFolder",
+    "ImageFolderDataset",
+    "ImageFolderLoader",
+    "decode_image",
+    "read_imagenet",
+    "scan_image_folder",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -184,7 +190,7 @@ class ImageFolderDataset:
     size: int = 224
     resize: int = 256
     workers: int | None = None
-    augment: Augment | None = Augment(pad=0, flip=True)
+    augment: Augment | None = field(default_factory=lambda: Augment(pad=0, flip=True))
     source: str = ""
 
     @property
@@ -199,7 +205,7 @@ class ImageFolderDataset:
 
     def make_loaders(self, batch_size, device="cpu", seed=0, augment=None, drop_last=False, eval_batch_size=None):
         aug = self.augment if augment is None else augment
-        kw = dict(size=self.size, resize=self.resize, device=device, seed=seed, workers=self.workers)
+        kw = {"size": self.size, "resize": self.resize, "device": device, "seed": seed, "workers": self.workers}
         train = ImageFolderLoader(self.train, batch_size, self.mean, self.std, augment=aug,
                                   drop_last=drop_last, shuffle=True, **kw)
         test = ImageFolderLoader(self.test, eval_batch_size or batch_size, self.mean, self.std, augment=False,

@@ -12,7 +12,7 @@ function of ``(seed, epoch)``, whatever ran before.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ import torch
 from bnnopt.data._augment import Normalizer, crop_flip_padded, draw_crop_flip, pad_images
 from bnnopt.data._base import ArrayDataset, Augment
 
-__all__ = ["InMemoryLoader", "make_loaders", "epoch_generator", "as_augment"]
+__all__ = ["InMemoryLoader", "as_augment", "epoch_generator", "make_loaders"]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

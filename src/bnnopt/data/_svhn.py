@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bnnopt.data._base import ArrayDataset, DataError, candidate_dirs, missing_data_error, resolve_data_root
 from bnnopt.data import _download
+from bnnopt.data._base import ArrayDataset, DataError, candidate_dirs, missing_data_error, resolve_data_root
 from bnnopt.registry import DATASETS
 
 __all__ = ["read_svhn", "read_svhn_mat"]
