@@ -59,8 +59,9 @@ class Registry:
 
     def get(self, name: str) -> Any:
         """Return the object registered as ``name``; ValueError listing valid names if absent."""
-        _load_providers()
         key = name.lower() if isinstance(name, str) else name
+        if key not in self._entries:
+            _load_providers()
         if key not in self._entries:
             raise ValueError(
                 f"unknown {self.kind} {name!r}; valid {self.kind}s: {', '.join(self.names())}"
@@ -95,6 +96,7 @@ def _load_providers() -> None:
 
 ESTIMATORS = Registry("estimator")
 QUANTIZERS = Registry("quantizer")
+ACT_QUANTIZERS = Registry("activation quantizer")
 METHODS = Registry("method")
 MODELS = Registry("model")
 DATASETS = Registry("dataset")
@@ -104,6 +106,7 @@ PROTOCOLS = Registry("protocol")
 ALL = {
     "estimator": ESTIMATORS,
     "quantizer": QUANTIZERS,
+    "act_quantizer": ACT_QUANTIZERS,
     "method": METHODS,
     "model": MODELS,
     "dataset": DATASETS,

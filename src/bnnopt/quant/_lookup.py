@@ -1,4 +1,4 @@
-"""Registry lookup that does not import unrelated sub-packages when the name is known."""
+"""Registry lookup and the bits check shared by the quantizers."""
 from __future__ import annotations
 
 import numbers
@@ -8,17 +8,8 @@ from bnnopt.registry import Registry
 
 
 def lookup(registry: Registry, name: Any) -> Any:
-    """``registry.get(name)``, but answered locally when ``name`` is already registered.
-
-    ``Registry.get`` first imports every provider sub-package (models, data, ...);
-    quantizers and estimators are registered by bnnopt.quant itself, so a known
-    name needs none of them. Unknown names fall through to ``get`` for its
-    ValueError listing the valid names.
-    """
-    key = name.lower() if isinstance(name, str) else name
-    entry = registry._entries.get(key)  # noqa: SLF001 - read-only peek
-    if entry is not None:
-        return entry.obj
+    """``registry.get(name)``: a known name is answered without importing other
+    sub-packages; an unknown one raises a ValueError listing the valid names."""
     return registry.get(name)
 
 

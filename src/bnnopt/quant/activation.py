@@ -22,12 +22,10 @@ from torch import nn
 from bnnopt.quant._functions import UnitQuantize
 from bnnopt.quant._lookup import check_bits, lookup
 from bnnopt.quant.estimators import Estimator, make_estimator
-from bnnopt.registry import Registry, choice
+from bnnopt.registry import ACT_QUANTIZERS, choice
 
 __all__ = ["ACT_QUANTIZERS", "ActQuantizer", "SignActivation", "DoReFaActivation",
            "make_act_quantizer"]
-
-ACT_QUANTIZERS = Registry("activation quantizer")
 
 
 class ActQuantizer(nn.Module):
