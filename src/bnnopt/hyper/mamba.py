@@ -1,0 +1,141 @@
+"""A Mamba block (Gu and Dao 2023, Sec. 3.4 / Fig. 3) on the pure-PyTorch scan.
+
+Same parameters, names and initialisation as ``mamba_ssm.modules.mamba_simple.
+Mamba`` (so its state dicts load), and the forward of its non-fused path.
+With ``E = d_inner = expand * d_model``, ``N = d_state``, ``R = dt_rank``:
+
+    x, z   = split(in_proj(h))                  in_proj: d_model -> 2E (no bias)
+    x      = silu(causal_depthwise_conv(x))     width d_conv, per-channel weights + bias
+    dt, B, C = split(x_proj(x))                 x_proj: E -> R + 2N (no bias)
+    dt     = dt_proj.weight @ dt                R -> E; its bias enters the scan as
+                                                delta_bias, with softplus (Alg. 2 s_Delta)
+    A      = -exp(A_log)                        (E, N), S4D-real init A_log = log(1..N)
+    y      = selective_scan(x, dt, A, B, C, D, z)   = SSM(x) + D x, gated by silu(z)
+    out    = out_proj(y)                        E -> d_model (no bias)
+
+Initialisation (mamba_simple): dt_proj.weight ~ U(-s, s) with s = R^-1/2 *
+dt_scale; dt drawn log-uniformly in [dt_min, dt_max] (floored at dt_init_floor)
+and dt_proj.bias = softplus^-1(dt) = dt + log(1 - exp(-dt)); D = 1; the linear
+layers and the conv use PyTorch's default initialisation.
+
+Shapes: forward(h: (batch, L, d_model)) -> (batch, L, d_model). Internally the
+(batch, L, E) activations keep that memory layout and are handed to the scan
+as (batch, E, L) views, so no transposed copies are made; this keeps the
+many-short-sequences case (FSG per-weight layout: batch ~ 1e5..1e6, L ~ 7,
+d_model = 1) cheap apart from the scan itself.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .scan import DEFAULT_TILE_ELEMS, METHODS, selective_scan
+
+__all__ = ["Mamba", "causal_depthwise_conv"]
+
+DT_INITS = ("random", "constant")
+
+
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor,
+                          bias: torch.Tensor | None = None) -> torch.Tensor:
+    """out[b, t, e] = bias[e] + sum_k weight[e, 0, k] * x[b, t - (K-1) + k, e].
+
+    x: (batch, L, E); weight: (E, 1, K) as nn.Conv1d(E, E, K, groups=E) stores
+    it. Equal to that conv with padding K-1 cut to the first L outputs (the
+    causal conv of Mamba), computed as K shifted multiply-adds in x's layout;
+    taps that reach before t = 0 (K > L) are skipped.
+    """
+    L, K = x.shape[1], weight.shape[-1]
+    w = weight[:, 0, :]                                   # (E, K)
+    out = x * w[:, K - 1]
+    if bias is not None:
+        out = out + bias
+    for s in range(1, min(K, L)):                         # tap k = K-1-s looks s steps back
+        out[:, s:] += x[:, :L - s] * w[:, K - 1 - s]
+    return out
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """A, D and the dt bias are kept in float32 or wider (as mamba_ssm does)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+class Mamba(nn.Module):
+    """Mamba block: (batch, L, d_model) -> (batch, L, d_model); see module docstring.
+
+    ``scan_method`` / ``tile_elems`` / ``use_cuda_kernel`` are passed to
+    :func:`bnnopt.hyper.scan.selective_scan`.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: float = 2,
+                 dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
+                 conv_bias: bool = True, bias: bool = False, scan_method: str = "auto",
+                 tile_elems: int = DEFAULT_TILE_ELEMS, use_cuda_kernel: bool | None = None,
+                 device=None, dtype=None):
+        super().__init__()
+        for name, value in (("d_model", d_model), ("d_state", d_state), ("d_conv", d_conv)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"Mamba {name} must be a positive int, got {value!r}")
+        if not expand > 0 or int(expand * d_model) < 1:
+            raise ValueError(f"Mamba expand must give d_inner = int(expand * d_model) >= 1, "
+                             f"got expand={expand!r} with d_model={d_model}")
+        if dt_rank != "auto" and (not isinstance(dt_rank, int) or dt_rank < 1):
+            raise ValueError(f"Mamba dt_rank must be 'auto' or a positive int, got {dt_rank!r}")
+        if dt_init not in DT_INITS:
+            raise ValueError(f"invalid Mamba dt_init {dt_init!r}; valid: {', '.join(DT_INITS)}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"Mamba needs 0 < dt_min <= dt_max, got {dt_min!r}, {dt_max!r}")
+        if scan_method not in METHODS:
+            raise ValueError(f"invalid Mamba scan_method {scan_method!r}; valid: {', '.join(METHODS)}")
+        kw = {"device": device, "dtype": dtype}
+        self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
+        self.d_inner = E = int(expand * d_model)
+        self.dt_rank = R = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.scan_method, self.tile_elems, self.use_cuda_kernel = scan_method, tile_elems, use_cuda_kernel
+
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=bias, **kw)
+        self.conv1d = nn.Conv1d(E, E, d_conv, groups=E, padding=d_conv - 1, bias=conv_bias, **kw)
+        self.x_proj = nn.Linear(E, R + 2 * d_state, bias=False, **kw)
+        self.dt_proj = nn.Linear(R, E, bias=True, **kw)
+        self.out_proj = nn.Linear(E, d_model, bias=bias, **kw)
+
+        with torch.no_grad():
+            std = R ** -0.5 * dt_scale
+            if dt_init == "constant":
+                self.dt_proj.weight.fill_(std)
+            else:
+                self.dt_proj.weight.uniform_(-std, std)
+            log_dt = torch.rand(E, **kw) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            dt = torch.exp(log_dt).clamp(min=dt_init_floor)
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))   # softplus^-1(dt)
+        A = torch.arange(1, d_state + 1, dtype=torch.float32, device=device).repeat(E, 1)
+        self.A_log = nn.Parameter(torch.log(A))                          # (E, N), S4D-real
+        self.D = nn.Parameter(torch.ones(E, device=device))
+        self.A_log._no_weight_decay = True
+        self.D._no_weight_decay = True
+
+    def extra_repr(self) -> str:
+        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, "
+                f"expand={self.expand}, d_inner={self.d_inner}, dt_rank={self.dt_rank}")
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if h.dim() != 3 or h.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba expects (batch, length, {self.d_model}), got {tuple(h.shape)}")
+        E, N, R = self.d_inner, self.d_state, self.dt_rank
+        xz = self.in_proj(h)                                             # (b, L, 2E)
+        x, z = xz[..., :E], xz[..., E:]
+        x = F.silu(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))
+        x_dbl = F.linear(x, self.x_proj.weight)                          # (b, L, R + 2N)
+        dt = F.linear(x_dbl[..., :R], self.dt_proj.weight)               # (b, L, E)
+        Bm, Cm = x_dbl[..., R:R + N], x_dbl[..., R + N:]
+        A = -torch.exp(_at_least_fp32(self.A_log))
+        y = selective_scan(x.transpose(1, 2), dt.transpose(1, 2), A, Bm.transpose(1, 2),
+                           Cm.transpose(1, 2), _at_least_fp32(self.D), z.transpose(1, 2),
+                           _at_least_fp32(self.dt_proj.bias), delta_softplus=True,
+                           method=self.scan_method, tile_elems=self.tile_elems,
+                           use_cuda_kernel=self.use_cuda_kernel)          # (b, E, L)
+        return self.out_proj(y.transpose(1, 2))
