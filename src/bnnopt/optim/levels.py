@@ -1,0 +1,188 @@
+"""Quantization level sets of the loss-aware family and the D-weighted scale solver.
+
+Level sets (LAB, Hou et al. ICLR 2017 Sec. 3; LAQ, Hou and Kwok ICLR 2018 Sec. 3.1).
+A quantized weight tensor is ``W_hat = alpha * b`` with one scale ``alpha > 0`` per
+layer and every ``b_i`` in a fixed, symmetric set ``Q`` of normalised levels:
+
+* 1 bit (LAB / binary LAQ):  ``Q = {-1, +1}``  (``sign(0) := +1``)
+* m bits, ``n = 2^(m-1) - 1``:
+    - linear:      ``Q = {-k/n : k = -n..n}``                      (2n + 1 levels)
+    - logarithmic: ``Q = {0} U {+-2^-k : k = 0..n-1}``             (2n + 1 levels)
+  so 2 bits is ternary {-1, 0, 1} for both; 4 bits has 15 levels (one of the 16
+  codes is unused, as in LAQ).
+
+Codes: level ``Q[c]`` (sorted ascending) has the integer code ``c`` in [0, 2^m).
+Projection ``b = Pi_Q(x)`` maps x to the nearest level (ties go to the larger
+level), i.e. ``x`` is bucketed by the midpoints of consecutive levels; for the
+log levels these midpoints are exactly LAQ's thresholds (0 below 2^-n, and
+0.75 * 2^-k between 2^-k and 2^-(k+1)).
+
+Scale (LAQ Eq. 8-9, LAB Eq. 6-7). With ``d > 0`` the diagonal of the
+Hessian estimate D (one entry per weight), the loss-aware quantization solves::
+
+    min_{alpha > 0, b in Q^n}   sum_i d_i (alpha b_i - w_i)^2                     (*)
+
+For fixed b the minimiser is ``alpha = <d*b, w> / <d*b, b>``; for 1 bit with
+``b = sign(w)`` this is LAB's closed form ``alpha = ||d * w||_1 / ||d||_1`` (then
+``b = sign(w)`` is also optimal for that alpha). For fixed alpha the minimiser is
+``b = Pi_Q(w / alpha)`` element-wise. LAQ alternates the two exact steps; each
+step does not increase (*), so the iteration converges to a fixed point, but
+it may stop in a local minimum. ``solve_exact`` finds the global minimiser of (*):
+``E(alpha) = min_b (*)`` is continuous and piecewise quadratic in alpha (b changes
+only when some ``|w_i| / alpha`` crosses a midpoint, where both levels are equally
+near), and at every such breakpoint its slope can only drop (a minimum of convex
+quadratics), so the global minimum is the stationary point ``<d*b, w> / <d*b, b>``
+of one piece. Sorting the N * n breakpoints and accumulating the two sums gives
+every piece's stationary point at once (the generalisation to m bits of LAQ's exact
+ternary solution, Sec. 3.2 of the LAQ paper).
+
+Shapes: ``w`` and ``d`` are any (equal) shape; codes have that shape (uint8);
+alpha is a 0-d tensor.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from bnnopt.registry import choice
+
+BITS = (1, 2, 4)
+LEVEL_KINDS = ("linear", "log")
+
+
+@lru_cache(maxsize=None)
+def _levels(bits: int, kind: str) -> tuple[float, ...]:
+    if bits == 1:
+        return (-1.0, 1.0)
+    n = 2 ** (bits - 1) - 1
+    if kind == "linear":
+        pos = [k / n for k in range(1, n + 1)]
+    else:
+        pos = [2.0 ** -k for k in range(n - 1, -1, -1)]
+    return tuple([-p for p in reversed(pos)] + [0.0] + pos)
+
+
+def level_values(bits: int, kind: str = "linear") -> torch.Tensor:
+    """The sorted normalised levels Q (float32, length 2 or 2^bits - 1)."""
+    choice(bits, BITS, "bits")
+    choice(kind, LEVEL_KINDS, "levels")
+    return torch.tensor(_levels(bits, kind), dtype=torch.float32)
+
+
+def code_table(bits: int, kind: str = "linear") -> torch.Tensor:
+    """Decode table of length 2^bits: entry c is the level of code c (unused codes -> 0)."""
+    values = level_values(bits, kind)
+    table = torch.zeros(2 ** bits, dtype=torch.float32)
+    table[: values.numel()] = values
+    return table
+
+
+def project(x: torch.Tensor, bits: int, kind: str = "linear") -> torch.Tensor:
+    """Codes (uint8) of the nearest levels of ``x`` (ties go up); ``x`` any shape."""
+    values = level_values(bits, kind).to(x.device, x.dtype)
+    mids = (values[1:] + values[:-1]) / 2
+    return torch.bucketize(x, mids, right=True).to(torch.uint8)
+
+
+def scale_for(w: torch.Tensor, d: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Closed-form ``alpha = <d*b, w> / <d*b, b>`` for fixed levels b (0 if b == 0)."""
+    db = d * b
+    num = (db * w).sum()
+    den = (db * b).sum()
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(w.dtype).tiny), num.new_zeros(()))
+
+
+def weighted_error(w: torch.Tensor, d: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
+    """The objective (*): ``sum_i d_i (w_hat_i - w_i)^2``."""
+    return (d * (w_hat - w) ** 2).sum()
+
+
+@torch.no_grad()
+def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linear",
+          init_codes: torch.Tensor | None = None, max_iter: int = 10,
+          tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Loss-aware quantization of one layer: returns ``(alpha, codes, iterations)``.
+
+    1 bit: closed form (LAB Eq. 7). m bits: LAQ's alternating minimisation of (*),
+    started from ``init_codes`` (the previous step's levels: a warm start, as in the
+    official LAQ code) or, without them, from ``alpha = ||d*w||_1 / ||d||_1``; at
+    most ``max_iter`` rounds of (alpha-step, b-step), stopping early when alpha
+    changes by less than ``tol * alpha``. ``d=None`` means D = I (unweighted).
+    A layer with all-zero weights gets alpha = 0.
+    """
+    if max_iter < 1:
+        raise ValueError(f"invalid max_iter {max_iter!r}; must be >= 1")
+    w = w.detach()
+    d = torch.ones_like(w) if d is None else d.detach().to(w.dtype)
+    table = code_table(bits, kind).to(w.device, w.dtype)
+    if bits == 1:
+        codes = (w >= 0).to(torch.uint8)
+        return scale_for(w, d, table[codes.long()]), codes, 1
+    alpha = w.new_zeros(())
+    if init_codes is not None and init_codes.shape == w.shape:
+        alpha = scale_for(w, d, table[init_codes.long()])
+    if not alpha > 0:
+        alpha = scale_for(w, d, torch.where(w >= 0, 1.0, -1.0).to(w.dtype))
+    if not alpha > 0:  # all-zero layer
+        return w.new_zeros(()), project(torch.zeros_like(w), bits, kind), 0
+    codes = project(w / alpha, bits, kind)
+    iters = 0
+    for iters in range(1, max_iter + 1):
+        new_alpha = scale_for(w, d, table[codes.long()])  # alpha-step: exact for b
+        if not new_alpha > 0:  # every weight fell to level 0 (cannot happen from a
+            break              # closed-form alpha, kept as a guard)
+        done = bool((new_alpha - alpha).abs() <= tol * alpha)
+        alpha = new_alpha
+        if done or iters == max_iter:
+            break
+        codes = project(w / alpha, bits, kind)  # b-step: exact for alpha
+    return alpha, codes, iters
+
+
+@torch.no_grad()
+def solve_exact(w: torch.Tensor, d: torch.Tensor | None, bits: int,
+                kind: str = "linear") -> tuple[torch.Tensor, torch.Tensor]:
+    """Global minimiser ``(alpha, codes)`` of (*) (see the module docstring).
+
+    Cost: a sort of ``N * n`` breakpoints (n = 2^(bits-1) - 1): use it for
+    initialisation and small layers; the per-step default is :func:`solve`.
+    """
+    w = w.detach()
+    d = torch.ones_like(w) if d is None else d.detach().to(w.dtype)
+    if bits == 1:
+        alpha, codes, _ = solve(w, d, 1)
+        return alpha, codes
+    values = level_values(bits, kind).to(w.device, torch.float64)
+    mags = values[values >= 0]                        # 0 = mags[0] < ... < mags[n] = 1
+    mids = (mags[1:] + mags[:-1]) / 2                 # (n,)
+    a = w.abs().flatten().to(torch.float64)
+    dd = d.flatten().to(torch.float64)
+    keep = a > 0
+    a, dd = a[keep], dd[keep]
+    if a.numel() == 0:
+        return w.new_zeros(()), project(torch.zeros_like(w), bits, kind)
+    top = mags[-1]
+    s1_0 = (dd * a).sum() * top                       # all weights at the top level
+    s2_0 = dd.sum() * top * top
+    # crossing alpha = a_i / mids_j moves weight i from level mags[j+1] to mags[j]
+    brk = (a[:, None] / mids[None, :]).flatten()      # (N*n,)
+    ds1 = (dd * a)[:, None] * (mags[:-1] - mags[1:])[None, :]
+    ds2 = dd[:, None] * (mags[:-1] ** 2 - mags[1:] ** 2)[None, :]
+    order = torch.argsort(brk)
+    brk = brk[order]
+    s1 = torch.cat([s1_0.view(1), s1_0 + torch.cumsum(ds1.flatten()[order], 0)])
+    s2 = torch.cat([s2_0.view(1), s2_0 + torch.cumsum(ds2.flatten()[order], 0)])
+    lo = torch.cat([brk.new_zeros(1), brk])           # piece k holds on (lo_k, hi_k]
+    hi = torch.cat([brk, brk.new_full((1,), float("inf"))])
+    ok = s2 > 1e-300
+    cand = torch.where(ok, s1 / s2.clamp_min(1e-300), torch.zeros_like(s1))
+    valid = ok & (cand > lo) & (cand <= hi)
+    value = torch.where(valid, -cand * s1, torch.full_like(s1, float("inf")))  # E - S0
+    k = int(torch.argmin(value))
+    if not bool(valid[k]):  # numerically degenerate: fall back to the alternation
+        alpha, codes, _ = solve(w, d, bits, kind, max_iter=100)
+        return alpha, codes
+    codes = project(w / cand[k].to(w.dtype), bits, kind)
+    table = code_table(bits, kind).to(w.device, w.dtype)
+    return scale_for(w, d, table[codes.long()]), codes
