@@ -83,3 +83,21 @@ def test_train_refuses_to_overwrite_a_run(tmp_path, capsys):
     assert run(capsys, "train", *TINY, "--method", "fp", "--out", str(tmp_path / "r"))[0] == 0
     code, _, err = run(capsys, "train", *TINY, "--method", "fp", "--out", str(tmp_path / "r"))
     assert code == 2 and "use --resume" in err
+
+
+def test_summary_reports_32x_for_binarized_resnet20(capsys):
+    code, out, err = run(capsys, "summary", "--model", "resnet20", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    text = json.dumps(info)
+    assert "compression" in text
+    code, out, _ = run(capsys, "summary", "--model", "resnet20")
+    ratio = float(out.split("quantized layers:")[1].split("compression")[1].strip().rstrip("x"))
+    assert ratio >= 31.0
+
+
+def test_demo_runs_offline(tmp_path, capsys):
+    code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--epochs", "1")
+    assert code == 0, err
+    assert "| fp | 1 |" in out and "| ste | 1 |" in out
+    assert (tmp_path / "demo" / "curves.png").exists()

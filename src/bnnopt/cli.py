@@ -52,6 +52,7 @@ def _add_run_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set method_options.beta=0.5")
     p.add_argument("--progress", action="store_true", help="show a tqdm progress bar")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
 def resolve_config(args: argparse.Namespace):
@@ -235,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        threads = getattr(args, "threads", None)
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"invalid --threads {threads}; must be >= 1")
+            import torch
+
+            torch.set_num_threads(threads)
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
