@@ -101,3 +101,49 @@ def test_demo_runs_offline(tmp_path, capsys):
     assert code == 0, err
     assert "| fp | 1 |" in out and "| ste | 1 |" in out
     assert (tmp_path / "demo" / "curves.png").exists()
+
+
+def test_corrupt_data_file_is_one_line_error(tmp_path, capsys):
+    root = tmp_path / "data" / "cifar-10-batches-py"
+    root.mkdir(parents=True)
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5",
+                 "test_batch"]:
+        (root / name).write_bytes(b"\x80\x02}q\x00(truncated")
+    code, out, err = run(capsys, "train", "--dataset", "cifar10", "--data-root",
+                         str(tmp_path / "data"), "--out", str(tmp_path / "r"))
+    assert code == 2 and err.startswith("bnnopt: error: ") and err.count("\n") == 1
+    assert "data_batch_1" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_sigkill_between_epochs_then_resume_is_bit_exact(tmp_path):
+    """A real process is killed (SIGKILL) once its first checkpoint exists; the resumed
+    run ends with exactly the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    args = ["--model", "mlp", "--dataset", "digits", "--set", "model_options.hidden=256",
+            "--epochs", "6", "--device", "cpu", "--set", "augment=false", "--threads", "1",
+            "--optimizer", "sgdm", "--lr", "0.05", "--seed", "3"]
+    env = dict(os.environ, PYTHONPATH=str(__import__("pathlib").Path(__file__).parents[1] / "src"))
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "bnnopt", "train", *args, "--out", str(killed)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "run finished before it could be killed"
+    assert main(["train", "--resume", str(killed), "--threads", "1"]) == 0
+    assert main(["train", *args, "--out", str(tmp_path / "full")]) == 0
+    a = torch.load(killed / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 5
+    for key in b["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key

@@ -178,13 +178,15 @@ class Trainer:
         return row
 
     def save(self, epoch: int) -> None:
-        write_jsonl(self.run_dir / "metrics.jsonl", self.metrics)
+        """Checkpoint first, then the metrics log: a kill in between loses nothing,
+        since resume restores the metrics from the checkpoint."""
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
             "config": self.config.to_dict(), "data": self.data_info, "epoch": epoch,
             "model": self.model.state_dict(), "method": self.method.state_dict(),
             "metrics": self.metrics, "rng": torch.get_rng_state(),
             "zigzag": self.zigzag.state_dict() if self.zigzag is not None else None,
         })
+        write_jsonl(self.run_dir / "metrics.jsonl", self.metrics)
 
 
 def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any]:
