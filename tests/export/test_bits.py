@@ -31,6 +31,23 @@ def test_layout_matches_closed_form(bits):
     assert np.array_equal(pack_codes(codes, bits).astype(np.int64), expected)
 
 
+def _reference_stream(codes, bits):
+    """The documented definition, bit by bit: element i -> stream bits [i*k, i*k+k), LSB first."""
+    out = [0] * ((len(codes) * bits + 7) // 8)
+    for i, c in enumerate(codes):
+        for b in range(bits):
+            if (int(c) >> b) & 1:
+                pos = i * bits + b
+                out[pos // 8] |= 1 << (pos % 8)
+    return out
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 5, 6, 7, 8])
+def test_layout_matches_bit_stream_definition(bits):
+    codes = np.random.default_rng(10 + bits).integers(0, 2**bits, size=37, dtype=np.uint8)
+    assert pack_codes(codes, bits).tolist() == _reference_stream(codes, bits)
+
+
 def test_one_bit_matches_numpy_packbits_little():
     codes = np.array([1, 0, 1, 1, 0, 0, 0, 1, 1, 1], dtype=np.uint8)
     assert np.array_equal(pack_codes(codes, 1), np.packbits(codes, bitorder="little"))

@@ -78,6 +78,12 @@ def pack_codes(codes: torch.Tensor | np.ndarray, bits: int) -> np.ndarray:
     flat = _as_numpy_codes(codes, bits)
     if bits == 8:
         return flat.copy()
+    if 8 % bits == 0:  # fast path: whole codes per byte, byte = sum_t code[t] << (t*k)
+        per = 8 // bits
+        padded = np.zeros(-(-flat.size // per) * per, dtype=np.uint8)
+        padded[:flat.size] = flat
+        shifts = (np.arange(per, dtype=np.uint8) * bits)
+        return np.bitwise_or.reduce(padded.reshape(-1, per) << shifts, axis=1).astype(np.uint8)
     pieces = []
     for start in range(0, flat.size, _CHUNK):
         chunk = flat[start:start + _CHUNK]
@@ -106,6 +112,11 @@ def unpack_codes(buf: bytes | np.ndarray, bits: int, count: int) -> np.ndarray:
         pad = int(data[-1]) >> (used % 8)
         if pad:
             raise ValueError("non-zero padding bits after the last code (corrupt packed data)")
+    if 8 % bits == 0:  # fast path: code t of byte j = (byte_j >> t*k) & (2^k - 1)
+        per = 8 // bits
+        shifts = (np.arange(per, dtype=np.uint8) * bits)
+        codes = (data[:, None] >> shifts) & np.uint8((1 << bits) - 1)
+        return codes.reshape(-1)[:count].copy()
     out = np.empty(count, dtype=np.uint8)
     weights = (1 << np.arange(bits, dtype=np.uint16)).astype(np.uint16)
     step = _CHUNK  # elements per chunk; chunk * bits is a multiple of 8

@@ -117,14 +117,24 @@ def _geometry(layer: nn.Module) -> dict[str, Any]:
     raise ValueError(f"cannot export quantized layer of type {type(layer).__name__}; valid: QConv2d, QLinear")
 
 
+def _encoded_codes(layer: nn.Module) -> torch.Tensor | None:
+    """The quantizer's own integer codes of W~ (None if it has no ``encode``)."""
+    try:
+        enc = layer.encode()
+    except (AttributeError, NotImplementedError):
+        return None
+    codes = enc.get("codes") if isinstance(enc, dict) else None
+    return codes.detach().cpu() if isinstance(codes, torch.Tensor) else None
+
+
 @torch.no_grad()
 def _pack_layer(name: str, layer: nn.Module, blobs: dict[str, Any]) -> dict[str, Any]:
     q = layer.quantized_weight().detach().cpu()
     bits = int(layer.bits)
     entry: dict[str, Any] = {"name": name, **_geometry(layer)}
     found, source = None, None
-    if hasattr(layer, "encode"):
-        codes = layer.encode()["codes"].detach().cpu()
+    codes = _encoded_codes(layer)
+    if codes is not None:
         if codes.shape == q.shape and not codes.is_floating_point() and \
                 (not codes.numel() or (int(codes.min()) >= 0 and int(codes.max()) < 2**bits)):
             found, source = level_table(q, codes, bits), "encode"
@@ -133,8 +143,8 @@ def _pack_layer(name: str, layer: nn.Module, blobs: dict[str, Any]) -> dict[str,
         if codes is not None:
             found, source = level_table(q, codes, bits), "values"
     if found is None:
-        raise ValueError(f"layer {name!r}: its quantized weight takes more than 2^{bits} distinct values "
-                         f"per tensor and per output channel, so it cannot be stored in {bits} bits")
+        raise ValueError(f"layer {name!r}: its quantized weight cannot be written as {bits}-bit codes plus a level "
+                         f"table per tensor or per output channel (more than 2^{bits} distinct values?)")
     table, group_dim = found
     prefix = f"q/{name}/"
     blobs[prefix + "codes"] = pack_codes(codes, bits)

@@ -1,0 +1,45 @@
+"""Helpers for the export tests: 'trained-looking' quantized models built directly."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bnnopt.models import create_model
+from bnnopt.nn import QuantConfig, binarize_
+
+
+def make_quantized(name: str, options: dict, config: QuantConfig, seed: int) -> nn.Module:
+    """Registered model ``name`` with random weights *and* random BatchNorm affine
+    parameters / running statistics (so BN is not the identity), binarized by
+    ``config``, in eval mode."""
+    torch.manual_seed(seed)
+    model = create_model(name, **options)
+    gen = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.weight.copy_(torch.randn(n, generator=gen))
+                module.bias.copy_(torch.randn(n, generator=gen))
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=gen))
+                module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                module.num_batches_tracked.fill_(seed + 7)
+    binarize_(model, config)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def quantized():
+    return make_quantized
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run these tiny models on one thread: on a loaded 2-core machine torch's
+    thread pool spin-waits and a ResNet-20 forward takes seconds instead of ms.
+    (Results do not depend on it: each test compares two models on one setting.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
