@@ -77,7 +77,7 @@ class BLAQ(LAQ):
         self.defaults["a"] = float(a)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any]):
+    def step(self, closure: Callable[[], Any] | None = None):
         """One BLAQ step; returns the loss of the first closure call (the current point)."""
         if closure is None:
             raise ValueError("BLAQ.step needs a closure (it evaluates a trial point); "

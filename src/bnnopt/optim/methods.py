@@ -102,7 +102,7 @@ class LossAwareMethod(Method):
                     weight_decay=optim.weight_decay, clip=self.options["clip"])
 
     def make_optimizer(self, pairs, others, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-        return LAQ(pairs, others, max_iter=self.options["max_iter"], **kwargs)
+        return LAQ(pairs, others, max_iter=self.options.get("max_iter", 10), **kwargs)
 
     def build(self, model: nn.Module, optim: OptimConfig) -> None:
         pairs, others = lossaware_params(model)
