@@ -1,0 +1,198 @@
+"""Zig-zag diagnostics: oscillation of latent weights and flips of quantized weights.
+
+BLAQ (Ma et al., Table 1) measures the zig-zagging of loss-aware training by the
+oscillation amplitude of the full-precision weights and the number of flips of
+the quantized weights. This tracker measures both for ANY method on a fixed
+random sample of weights of the model's quantized layers (every module with a
+``weight`` and a ``weight_quantizer``: QConv2d / QLinear).
+
+A *record* is taken at construction and after every ``after_step`` (or
+whenever the caller records, e.g. once per epoch). For a tracked weight with
+records w_0, w_1, ... (latent value ``layer.weight``) and codes c_0, c_1, ...
+(the quantizer's integer code, i.e. its quantization level):
+
+* turning point: record k is a turning point when the last non-zero increment
+  before it and the first non-zero increment after it have opposite signs
+  (zero increments are skipped), i.e. the trajectory reverses direction there;
+* oscillation amplitude (peak-to-peak): ``|w_{tau_j+1} - w_{tau_j}|`` for two
+  consecutive turning points tau_j < tau_{j+1} -- the length of one swing of a
+  zig-zag. A monotone trajectory has none (amplitude 0); a swing is counted in
+  the epoch in which its second turning point is detected;
+* flip: ``c_k != c_{k-1}`` -- a sign flip at 1 bit, a change of level at m bits
+  (changes of the scale alpha alone are not flips).
+
+Per epoch (``end_epoch``) and over the last K epochs (``summary(K)``) it
+reports: ``max_amplitude`` (largest swing of any tracked weight),
+``mean_amplitude`` (mean over tracked weights of each one's largest swing, 0 if
+none), ``flips`` (total over tracked weights), ``flips_per_weight``,
+``flipped_fraction`` (share of tracked weights that flipped at least once),
+``reversals`` (turning points) and ``records``.
+
+Codes come from ``weight_quantizer.encode(W)["codes"]`` of the latent weight W
+(a learned-gradient method's look-ahead ``delta`` is ignored); a quantizer without ``encode`` falls back to the sign of its output. Cost per
+record: one no-grad encode of each layer that holds a tracked weight.
+
+Wiring (the Trainer)::
+
+    tracker = ZigZagTracker(model, num_weights=256, seed=seed)   # after prepare()
+    ... after each method.train_step(...):  tracker.after_step(model)
+    ... at the end of each epoch:           row["zigzag"] = tracker.end_epoch(epoch)
+    checkpoint["zigzag"] = tracker.state_dict(); tracker.load_state_dict(...) on resume
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ZigZagTracker", "tracked_layers"]
+
+
+def tracked_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every module with a ``weight`` and a ``weight_quantizer``."""
+    return [(n, m) for n, m in model.named_modules()
+            if getattr(m, "weight_quantizer", None) is not None
+            and isinstance(getattr(m, "weight", None), torch.Tensor)]
+
+
+def _codes(layer: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    quantizer = layer.weight_quantizer
+    if hasattr(quantizer, "encode"):
+        return quantizer.encode(w)["codes"]
+    return (quantizer(w) >= 0).to(torch.uint8)
+
+
+class ZigZagTracker:
+    """Track ``num_weights`` weights sampled uniformly (seeded) over all quantized layers.
+
+    ``last_k``: the window of the summary that ``end_epoch`` attaches (key "last_k").
+    """
+
+    def __init__(self, model: nn.Module, num_weights: int = 256, seed: int = 0,
+                 last_k: int = 5):
+        if num_weights < 1:
+            raise ValueError(f"invalid num_weights {num_weights!r}; must be >= 1")
+        if last_k < 1:
+            raise ValueError(f"invalid last_k {last_k!r}; must be >= 1")
+        layers = tracked_layers(model)
+        if not layers:
+            raise ValueError("model has no quantized layer (no module with a weight_quantizer)"
+                             " to track")
+        self.last_k = int(last_k)
+        self.names = [n for n, _ in layers]
+        sizes = torch.tensor([m.weight.numel() for _, m in layers])
+        total = int(sizes.sum())
+        gen = torch.Generator().manual_seed(int(seed))
+        flat = torch.randperm(total, generator=gen)[: min(num_weights, total)].sort().values
+        offsets = torch.cumsum(sizes, 0) - sizes
+        layer_of = torch.searchsorted(torch.cumsum(sizes, 0), flat, right=True)
+        self.index = [(int(li), int(fi - offsets[li])) for li, fi in zip(layer_of, flat)]
+        self.groups = {li: torch.tensor([fi for l2, fi in self.index if l2 == li])
+                       for li in sorted({li for li, _ in self.index})}
+        self.n = len(self.index)
+        self.history: list[dict[str, Any]] = []
+        w, c = self._read(model)
+        self.prev_w, self.prev_c = w, c
+        self.direction = torch.zeros(self.n)          # sign of the last non-zero increment
+        self.turn = torch.full((self.n,), float("nan"))  # value at the last turning point
+        self._reset_epoch()
+
+    # -- recording ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _read(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        layers = dict(tracked_layers(model))
+        ws, cs = [], []
+        for li, idx in self.groups.items():
+            layer = layers[self.names[li]]
+            w = layer.weight.detach()
+            idx = idx.to(w.device)
+            ws.append(w.flatten()[idx].float().cpu())
+            cs.append(_codes(layer, w).flatten()[idx].long().cpu())
+        return torch.cat(ws), torch.cat(cs)
+
+    def _reset_epoch(self) -> None:
+        self.ep_swing = torch.zeros(self.n)
+        self.ep_flips = torch.zeros(self.n, dtype=torch.long)
+        self.ep_reversals = 0
+        self.ep_records = 0
+
+    def record(self, w: torch.Tensor, codes: torch.Tensor) -> None:
+        """Add one record (values ``w`` [n] and codes [n] of the tracked weights)."""
+        w, codes = w.float(), codes.long()
+        inc = w - self.prev_w
+        new_dir = torch.sign(inc)
+        moved = new_dir != 0
+        turning = moved & (self.direction != 0) & (new_dir != self.direction)
+        swing = (self.prev_w - self.turn).abs()
+        counted = turning & ~torch.isnan(self.turn)
+        self.ep_swing = torch.where(counted, torch.maximum(self.ep_swing, swing), self.ep_swing)
+        self.turn = torch.where(turning, self.prev_w, self.turn)
+        self.ep_reversals += int(turning.sum())
+        self.direction = torch.where(moved, new_dir, self.direction)
+        self.ep_flips += (codes != self.prev_c).long()
+        self.prev_w, self.prev_c = w, codes
+        self.ep_records += 1
+
+    def after_step(self, model: nn.Module) -> None:
+        """Record the tracked weights of ``model`` now (call after every train step)."""
+        self.record(*self._read(model))
+
+    # -- reports -----------------------------------------------------------------------
+    @staticmethod
+    def _stats(swing: torch.Tensor, flips: torch.Tensor, reversals: int,
+               records: int) -> dict[str, Any]:
+        n = max(swing.numel(), 1)
+        return {"max_amplitude": float(swing.max()) if swing.numel() else 0.0,
+                "mean_amplitude": float(swing.mean()) if swing.numel() else 0.0,
+                "flips": int(flips.sum()), "flips_per_weight": float(flips.sum()) / n,
+                "flipped_fraction": float((flips > 0).float().mean()) if flips.numel() else 0.0,
+                "reversals": int(reversals), "records": int(records),
+                "tracked": int(swing.numel())}
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """Close epoch ``epoch`` (0-based); returns its stats plus ``last_k``'s summary."""
+        self.history.append({"epoch": int(epoch), "swing": self.ep_swing.tolist(),
+                             "flips": self.ep_flips.tolist(), "reversals": self.ep_reversals,
+                             "records": self.ep_records})
+        out = {"epoch": int(epoch) + 1,
+               **self._stats(self.ep_swing, self.ep_flips, self.ep_reversals, self.ep_records)}
+        out["last_k"] = self.summary(self.last_k)
+        self._reset_epoch()
+        return out
+
+    def summary(self, last_k: int | None = None) -> dict[str, Any]:
+        """Stats over the last ``last_k`` closed epochs (all if None); JSON-serialisable.
+
+        A weight's amplitude over the window is its largest swing in any of them;
+        its flips are summed.
+        """
+        window = self.history if last_k is None else self.history[-int(last_k):]
+        if not window:
+            return {"epochs": 0, **self._stats(torch.zeros(0), torch.zeros(0, dtype=torch.long),
+                                               0, 0)}
+        swing = torch.tensor([h["swing"] for h in window]).max(0).values
+        flips = torch.tensor([h["flips"] for h in window]).sum(0)
+        out = self._stats(swing, flips, sum(h["reversals"] for h in window),
+                          sum(h["records"] for h in window))
+        return {"epochs": len(window), "first_epoch": window[0]["epoch"] + 1, **out}
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"names": list(self.names), "index": list(self.index), "history": list(self.history),
+                "prev_w": self.prev_w.clone(), "prev_c": self.prev_c.clone(),
+                "direction": self.direction.clone(), "turn": self.turn.clone(),
+                "ep_swing": self.ep_swing.clone(), "ep_flips": self.ep_flips.clone(),
+                "ep_reversals": self.ep_reversals, "ep_records": self.ep_records,
+                "last_k": self.last_k}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if list(state["names"]) != self.names or [tuple(i) for i in state["index"]] != self.index:
+            raise ValueError("zig-zag tracker state is for a different model or sample "
+                             "(layer names / sampled indices differ)")
+        self.history = [dict(h) for h in state["history"]]
+        for key in ("prev_w", "prev_c", "direction", "turn", "ep_swing", "ep_flips"):
+            setattr(self, key, state[key].clone())
+        self.ep_reversals = int(state["ep_reversals"])
+        self.ep_records = int(state["ep_records"])
+        self.last_k = int(state["last_k"])
