@@ -1,0 +1,149 @@
+"""FSG: one step equals Eq. 9 (paper) / the official-code update, HGS, nets trained, resume."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from bnnopt.registry import METHODS
+
+from .conftest import batches, dorefa_c, dorefa_pre, make, step, weights
+
+SMALL = {"expand": 2, "d_state": 4, "d_conv": 2, "hidden": 8}
+
+
+def _hand_slow(slow, lre, hist_per_layer, layout):
+    """S per layer by hand: tokens [e_i, g_oldest, ..., g_newest]."""
+    out = []
+    for i, hist in enumerate(hist_per_layer):  # hist: list of k gradients (weight shape)
+        e = lre.weight[i, 0]
+        h = torch.stack([g.reshape(-1) for g in hist])  # (k, ξ)
+        if layout == "flat":
+            seq = torch.cat((e.reshape(1), h.reshape(-1))).reshape(1, -1, 1)
+            out.append(slow(seq)[0, -h.shape[1]:, 0])
+        else:
+            seq = torch.cat((e.expand(h.shape[1], 1), h.t()), dim=1).unsqueeze(-1)
+            out.append(slow(seq)[:, -1, 0])
+    return out
+
+
+@pytest.mark.parametrize("layout", ["per-weight", "flat"])
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_one_step_equals_hand_computed_update(variant, layout):
+    lr, hist_len = 0.05, 3
+    model, method = make("fsg", lr=lr, variant=variant, layout=layout, history=hist_len, **SMALL)
+    beta = 0.3 if variant == "paper" else 0.9
+    data = batches(5)
+    recorded = []
+    for b in data[:4]:
+        step(model, method, b)
+        recorded.append([g.clone() for g in method._g])
+    g, w_hat = method._g, method._w_hat
+    fast = copy.deepcopy(method.meta_modules["fast"])
+    slow = copy.deepcopy(method.meta_modules["slow"])
+    lre = copy.deepcopy(method.meta_modules["lre"])
+    before = weights(method)
+    step(model, method, data[4])
+    hist = [[r[i] for r in recorded[-hist_len:]] for i in range(len(before))]
+    with torch.no_grad():
+        S = _hand_slow(slow, lre, hist, layout)
+    for i, (_, layer) in enumerate(method.layers):
+        w, c = before[i], dorefa_c(before[i])
+        with torch.no_grad():
+            if variant == "paper":  # F = fast(g, Ŵ) with Ŵ = A(W) in [-1, 1]
+                F = fast(torch.stack((g[i].reshape(-1), w_hat[i].reshape(-1)), 1))
+            else:  # F = g * fast(u), u = (Ŵ + 1)/2
+                F = g[i].reshape(-1) * fast(0.5 * w_hat[i].reshape(-1, 1) + 0.5)
+        cF, s = c * F.reshape(w.shape), S[i].reshape(w.shape)
+        if variant == "paper":
+            expected = w - lr * cF + beta * s  # Eq. 9
+            lookahead = expected
+        else:
+            expected = w - lr * cF  # official: the real update uses c*F only
+            lookahead = w - lr * (beta * s + (1 - beta) * cF)
+        assert torch.allclose(layer.weight.detach(), expected, atol=1e-12)
+        assert torch.allclose(method._w_hat[i], dorefa_pre(lookahead), atol=1e-12)
+
+
+def test_first_step_is_ste_and_meta_nets_trained():
+    model, method = make("fsg", history=2, **SMALL)
+    ref_model, ref = make("fcgrad")  # same seed, same tiny model: its first step is STE
+    data = batches(3)
+    step(model, method, data[0])
+    step(ref_model, ref, data[0])
+    for a, b in zip(model.state_dict().values(), ref_model.state_dict().values()):
+        assert torch.equal(a, b)
+    for b in data[1:]:
+        snap = {k: p.detach().clone() for k, p in method.meta_modules.named_parameters()}
+        step(model, method, b)
+    for name, p in method.meta_modules.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert not torch.equal(p.detach(), snap[name]), name
+
+
+@pytest.mark.parametrize("length", [1, 3])
+def test_hgs_order_and_length_after_1_lm1_l_lp3_steps(length):
+    model, method = make("fsg", history=length, **SMALL)
+    recorded = []
+    checks = {1, max(length - 1, 1), length, length + 3}
+    for t, b in enumerate(batches(length + 3), start=1):
+        step(model, method, b)
+        recorded.append([g.clone() for g in method._g])
+        if t in checks:
+            k = min(t, length)
+            for i, buf in enumerate(method.hgs):
+                expected = torch.stack([r[i].reshape(-1) for r in recorded[-k:]])
+                assert len(buf) == k
+                assert torch.equal(buf.sequence(), expected)
+
+
+@pytest.mark.parametrize("options", [
+    {"layout": "per-weight"}, {"layout": "flat", "variant": "official"},
+    {"slow_net": "lstm", "slow_net_options": {}},
+])
+def test_state_dict_round_trip_gives_identical_next_steps(options):
+    data = batches(6, cnn=True)
+    model, method = make("fsg", cnn=True, history=3, **SMALL, **options)
+    for b in data[:4]:
+        step(model, method, b)
+    saved_model = copy.deepcopy(model.state_dict())
+    saved = method.state_dict()
+    for b in data[4:]:
+        step(model, method, b)
+    other_model, other = make("fsg", cnn=True, seed=5, meta_seed=99, history=3, **SMALL,
+                              **options)
+    other_model.load_state_dict(saved_model)
+    other.load_state_dict(saved)
+    for b in data[4:]:
+        step(other_model, other, b)
+    for (k, a), b in zip(model.state_dict().items(), other_model.state_dict().values()):
+        assert torch.equal(a, b), k
+    for a, b in zip(method.meta_modules.parameters(), other.meta_modules.parameters()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("optim", ["sgdm", "adam"])
+def test_tiny_cnn_with_base_optimizers(optim):
+    model, method = make("fsg", cnn=True, optim=optim, lr=0.01, history=2, **SMALL)
+    assert len(method.hgs) == 3  # both convs and the linear layer binarized
+    losses = [step(model, method, b).loss for b in batches(3, cnn=True)]
+    assert all(torch.isfinite(l) for l in losses)
+    assert [buf.numel for buf in method.hgs] == [w.numel() for w in weights(method)]
+
+
+def test_defaults_and_bad_options():
+    paper, official = METHODS.get("fsg")(), METHODS.get("fsg")(variant="official")
+    assert (paper.options["history"], paper.options["beta"], paper.options["fast_lr"]) == \
+        (6, 0.3, 1e-3)
+    assert (official.options["history"], official.options["beta"],
+            official.options["fast_lr"]) == (5, 0.9, 1e-2)
+    bad = [({"variant": "x"}, "variant 'x'; valid: paper, official"),
+           ({"layout": "grid"}, "layout 'grid'; valid: flat, per-weight"),
+           ({"slow_net": "gru"}, "slow_net 'gru'; valid: mamba, lstm"),
+           ({"history": 0}, "history 0"), ({"beta": 1.5}, "beta 1.5"),
+           ({"expand": 0}, "expand 0"), ({"fast_lr": 0}, "fast_lr 0"),
+           ({"foo": 1}, "unknown option 'foo'")]
+    for options, message in bad:
+        with pytest.raises(ValueError, match=message):
+            METHODS.get("fsg")(**options)
