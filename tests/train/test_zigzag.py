@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from bnnopt.nn import QuantConfig, binarize_
-from bnnopt.train.zigzag import ZigZagTracker
+from bnnopt.train.zigzag import ZigZagStream, ZigZagTracker, sequence_stats
 
 
 def _model(seed=0):
@@ -28,8 +28,7 @@ def test_hand_made_sequences():
     model = _model()
     tracker = ZigZagTracker(model, num_weights=3, seed=0)
     assert tracker.n == 3
-    tracker.prev_w = torch.zeros(3)
-    tracker.prev_c = torch.ones(3, dtype=torch.long)
+    tracker.stream = ZigZagStream(torch.zeros(3), torch.ones(3, dtype=torch.long))
     # weight 0 zig-zags 0 -> .5 -> -.5 -> .5 -> -.5 (swings of 1.0; 3 reversals; flips 3)
     # weight 1 increases monotonically (no swing, no flip)
     # weight 2: 0 -> .2 -> .2 -> .1 -> .4 (plateau skipped: turning at .2 then .1; swing .1)
@@ -84,3 +83,10 @@ def test_tracks_real_layers_and_resumes():
 def test_small_models_track_everything():
     tracker = ZigZagTracker(_model(), num_weights=10_000)
     assert tracker.n == 3 * 4 + 4 * 2
+
+
+def test_sequence_stats_matches_the_stream():
+    values = torch.tensor([[0.0, 0.0], [1.0, 0.1], [-1.0, 0.2], [0.5, 0.3]])
+    out = sequence_stats(values, (values >= 0).long())
+    assert out["reversals"] == 2 and out["max_amplitude"] == pytest.approx(2.0)
+    assert out["flips"] == 2 and out["records"] == 3 and out["tracked"] == 2

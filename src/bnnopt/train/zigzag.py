@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ZigZagTracker", "tracked_layers"]
+__all__ = ["ZigZagTracker", "ZigZagStream", "sequence_stats", "stats", "tracked_layers"]
 
 
 def tracked_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -61,6 +61,79 @@ def _codes(layer: nn.Module, w: torch.Tensor) -> torch.Tensor:
     if hasattr(quantizer, "encode"):
         return quantizer.encode(w)["codes"]
     return (quantizer(w) >= 0).to(torch.uint8)
+
+
+class ZigZagStream:
+    """The streaming state of the definitions above for ``n`` weights (no model needed).
+
+    ``record(w, codes)`` adds one record; ``close()`` returns and resets the per-weight
+    largest swing [n], flips [n], reversals and record count since the last close.
+    """
+
+    def __init__(self, w0: torch.Tensor, codes0: torch.Tensor):
+        self.prev_w, self.prev_c = w0.float().clone(), codes0.long().clone()
+        self.n = self.prev_w.numel()
+        self.direction = torch.zeros(self.n)             # sign of the last non-zero increment
+        self.turn = torch.full((self.n,), float("nan"))  # value at the last turning point
+        self._reset()
+
+    def _reset(self) -> None:
+        self.swing = torch.zeros(self.n)
+        self.flips = torch.zeros(self.n, dtype=torch.long)
+        self.reversals = 0
+        self.records = 0
+
+    def record(self, w: torch.Tensor, codes: torch.Tensor) -> None:
+        w, codes = w.float().flatten(), codes.long().flatten()
+        new_dir = torch.sign(w - self.prev_w)
+        moved = new_dir != 0
+        turning = moved & (self.direction != 0) & (new_dir != self.direction)
+        counted = turning & ~torch.isnan(self.turn)
+        swing = (self.prev_w - self.turn).abs()
+        self.swing = torch.where(counted, torch.maximum(self.swing, swing), self.swing)
+        self.turn = torch.where(turning, self.prev_w, self.turn)
+        self.reversals += int(turning.sum())
+        self.direction = torch.where(moved, new_dir, self.direction)
+        self.flips += (codes != self.prev_c).long()
+        self.prev_w, self.prev_c = w, codes
+        self.records += 1
+
+    def close(self) -> dict[str, Any]:
+        out = {"swing": self.swing.tolist(), "flips": self.flips.tolist(),
+               "reversals": self.reversals, "records": self.records}
+        self._reset()
+        return out
+
+    _KEYS = ("prev_w", "prev_c", "direction", "turn", "swing", "flips")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {k: getattr(self, k).clone() for k in self._KEYS}
+        return {**state, "reversals": self.reversals, "records": self.records}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in self._KEYS:
+            setattr(self, key, state[key].clone())
+        self.reversals, self.records = int(state["reversals"]), int(state["records"])
+
+
+def stats(swing: torch.Tensor, flips: torch.Tensor, reversals: int, records: int) -> dict[str, Any]:
+    """The reported numbers from per-weight largest swings and flip counts."""
+    n = swing.numel()
+    return {"max_amplitude": float(swing.max()) if n else 0.0,
+            "mean_amplitude": float(swing.mean()) if n else 0.0,
+            "flips": int(flips.sum()), "flips_per_weight": float(flips.sum()) / max(n, 1),
+            "flipped_fraction": float((flips > 0).float().mean()) if n else 0.0,
+            "reversals": int(reversals), "records": int(records), "tracked": int(n)}
+
+
+def sequence_stats(values: torch.Tensor, codes: torch.Tensor) -> dict[str, Any]:
+    """Stats of whole trajectories: ``values`` and ``codes`` [T, n] (row 0 = the start)."""
+    stream = ZigZagStream(values[0], codes[0])
+    for w, c in zip(values[1:], codes[1:]):
+        stream.record(w, c)
+    out = stream.close()
+    return stats(torch.tensor(out["swing"]), torch.tensor(out["flips"]), out["reversals"],
+                 out["records"])
 
 
 class ZigZagTracker:
@@ -82,23 +155,17 @@ class ZigZagTracker:
         self.last_k = int(last_k)
         self.names = [n for n, _ in layers]
         sizes = torch.tensor([m.weight.numel() for _, m in layers])
-        total = int(sizes.sum())
+        ends = torch.cumsum(sizes, 0)
         gen = torch.Generator().manual_seed(int(seed))
-        flat = torch.randperm(total, generator=gen)[: min(num_weights, total)].sort().values
-        offsets = torch.cumsum(sizes, 0) - sizes
-        layer_of = torch.searchsorted(torch.cumsum(sizes, 0), flat, right=True)
-        self.index = [(int(li), int(fi - offsets[li])) for li, fi in zip(layer_of, flat)]
+        flat = torch.randperm(int(ends[-1]), generator=gen)[:num_weights].sort().values
+        layer_of = torch.searchsorted(ends, flat, right=True)
+        self.index = [(int(li), int(fi - (ends[li] - sizes[li]))) for li, fi in zip(layer_of, flat)]
         self.groups = {li: torch.tensor([fi for l2, fi in self.index if l2 == li])
                        for li in sorted({li for li, _ in self.index})}
         self.n = len(self.index)
         self.history: list[dict[str, Any]] = []
-        w, c = self._read(model)
-        self.prev_w, self.prev_c = w, c
-        self.direction = torch.zeros(self.n)          # sign of the last non-zero increment
-        self.turn = torch.full((self.n,), float("nan"))  # value at the last turning point
-        self._reset_epoch()
+        self.stream = ZigZagStream(*self._read(model))
 
-    # -- recording ---------------------------------------------------------------------
     @torch.no_grad()
     def _read(self, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         layers = dict(tracked_layers(model))
@@ -111,54 +178,23 @@ class ZigZagTracker:
             cs.append(_codes(layer, w).flatten()[idx].long().cpu())
         return torch.cat(ws), torch.cat(cs)
 
-    def _reset_epoch(self) -> None:
-        self.ep_swing = torch.zeros(self.n)
-        self.ep_flips = torch.zeros(self.n, dtype=torch.long)
-        self.ep_reversals = 0
-        self.ep_records = 0
-
     def record(self, w: torch.Tensor, codes: torch.Tensor) -> None:
         """Add one record (values ``w`` [n] and codes [n] of the tracked weights)."""
-        w, codes = w.float(), codes.long()
-        inc = w - self.prev_w
-        new_dir = torch.sign(inc)
-        moved = new_dir != 0
-        turning = moved & (self.direction != 0) & (new_dir != self.direction)
-        swing = (self.prev_w - self.turn).abs()
-        counted = turning & ~torch.isnan(self.turn)
-        self.ep_swing = torch.where(counted, torch.maximum(self.ep_swing, swing), self.ep_swing)
-        self.turn = torch.where(turning, self.prev_w, self.turn)
-        self.ep_reversals += int(turning.sum())
-        self.direction = torch.where(moved, new_dir, self.direction)
-        self.ep_flips += (codes != self.prev_c).long()
-        self.prev_w, self.prev_c = w, codes
-        self.ep_records += 1
+        self.stream.record(w, codes)
 
     def after_step(self, model: nn.Module) -> None:
         """Record the tracked weights of ``model`` now (call after every train step)."""
-        self.record(*self._read(model))
+        self.stream.record(*self._read(model))
 
     # -- reports -----------------------------------------------------------------------
-    @staticmethod
-    def _stats(swing: torch.Tensor, flips: torch.Tensor, reversals: int,
-               records: int) -> dict[str, Any]:
-        n = max(swing.numel(), 1)
-        return {"max_amplitude": float(swing.max()) if swing.numel() else 0.0,
-                "mean_amplitude": float(swing.mean()) if swing.numel() else 0.0,
-                "flips": int(flips.sum()), "flips_per_weight": float(flips.sum()) / n,
-                "flipped_fraction": float((flips > 0).float().mean()) if flips.numel() else 0.0,
-                "reversals": int(reversals), "records": int(records),
-                "tracked": int(swing.numel())}
-
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """Close epoch ``epoch`` (0-based); returns its stats plus ``last_k``'s summary."""
-        self.history.append({"epoch": int(epoch), "swing": self.ep_swing.tolist(),
-                             "flips": self.ep_flips.tolist(), "reversals": self.ep_reversals,
-                             "records": self.ep_records})
-        out = {"epoch": int(epoch) + 1,
-               **self._stats(self.ep_swing, self.ep_flips, self.ep_reversals, self.ep_records)}
+        closed = {"epoch": int(epoch), **self.stream.close()}
+        self.history.append(closed)
+        out = {"epoch": int(epoch) + 1, **stats(torch.tensor(closed["swing"]),
+                                                torch.tensor(closed["flips"]),
+                                                closed["reversals"], closed["records"])}
         out["last_k"] = self.summary(self.last_k)
-        self._reset_epoch()
         return out
 
     def summary(self, last_k: int | None = None) -> dict[str, Any]:
@@ -169,30 +205,22 @@ class ZigZagTracker:
         """
         window = self.history if last_k is None else self.history[-int(last_k):]
         if not window:
-            return {"epochs": 0, **self._stats(torch.zeros(0), torch.zeros(0, dtype=torch.long),
-                                               0, 0)}
+            return {"epochs": 0, **stats(torch.zeros(0), torch.zeros(0, dtype=torch.long), 0, 0)}
         swing = torch.tensor([h["swing"] for h in window]).max(0).values
         flips = torch.tensor([h["flips"] for h in window]).sum(0)
-        out = self._stats(swing, flips, sum(h["reversals"] for h in window),
-                          sum(h["records"] for h in window))
+        out = stats(swing, flips, sum(h["reversals"] for h in window),
+                    sum(h["records"] for h in window))
         return {"epochs": len(window), "first_epoch": window[0]["epoch"] + 1, **out}
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "index": list(self.index), "history": list(self.history),
-                "prev_w": self.prev_w.clone(), "prev_c": self.prev_c.clone(),
-                "direction": self.direction.clone(), "turn": self.turn.clone(),
-                "ep_swing": self.ep_swing.clone(), "ep_flips": self.ep_flips.clone(),
-                "ep_reversals": self.ep_reversals, "ep_records": self.ep_records,
-                "last_k": self.last_k}
+        return {"names": list(self.names), "index": list(self.index), "last_k": self.last_k,
+                "history": [dict(h) for h in self.history], "stream": self.stream.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if list(state["names"]) != self.names or [tuple(i) for i in state["index"]] != self.index:
             raise ValueError("zig-zag tracker state is for a different model or sample "
                              "(layer names / sampled indices differ)")
         self.history = [dict(h) for h in state["history"]]
-        for key in ("prev_w", "prev_c", "direction", "turn", "ep_swing", "ep_flips"):
-            setattr(self, key, state[key].clone())
-        self.ep_reversals = int(state["ep_reversals"])
-        self.ep_records = int(state["ep_records"])
+        self.stream.load_state_dict(state["stream"])
         self.last_k = int(state["last_k"])
