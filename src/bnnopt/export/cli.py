@@ -39,7 +39,7 @@ def export_checkpoint(source: str | Path, out: str | Path | None = None, *, forc
     options.setdefault("num_classes", data_info["num_classes"])
     meta = {"model": config.model, "model_options": options, "config": config.to_dict(),
             "dataset": config.dataset, "data_root": config.data_root, "data": data_info,
-            "source": str(source)}
+            "test_limit": config.test_limit, "source": str(source)}
     export_packed(model, out, meta)
     info = packed_summary(out)
     if verify:
