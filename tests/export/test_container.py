@@ -53,7 +53,7 @@ def test_round_trip_preserves_dtype_shape_and_bits(tmp_path):
 def test_header_fields_and_checksum(tmp_path):
     data = _write(tmp_path).read_bytes()
     assert data[:8] == MAGIC
-    magic, version, reserved, mlen, total = struct.unpack_from("<8sIIQQ", data)
+    _, version, reserved, mlen, total = struct.unpack_from("<8sIIQQ", data)
     assert (version, reserved, total) == (FORMAT_VERSION, 0, len(data))
     assert mlen % 8 == 0
     assert hashlib.sha256(data[:-32]).digest() == data[-32:]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from bnnopt.cli import main
 from bnnopt.train import RunConfig, Trainer
 

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import struct
 
 import pytest
 import torch
 
-from bnnopt.export import ExportFormatError, export_packed, is_packed, load_packed, packed_summary
+from bnnopt.export import (
+    ExportFormatError,
+    export_packed,
+    is_packed,
+    load_packed,
+    packed_summary,
+)
 from bnnopt.export.container import write_container
 from bnnopt.nn import QuantConfig, quantized_layers
 

@@ -6,10 +6,16 @@ import io
 import pytest
 import torch
 
-from bnnopt.export import PackedConv2d, PackedLinear, export_packed, load_packed, read_manifest
+from bnnopt.export import (
+    PackedConv2d,
+    PackedLinear,
+    export_packed,
+    load_packed,
+    read_manifest,
+)
 from bnnopt.nn import QLayer, QuantConfig, quantized_layers
 
-ALL = dict(keep_first=False, keep_last=False)
+ALL = {"keep_first": False, "keep_last": False}
 CASES = {
     # name: (model, model options, quant config, input shape)
     "resnet20-1bit": ("resnet20", {}, QuantConfig(), (3, 32, 32)),
@@ -69,6 +75,15 @@ def test_packed_layers_hold_the_quantized_weights_bitwise(roundtrip, case):
         assert torch.equal(new.weight.view(torch.int32), q.view(torch.int32)), name
         # only 2^k distinct values, as the codes promise
         assert new.weight.unique().numel() <= 2 ** layer.bits * (q.shape[0] if q.dim() > 1 else 1)
+    # everything outside the quantized layers (FP layers, BatchNorm affine parameters,
+    # running statistics, num_batches_tracked) comes back bit for bit
+    qnames = tuple(n + "." for n, _ in qlayers)
+    loaded = packed.state_dict()
+    rest = {k: v for k, v in model.state_dict().items() if not k.startswith(qnames)}
+    assert any("running_var" in k for k in rest) and any("num_batches_tracked" in k for k in rest)
+    for key, value in rest.items():
+        assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape, key
+        assert loaded[key].reshape(-1).view(torch.uint8).tolist() == value.reshape(-1).view(torch.uint8).tolist(), key
     # no latent weights or training modules remain; inference state only
     assert not any(isinstance(m, QLayer) for m in packed.modules())
     assert not packed.training
@@ -137,5 +152,33 @@ def test_custom_skeleton_for_unregistered_model(tmp_path):
         load_packed(path)
     packed = load_packed(path, skeleton=make())
     x = torch.randn(3, 2, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(packed(x), model(x))
+
+
+def test_shared_layer_stays_shared(tmp_path):
+    from bnnopt.nn import binarize_
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(9)
+            self.inp = torch.nn.Linear(5, 8)
+            self.shared = torch.nn.Linear(8, 8)
+            self.again = self.shared
+            self.out = torch.nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.out(torch.relu(self.again(torch.relu(self.shared(self.inp(x))))))
+
+    model = Twice()
+    assert binarize_(model, QuantConfig(weight_bits=2)) == ["shared"]
+    path = tmp_path / "shared.bnnpk"
+    export_packed(model, path)
+    entry = read_manifest(path)["qlayers"][0]
+    assert (entry["name"], entry["aliases"]) == ("shared", ["again"])
+    packed = load_packed(path, skeleton=Twice())
+    assert packed.shared is packed.again and isinstance(packed.shared, PackedLinear)
+    x = torch.randn(4, 5)
     with torch.no_grad():
         assert torch.equal(packed(x), model(x))

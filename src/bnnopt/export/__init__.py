@@ -20,8 +20,20 @@ from bnnopt.export.summary import describe_packed, packed_summary
 from bnnopt.export.writer import export_packed
 
 __all__ = [
-    "export_packed", "load_packed", "packed_summary", "describe_packed", "is_packed",
-    "read_manifest", "float_state_dict", "export_checkpoint", "add_export_commands",
-    "ExportFormatError", "FORMAT_VERSION", "PackedConv2d", "PackedLinear",
-    "pack_codes", "unpack_codes", "packed_nbytes",
+    "FORMAT_VERSION",
+    "ExportFormatError",
+    "PackedConv2d",
+    "PackedLinear",
+    "add_export_commands",
+    "describe_packed",
+    "export_checkpoint",
+    "export_packed",
+    "float_state_dict",
+    "is_packed",
+    "load_packed",
+    "pack_codes",
+    "packed_nbytes",
+    "packed_summary",
+    "read_manifest",
+    "unpack_codes",
 ]

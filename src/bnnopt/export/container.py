@@ -40,8 +40,9 @@ import os
 import struct
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,7 +102,7 @@ def write_container(path: str | os.PathLike, manifest: Mapping[str, Any], blobs:
     for name, value in blobs.items():
         t = torch.from_numpy(np.ascontiguousarray(value)) if isinstance(value, np.ndarray) else value
         if not isinstance(t, torch.Tensor):
-            raise ValueError(f"blob {name!r} must be a tensor or numpy array, got {type(value).__name__}")
+            raise ValueError(f"blob {name!r} must be a tensor or numpy array, got {type(value).__name__}")  # noqa: TRY004
         dtype, shape, raw = tensor_bytes(t)
         pad = (-offset) % _ALIGN
         chunks.append(b"\0" * pad)

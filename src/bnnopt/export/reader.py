@@ -161,7 +161,7 @@ def load_packed(path: str | os.PathLike, skeleton: nn.Module | None = None) -> n
         if expected is None:
             raise ExportFormatError(f"{path}: unknown layer type {kind!r}; valid: conv2d, linear")
         if not isinstance(old, expected):
-            raise ValueError(f"{path}: layer {entry['name']!r} is a {kind} in the file but "
+            raise ValueError(f"{path}: layer {entry['name']!r} is a {kind} in the file but "  # noqa: TRY004
                              f"{type(old).__name__} in the architecture")
         cls = PackedConv2d if kind == "conv2d" else PackedLinear
         new = cls(weight, bias, _act_quantizer(entry.get("act_quantizer")), entry)

@@ -134,10 +134,9 @@ def _pack_layer(name: str, layer: nn.Module, blobs: dict[str, Any]) -> dict[str,
     entry: dict[str, Any] = {"name": name, **_geometry(layer)}
     found, source = None, None
     codes = _encoded_codes(layer)
-    if codes is not None:
-        if codes.shape == q.shape and not codes.is_floating_point() and \
-                (not codes.numel() or (int(codes.min()) >= 0 and int(codes.max()) < 2**bits)):
-            found, source = level_table(q, codes, bits), "encode"
+    if codes is not None and codes.shape == q.shape and not codes.is_floating_point() and \
+            (not codes.numel() or (int(codes.min()) >= 0 and int(codes.max()) < 2**bits)):
+        found, source = level_table(q, codes, bits), "encode"
     if found is None:
         codes = codes_from_values(q, bits)
         if codes is not None:
@@ -177,13 +176,14 @@ def export_packed(model: nn.Module, path: str | os.PathLike, meta: dict[str, Any
     ``"model_options"`` (its constructor kwargs) so that :func:`load_packed` can
     rebuild the architecture on its own; everything else in it (e.g. the run
     config, dataset, normalisation) is stored verbatim and returned as the loaded
-    module's ``bnnopt_meta``. Returns ``{"path", "file_bytes", "quantized_layers"}``.
+    module's ``bnnopt_meta``. Returns ``{"path", "file_bytes", "quantized_layers",
+    "float32_bytes", "ratio"}`` (ratio = float32_bytes / file_bytes).
     """
     from bnnopt import __version__
     from bnnopt.nn import QLayer
 
     if not isinstance(model, nn.Module):
-        raise ValueError(f"export_packed needs an nn.Module, got {type(model).__name__}")
+        raise ValueError(f"export_packed needs an nn.Module, got {type(model).__name__}")  # noqa: TRY004
     meta = _json_checked(dict(meta or {}), "meta")
     name = meta.pop("model", None)
     options = meta.pop("model_options", {}) or {}
