@@ -30,6 +30,7 @@ def __getattr__(name: str):
         "Trainer": "bnnopt.train",
         "load_packed": "bnnopt.export",
         "export_packed": "bnnopt.export",
+        "packed_summary": "bnnopt.export",
     }
     if name in lazy:
         import importlib

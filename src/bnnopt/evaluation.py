@@ -45,7 +45,8 @@ def load_any(path: str | Path, model_name: str | None = None):
         model = load_packed(path)
         meta = getattr(model, "bnnopt_meta", {}) or {}
         return model, {"kind": "packed", "dataset": meta.get("dataset"),
-                       "data_root": meta.get("data_root"), "data": meta.get("data")}
+                       "data_root": meta.get("data_root"), "data": meta.get("data"),
+                       "test_limit": meta.get("test_limit", 0)}
     from bnnopt.models import load_pretrained
     from bnnopt.registry import MODELS
 

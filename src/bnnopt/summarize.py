@@ -37,4 +37,6 @@ def summarize_target(target: str | None, *, model: str | None = None, method: st
 
 
 def _packed_text(info: dict) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in info.items())
+    from bnnopt.export import describe_packed
+
+    return describe_packed(info)

@@ -32,14 +32,3 @@ def make_quantized(name: str, options: dict, config: QuantConfig, seed: int) -> 
 @pytest.fixture(scope="session")
 def quantized():
     return make_quantized
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Run these tiny models on one thread: on a loaded 2-core machine torch's
-    thread pool spin-waits and a ResNet-20 forward takes seconds instead of ms.
-    (Results do not depend on it: each test compares two models on one setting.)"""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
