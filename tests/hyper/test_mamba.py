@@ -48,9 +48,10 @@ def test_matches_reference_forward_and_gradients(d_model, L, d_conv):
 @pytest.mark.parametrize("L", [2, 3, 9])
 def test_causal_depthwise_conv_equals_padded_conv1d(L):
     conv = torch.nn.Conv1d(5, 5, 4, groups=5, padding=3).double()
-    x = torch.randn(2, L, 5, dtype=DT)
-    want = conv(x.transpose(1, 2))[..., :L].transpose(1, 2)
-    torch.testing.assert_close(causal_depthwise_conv(x, conv.weight, conv.bias), want)
+    x = torch.randn(2, 5, L, dtype=DT)                        # (batch, E, L) for Conv1d
+    want = conv(x)[..., :L]
+    got = causal_depthwise_conv(x.permute(2, 1, 0), conv.weight, conv.bias)  # time-major
+    torch.testing.assert_close(got.permute(2, 1, 0), want)
 
 
 def test_causality():

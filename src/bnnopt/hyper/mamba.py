@@ -18,11 +18,11 @@ dt_scale; dt drawn log-uniformly in [dt_min, dt_max] (floored at dt_init_floor)
 and dt_proj.bias = softplus^-1(dt) = dt + log(1 - exp(-dt)); D = 1; the linear
 layers and the conv use PyTorch's default initialisation.
 
-Shapes: forward(h: (batch, L, d_model)) -> (batch, L, d_model). Internally the
-(batch, L, E) activations keep that memory layout and are handed to the scan
-as (batch, E, L) views, so no transposed copies are made; this keeps the
-many-short-sequences case (FSG per-weight layout: batch ~ 1e5..1e6, L ~ 7,
-d_model = 1) cheap apart from the scan itself.
+Shapes: forward(h: (batch, L, d_model)) -> (batch, L, d_model). Internally all
+activations are time-major with the batch innermost, (L, features, batch), and
+reach the scan as (batch, features, L) views of that memory, which is the
+scan's own layout for many short sequences (FSG per-weight layout: batch ~
+1e5..1e6, L ~ 7, d_model = 1), so nothing is transposed on the way.
 """
 from __future__ import annotations
 
@@ -41,21 +41,48 @@ DT_INITS = ("random", "constant")
 
 def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor,
                           bias: torch.Tensor | None = None) -> torch.Tensor:
-    """out[b, t, e] = bias[e] + sum_k weight[e, 0, k] * x[b, t - (K-1) + k, e].
+    """out[t, e, :] = bias[e] + sum_k weight[e, 0, k] * x[t - (K-1) + k, e, :].
 
-    x: (batch, L, E); weight: (E, 1, K) as nn.Conv1d(E, E, K, groups=E) stores
-    it. Equal to that conv with padding K-1 cut to the first L outputs (the
-    causal conv of Mamba), computed as K shifted multiply-adds in x's layout;
-    taps that reach before t = 0 (K > L) are skipped.
+    Time-major x: (L, E, batch); weight: (E, 1, K) as nn.Conv1d(E, E, K,
+    groups=E) stores it. Equal to that conv with padding K-1 cut to the first
+    L outputs (Mamba's causal conv), computed as shifted multiply-adds; taps
+    reaching before t = 0 (K > L) are skipped.
     """
-    L, K = x.shape[1], weight.shape[-1]
-    w = weight[:, 0, :]                                   # (E, K)
+    L, K = x.shape[0], weight.shape[-1]
+    w = weight[:, 0, :, None]                             # (E, K, 1)
     out = x * w[:, K - 1]
     if bias is not None:
-        out = out + bias
+        out = out + bias[:, None]
     for s in range(1, min(K, L)):                         # tap k = K-1-s looks s steps back
-        out[:, s:] += x[:, :L - s] * w[:, K - 1 - s]
+        out[s:] += x[:L - s] * w[:, K - 1 - s]
     return out
+
+
+class _TimeMajorMatmul(torch.autograd.Function):
+    """W (M, K) @ x (L, K, b) -> (L, M, b), with dW computed as one GEMM whose
+    operands are both contiguous along the long (L*b) reduction dim (autograd's
+    default folds it into a much slower layout on CPU)."""
+
+    @staticmethod
+    def forward(ctx, weight, x):
+        ctx.save_for_backward(weight, x)
+        return torch.matmul(weight, x)
+
+    @staticmethod
+    def backward(ctx, g):
+        weight, x = ctx.saved_tensors
+        gx = torch.matmul(weight.t(), g) if ctx.needs_input_grad[1] else None
+        gw = None
+        if ctx.needs_input_grad[0]:
+            M, K = weight.shape
+            gw = torch.mm(g.transpose(0, 1).reshape(M, -1), x.transpose(0, 1).reshape(K, -1).t())
+        return gw, gx
+
+
+def _linear(weight: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None = None):
+    """Time-major linear map: (M, K) weight, x (L, K, batch) -> (L, M, batch)."""
+    y = x * weight[:, :1] if weight.shape[1] == 1 else _TimeMajorMatmul.apply(weight, x)
+    return y if bias is None else y + bias[:, None]
 
 
 def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
@@ -126,16 +153,20 @@ class Mamba(nn.Module):
         if h.dim() != 3 or h.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects (batch, length, {self.d_model}), got {tuple(h.shape)}")
         E, N, R = self.d_inner, self.d_state, self.dt_rank
-        xz = self.in_proj(h)                                             # (b, L, 2E)
-        x, z = xz[..., :E], xz[..., E:]
+        # Time-major, batch-inner layout (L, features, batch) throughout: every
+        # projection is one broadcast GEMM, and the scan gets its preferred layout
+        # for many short sequences without transposed copies.
+        hT = h.permute(1, 2, 0).contiguous()                             # (L, d_model, b)
+        xz = _linear(self.in_proj.weight, hT, self.in_proj.bias)         # (L, 2E, b)
+        x, z = xz.split(E, dim=1)
         x = F.silu(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))
-        x_dbl = F.linear(x, self.x_proj.weight)                          # (b, L, R + 2N)
-        dt = F.linear(x_dbl[..., :R], self.dt_proj.weight)               # (b, L, E)
-        Bm, Cm = x_dbl[..., R:R + N], x_dbl[..., R + N:]
+        dt, Bm, Cm = _linear(self.x_proj.weight, x).split([R, N, N], dim=1)
+        dt = _linear(self.dt_proj.weight, dt)                            # (L, E, b)
         A = -torch.exp(_at_least_fp32(self.A_log))
-        y = selective_scan(x.transpose(1, 2), dt.transpose(1, 2), A, Bm.transpose(1, 2),
-                           Cm.transpose(1, 2), _at_least_fp32(self.D), z.transpose(1, 2),
+        bt = (lambda t: t.permute(2, 1, 0))                              # -> (b, features, L)
+        y = selective_scan(bt(x), bt(dt), A, bt(Bm), bt(Cm), _at_least_fp32(self.D), bt(z),
                            _at_least_fp32(self.dt_proj.bias), delta_softplus=True,
                            method=self.scan_method, tile_elems=self.tile_elems,
                            use_cuda_kernel=self.use_cuda_kernel)          # (b, E, L)
-        return self.out_proj(y.transpose(1, 2))
+        out = _linear(self.out_proj.weight, bt(y), self.out_proj.bias)   # (L, d_model, b)
+        return out.permute(2, 0, 1)

@@ -110,7 +110,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         raise ValueError(f"tile_elems must be >= 1, got {tile_elems!r}")
     chunked = method == "chunked" or (method == "auto" and u.shape[-1] >= CHUNKED_MIN_LEN)
     out, last = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias,
-                                       bool(delta_softplus), chunked, int(tile_elems))
+                                       bool(delta_softplus), chunked, int(tile_elems),
+                                       bool(return_last_state))
     return (out, last) if return_last_state else out
 
 
@@ -142,96 +143,152 @@ def _tiles(Bt, Dch, L, N, tile_elems):
     return 1, ds, max(1, tile_elems // (ds * N))
 
 
+# Inside the Function every tensor is time-major: logical (L, Bt, X) for the
+# (Bt, X, L) inputs and (l, b, d, N) for the state tiles, so that one time step
+# is one contiguous block. The physical order of the other dims is chosen per
+# call: "batch-inner" (L, X, Bt) / (l, d, N, b) when the tile holds many short
+# sequences (wide vector loops over the batch even for a few channels), else
+# "channel-inner" (L, Bt, X) / (l, b, d, N) (long sequences, small batch).
+
+def _time_major(t, work, b_inner):
+    """(Bt, X, L) -> logical (L, Bt, X); a view when its inner dim is already unit-stride."""
+    tm = t.to(work).permute(2, 0, 1)
+    if tm.stride(1 if b_inner else 2) == 1:
+        return tm
+    return _tm_empty(*tm.shape, tm, b_inner).copy_(tm)
+
+
+def _tm_empty(L, Bt, X, like, b_inner):
+    if b_inner:
+        return like.new_empty(L, X, Bt).permute(0, 2, 1)
+    return like.new_empty(L, Bt, X)
+
+
+class _Workspace:
+    """Reused (l, b, d, N) tile buffers: fresh 4 MB buffers per tile cost more in
+    page faults than the arithmetic done in them."""
+
+    def __init__(self, b_inner):
+        self.b_inner, self.bufs = b_inner, {}
+
+    def tile(self, key, l, b, d, N, like):
+        n = l * b * d * N
+        buf = self.bufs.get(key)
+        if buf is None or buf.numel() < n:
+            buf = self.bufs[key] = like.new_empty(n)
+        if self.b_inner:
+            return buf[:n].view(l, d, N, b).permute(0, 3, 1, 2)
+        return buf[:n].view(l, b, d, N)
+
+
+def _sum(x, dims):
+    """x.sum(dims), reduced in x's physical dim order (much faster on permuted views)."""
+    perm = sorted(range(x.dim()), key=lambda i: -x.stride(i))
+    r = x.permute(perm).sum([perm.index(d) for d in dims])
+    kept = [i for i in perm if i not in dims]
+    return r.permute(sorted(range(len(kept)), key=lambda j: kept[j]))
+
+
 class _SelectiveScanFn(torch.autograd.Function):
     """Tiled forward; backward recomputes each tile's states (nothing (.., N) is saved)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, chunked, tile_elems):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, chunked, tile_elems, want_last):
         work = torch.promote_types(u.dtype, torch.float32)
         Bt, Dch, L = u.shape
         N = A.shape[1]
-        out = torch.empty_like(u, dtype=work)
-        last = u.new_empty(Bt, Dch, N, dtype=work)
         bs, ds, ls = _tiles(Bt, Dch, L, N, tile_elems)
-        args = dict(A=A.to(work), D=None if D is None else D.to(work),
-                    delta_bias=None if delta_bias is None else delta_bias.to(work),
-                    softplus=softplus, chunked=chunked)
+        b_inner = bs >= ds * N
+        uT, dT, BT, CT = (_time_major(t, work, b_inner) for t in (u, delta, B, C))
+        zT = None if z is None else _time_major(z, work, b_inner)
+        yT = _tm_empty(L, Bt, Dch, uT, b_inner)
+        last = uT.new_empty(Bt, Dch, N) if want_last else uT.new_empty(0)
+        params = _params(A, D, delta_bias, work)
+        ws = _Workspace(b_inner)
         with torch.no_grad():
-            for b0 in range(0, Bt, bs):
-                for d0 in range(0, Dch, ds):
-                    bsl, dsl = slice(b0, b0 + bs), slice(d0, d0 + ds)
-                    h = None
-                    for l0 in range(0, L, ls):
-                        lsl = slice(l0, l0 + ls)
-                        y, h = scan_tile_forward(*_tile_inputs(u, delta, B, C, z, bsl, dsl, lsl, work),
-                                                 h0=h, dsl=dsl, **args)
-                        out[bsl, dsl, lsl] = y
-                    last[bsl, dsl] = h if h is not None else 0
+            for bsl, dsl, segs in _tile_slices(Bt, Dch, L, bs, ds, ls):
+                h = None
+                for lsl in segs:
+                    y, h = scan_tile_forward(*_tile(uT, dT, BT, CT, zT, lsl, bsl, dsl), h0=h,
+                                             **_sliced(params, dsl), softplus=softplus,
+                                             chunked=chunked, ws=ws)
+                    yT[lsl, bsl, dsl] = y
+                if want_last:
+                    last[bsl, dsl] = h
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
-        ctx.cfg = (softplus, chunked, tile_elems, work)
+        ctx.cfg = (softplus, chunked, tile_elems)
         ctx.mark_non_differentiable(last)
-        return out.to(u.dtype), last
+        return yT.permute(1, 2, 0).to(u.dtype), last
 
     @staticmethod
     def backward(ctx, dout, _dlast):
         u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
-        softplus, chunked, tile_elems, work = ctx.cfg
+        softplus, chunked, tile_elems = ctx.cfg
+        work = torch.promote_types(u.dtype, torch.float32)
         Bt, Dch, L = u.shape
         N = A.shape[1]
-        dout = dout.to(work)
-        grads = {k: torch.zeros_like(t, dtype=work) if t is not None else None
-                 for k, t in dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, bias=delta_bias).items()}
         bs, ds, ls = _tiles(Bt, Dch, L, N, tile_elems)
-        args = dict(A=A.to(work), D=None if D is None else D.to(work),
-                    delta_bias=None if delta_bias is None else delta_bias.to(work),
-                    softplus=softplus, chunked=chunked)
+        b_inner = bs >= ds * N
+        uT, dT, BT, CT, gT = (_time_major(t, work, b_inner) for t in (u, delta, B, C, dout))
+        zT = None if z is None else _time_major(z, work, b_inner)
+        params = _params(A, D, delta_bias, work)
+        new = (lambda X: _tm_empty(L, Bt, X, uT, b_inner))
+        grads = {"u": new(Dch), "delta": new(Dch), "B": new(N).zero_(), "C": new(N).zero_(),
+                 "z": None if z is None else new(Dch)}
+        grads.update({k: None if v is None else torch.zeros_like(v) for k, v in params.items()})
+        ws = _Workspace(b_inner)
         with torch.no_grad():
-            for b0 in range(0, Bt, bs):
-                for d0 in range(0, Dch, ds):
-                    bsl, dsl = slice(b0, b0 + bs), slice(d0, d0 + ds)
-                    segs = [slice(l0, l0 + ls) for l0 in range(0, L, ls)]
-                    # forward pass over segments to get each segment's initial state
-                    starts, h = [], None
-                    for lsl in segs[:-1]:
-                        starts.append(h)
-                        _, h = scan_tile_forward(*_tile_inputs(u, delta, B, C, z, bsl, dsl, lsl, work),
-                                                 h0=h, dsl=dsl, **args)
+            for bsl, dsl, segs in _tile_slices(Bt, Dch, L, bs, ds, ls):
+                tp = dict(**_sliced(params, dsl), softplus=softplus, chunked=chunked, ws=ws)
+                starts, h = [], None              # each segment's initial state
+                for lsl in segs:
                     starts.append(h)
-                    dh_next = None  # dL/dh at the start of the following segment, times its dA
-                    for lsl, h0 in zip(reversed(segs), reversed(starts)):
-                        tin = _tile_inputs(u, delta, B, C, z, bsl, dsl, lsl, work)
-                        g, dh_next = scan_tile_backward(*tin, dout[bsl, dsl, lsl], h0=h0,
-                                                        dh_carry=dh_next, dsl=dsl, **args)
-                        grads["u"][bsl, dsl, lsl] = g["u"]
-                        grads["delta"][bsl, dsl, lsl] = g["delta"]
-                        grads["B"][bsl, :, lsl] += g["B"]
-                        grads["C"][bsl, :, lsl] += g["C"]
-                        grads["A"][dsl] += g["A"]
-                        if D is not None:
-                            grads["D"][dsl] += g["D"]
-                        if z is not None:
-                            grads["z"][bsl, dsl, lsl] = g["z"]
-                        if delta_bias is not None:
-                            grads["bias"][dsl] += g["bias"]
+                    if lsl is not segs[-1]:
+                        _, h = scan_tile_forward(*_tile(uT, dT, BT, CT, zT, lsl, bsl, dsl), h0=h, **tp)
+                carry = None                      # dA_next * dL/dh_next from the next segment
+                for lsl, h0 in zip(reversed(segs), reversed(starts)):
+                    g, carry = scan_tile_backward(*_tile(uT, dT, BT, CT, zT, lsl, bsl, dsl),
+                                                  gT[lsl, bsl, dsl], h0=h0, dh_carry=carry, **tp)
+                    for k in ("u", "delta", "z"):
+                        if k in g:
+                            grads[k][lsl, bsl, dsl] = g[k]
+                    for k in ("B", "C"):
+                        grads[k][lsl, bsl] += g[k]
+                    for k in ("A", "D", "delta_bias"):
+                        if k in g:
+                            grads[k][dsl] += g[k]
+        out = [None if grads[k] is None else grads[k].permute(1, 2, 0).to(ref.dtype)
+               for k, ref in (("u", u), ("delta", delta), ("B", B), ("C", C), ("z", z))]
+        small = [None if grads[k] is None else grads[k].to(ref.dtype)
+                 for k, ref in (("A", A), ("D", D), ("delta_bias", delta_bias))]
+        u_, delta_, B_, C_, z_ = out
+        A_, D_, bias_ = small
+        return u_, delta_, A_, B_, C_, D_, z_, bias_, None, None, None, None
 
-        def cast(name, ref):
-            return None if ref is None else grads[name].to(ref.dtype)
 
-        return (cast("u", u), cast("delta", delta), cast("A", A), cast("B", B), cast("C", C),
-                cast("D", D), cast("z", z), cast("bias", delta_bias), None, None, None)
+def _params(A, D, delta_bias, work):
+    return {"A": A.to(work), "D": None if D is None else D.to(work),
+            "delta_bias": None if delta_bias is None else delta_bias.to(work)}
 
 
-def _tile_inputs(u, delta, B, C, z, bsl, dsl, lsl, work):
-    """Slices of one tile, in the compute dtype (views when no cast is needed)."""
-    zt = None if z is None else z[bsl, dsl, lsl].to(work)
-    return (u[bsl, dsl, lsl].to(work), delta[bsl, dsl, lsl].to(work),
-            B[bsl, :, lsl].to(work), C[bsl, :, lsl].to(work), zt)
+def _sliced(params, dsl):
+    return {k: None if v is None else v[dsl] for k, v in params.items()}
 
+
+def _tile_slices(Bt, Dch, L, bs, ds, ls):
+    segs = [slice(l0, l0 + ls) for l0 in range(0, L, ls)]
+    for b0 in range(0, Bt, bs):
+        for d0 in range(0, Dch, ds):
+            yield slice(b0, b0 + bs), slice(d0, d0 + ds), segs
+
+
+def _tile(uT, dT, BT, CT, zT, lsl, bsl, dsl):
+    """Views of one tile: u, delta, z (l, b, d); B, C (l, b, N)."""
+    return (uT[lsl, bsl, dsl], dT[lsl, bsl, dsl], BT[lsl, bsl], CT[lsl, bsl],
+            None if zT is None else zT[lsl, bsl, dsl])
 
 
 # --------------------------------------------------------------------------- tiles
-# Inside a tile every (.., N) tensor is laid out (l, b, d, N): one time step is
-# one contiguous block, so the sequential recurrence touches contiguous memory.
 
 def linear_scan(a, b, h0=None, chunked=False, reverse=False):
     """In place along dim 0: b[t] <- a[t] * b[t-1] + b[t] (b[t+1] when ``reverse``).
@@ -270,89 +327,83 @@ def linear_scan(a, b, h0=None, chunked=False, reverse=False):
     return b
 
 
-def _discretise(u, delta, B, dsl, A, delta_bias, softplus):
-    """dt (b,d,l); dA = exp(dt A) and dBu = dt B u as contiguous (l,b,d,N) tiles."""
-    dt = delta if delta_bias is None else delta + delta_bias[dsl, None]
+
+def _discretise(u, delta, B, A, delta_bias, softplus, ws):
+    """dt (l,b,d); dA = exp(dt A) and dBu = dt B u as dense (l,b,d,N) tiles."""
+    dt = delta if delta_bias is None else delta + delta_bias
     if softplus:
         dt = F.softplus(dt)
-    dtT = dt.permute(2, 0, 1).contiguous()                    # (l, b, d)
-    BT = B.permute(2, 0, 1).contiguous()                      # (l, b, N)
-    dA = torch.exp(dtT.unsqueeze(-1) * A[dsl])
-    dBu = (dtT * u.permute(2, 0, 1)).unsqueeze(-1) * BT.unsqueeze(2)
-    return dtT, BT, dA, dBu
+    l, b, d = dt.shape
+    dA = ws.tile("dA", l, b, d, A.shape[1], dt)
+    torch.mul(dt.unsqueeze(-1), A, out=dA).exp_()
+    dBu = ws.tile("h", l, b, d, A.shape[1], dt)
+    torch.mul((dt * u).unsqueeze(-1), B.unsqueeze(2), out=dBu)
+    return dt, dA, dBu
 
 
-def _readout(h, CT):
-    """y[l,b,d] = sum_n h[l,b,d,n] C[l,b,n]."""
-    return torch.matmul(h, CT.unsqueeze(-1)).squeeze(-1)
-
-
-def scan_tile_forward(u, delta, B, C, z, *, h0, dsl, A, D, delta_bias, softplus, chunked):
-    """One tile: u, delta, z (b,d,l); B, C (b,N,l) -> out (b,d,l), last state (b,d,N)."""
-    _, _, dA, h = _discretise(u, delta, B, dsl, A, delta_bias, softplus)
+def scan_tile_forward(u, delta, B, C, z, *, h0, A, D, delta_bias, softplus, chunked, ws):
+    """One tile: u, delta, z (l,b,d); B, C (l,b,N) -> y (l,b,d), last state (b,d,N)."""
+    _, dA, h = _discretise(u, delta, B, A, delta_bias, softplus, ws)
     linear_scan(dA, h, h0, chunked)
-    y = _readout(h, C.permute(2, 0, 1).contiguous()).permute(1, 2, 0)
+    y = _sum(torch.mul(h, C.unsqueeze(2), out=dA), [3])      # <C_t, h_t>_N
     if D is not None:
-        y = y + u * D[dsl, None]
+        y += u * D
     if z is not None:
-        y = y * F.silu(z)
-    return y, h[-1]
+        y *= F.silu(z)
+    return y, h[-1].clone()                                   # ws is reused by the next tile
 
 
-def scan_tile_backward(u, delta, B, C, z, dout, *, h0, dh_carry, dsl, A, D, delta_bias,
-                       softplus, chunked):
-    """Gradients of one tile given dL/dout (b,d,l); the tile's states are recomputed.
+def scan_tile_backward(u, delta, B, C, z, dout, *, h0, dh_carry, A, D, delta_bias,
+                       softplus, chunked, ws):
+    """Gradients of one tile given dL/dout (l,b,d); the tile's states are recomputed.
 
     Reverse recurrence: dh_t = C_t dy_t + dA_{t+1} dh_{t+1} (+ dh_carry, i.e.
     dA dh flowing back from the next segment, at t = l-1). Then
     dL/d(dt A)_t = dh_t h_{t-1} dA_t,  dL/d(dt u)_t = <dh_t, B_t>_N,
     dL/dB_t = sum_d dh_t dt_t u_t,     dL/dC_t = sum_d dy_t h_t.
-    Returns (grads in the inputs' orientations, carry for the previous segment).
+    Returns (grads, carry for the previous segment); grads are (l,b,d) for u,
+    delta, z, (l,b,N) for B, C and (d,N) / (d,) for A, D, delta_bias.
     """
-    dtT, BT, dA, h = _discretise(u, delta, B, dsl, A, delta_bias, softplus)
+    dt, dA, h = _discretise(u, delta, B, A, delta_bias, softplus, ws)
     linear_scan(dA, h, h0, chunked)
-    CT = C.permute(2, 0, 1).contiguous()
+    tmp = ws.tile("tmp", *h.shape, h)
     g = {}
     dy = dout
     if z is not None:
-        y = _readout(h, CT).permute(1, 2, 0)
+        y = _sum(torch.mul(h, C.unsqueeze(2), out=tmp), [3])
         if D is not None:
-            y = y + u * D[dsl, None]
+            y += u * D
         sig = torch.sigmoid(z)
         g["z"] = dout * y * sig * (1 + z * (1 - sig))         # d silu(z)/dz
         dy = dout * z * sig
-    dyT = dy.permute(2, 0, 1).contiguous()                    # (l, b, d)
     if D is not None:
-        g["D"] = (dy * u).sum((0, 2))
-    g["C"] = torch.matmul(dyT.unsqueeze(2), h).squeeze(2).permute(1, 2, 0)
-    dh = dyT.unsqueeze(-1) * CT.unsqueeze(2)                  # (l, b, d, N)
+        g["D"] = _sum(dy * u, [0, 1])
+    g["C"] = _sum(torch.mul(h, dy.unsqueeze(-1), out=tmp), [2])
+    dh = ws.tile("dh", *h.shape, h)
+    torch.mul(dy.unsqueeze(-1), C.unsqueeze(2), out=dh)       # (l, b, d, N)
     if dh_carry is not None:
         dh[-1] += dh_carry
     linear_scan(dA[1:], dh[:-1], dh[-1], chunked, reverse=True)
     carry = dA[0] * dh[0]
-    x = dh * dA                                               # then times h_{t-1}
+    x = torch.mul(dh, dA, out=dA)                             # then times h_{t-1}
     x[1:] *= h[:-1]
     if h0 is None:
         x[0] = 0
     else:
         x[0] *= h0
-    del h, dA
-    g["A"] = (x * dtT.unsqueeze(-1)).sum((0, 1))
-    ddtT = (x * A[dsl]).sum(-1)
-    del x
-    uT = u.permute(2, 0, 1)
-    g["B"] = torch.matmul((dtT * uT).unsqueeze(2), dh).squeeze(2).permute(1, 2, 0)
-    ddtu = torch.matmul(dh, BT.unsqueeze(-1)).squeeze(-1)     # (l, b, d)
-    ddtT += ddtu * uT
-    duT = ddtu * dtT
+    g["A"] = _sum(torch.mul(x, dt.unsqueeze(-1), out=h), [0, 1])
+    ddt = _sum(torch.mul(x, A, out=h), [3])
+    dtu = dt * u
+    g["B"] = _sum(torch.mul(dh, dtu.unsqueeze(-1), out=h), [2])
+    ddtu = _sum(torch.mul(dh, B.unsqueeze(2), out=h), [3])   # (l, b, d)
+    ddt += ddtu * u
+    du = ddtu * dt
     if D is not None:
-        duT += dyT * D[dsl]
-    g["u"] = duT.permute(1, 2, 0)
-    ddt = ddtT.permute(1, 2, 0)
+        du += dy * D
+    g["u"] = du
     if softplus:
-        pre = delta if delta_bias is None else delta + delta_bias[dsl, None]
-        ddt = ddt * torch.sigmoid(pre)
+        ddt *= torch.sigmoid(delta if delta_bias is None else delta + delta_bias)
     g["delta"] = ddt
     if delta_bias is not None:
-        g["bias"] = ddt.sum((0, 2))
+        g["delta_bias"] = _sum(ddt, [0, 1])
     return g, carry
