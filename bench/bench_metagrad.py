@@ -5,13 +5,16 @@ time of STE): ResNet-20 from ../shared/pretrained/resnet20-cifar10-fp.pth,
 binarized with first conv and last linear kept FP, the 5,085 shared CIFAR-10
 training images, batch 128 (40 steps per epoch), Adam lr 1e-3, CPU.
 
-Every configuration runs in its own subprocess (so that its peak resident
-memory is its own); it times ``--steps`` training steps after ``--warmup``
-untimed ones (the first step of a learned-gradient method is plain STE, so the
-warm-up also reaches the meta-step regime) and extrapolates seconds per epoch
-= seconds per step x 40. With ``--accuracy-epochs E`` a grid row also trains E
-full epochs (fresh run) and reports the final test accuracy on the 1,017 shared
-test images. Prints tables and writes JSON (default bench/results/metagrad.json).
+Timing: all configurations of a table are built in ONE process and their
+steps are taken round-robin (``--rounds`` timed steps each, after ``--warmup``
+untimed ones; the first learned-gradient step is plain STE, so the warm-up
+also reaches the meta-step regime); the median seconds per step x 40 gives
+seconds per epoch, and ratios to STE come from the same rounds, so load from
+other jobs on the machine hits every configuration alike. Peak resident memory
+is measured per configuration in a fresh process. With ``--accuracy-epochs E``
+every grid row (and FCGrad) also trains E full epochs from the checkpoint and
+reports the test accuracy on the 1,017 shared test images. Prints tables and
+writes JSON (default bench/results/metagrad.json).
 
     PYTHONPATH=src python bench/bench_metagrad.py                  # methods table
     PYTHONPATH=src python bench/bench_metagrad.py --grid           # + expand x history
@@ -33,17 +36,16 @@ SHARED = ROOT / ".." / "shared"
 STEPS_PER_EPOCH = 40  # ceil(5085 / 128)
 
 
-# -- one configuration (runs in a subprocess) --------------------------------------------
-def run_one(spec: dict) -> dict:
+# -- building a configuration ----------------------------------------------------------
+def build(spec: dict):
+    """(model, method, batch stream) for ``spec`` on cifar10-subset; same batches for all."""
     import torch
-    import torch.nn.functional as F
 
     from bnnopt.models import load_pretrained, resnet20
     from bnnopt.registry import METHODS
     from bnnopt.train.data_setup import load_split_loaders
     from bnnopt.train.method import OptimConfig
 
-    torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
     train, test, _ = load_split_loaders("cifar10", root=str(SHARED / "data"),
                                         batch_size=128, seed=spec["seed"])
@@ -51,33 +53,67 @@ def run_one(spec: dict) -> dict:
     method = METHODS.get(spec["method"])(**spec["options"])
     method.prepare(model, {"keep_first": True, "keep_last": True})
     method.build(model, OptimConfig(name="adam", lr=1e-3))
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model.train()
 
-    def batches():
+    def stream():
         epoch = 0
         while True:
             yield from train.epoch(epoch)
             epoch += 1
 
-    stream = batches()
-    for _ in range(spec["warmup"]):
-        x, y = next(stream)
-        method.train_step(model, x, y, F.cross_entropy)
-    times = []
-    for _ in range(spec["steps"]):
-        x, y = next(stream)
-        t0 = time.perf_counter()
-        method.train_step(model, x, y, F.cross_entropy)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    sec_step = times[len(times) // 2]  # median: robust to other jobs on the 2 cores
-    out = {"sec_per_step": sec_step, "sec_per_epoch": sec_step * STEPS_PER_EPOCH,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-           "setup_rss_mb": base_rss}
-    if spec.get("accuracy_epochs"):
-        out.update(train_for_accuracy(spec))
+    return model, method, stream(), train, test
+
+
+def timed_step(cfg) -> tuple[float, float]:
+    """One training step of a built configuration: (wall seconds, process CPU seconds)."""
+    import torch.nn.functional as F
+
+    model, method, stream = cfg[:3]
+    x, y = next(stream)
+    w0, c0 = time.perf_counter(), time.process_time()
+    method.train_step(model, x, y, F.cross_entropy)
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def time_interleaved(specs: list[dict], rounds: int, warmup: int, threads: int) -> list[dict]:
+    """Median seconds/step of each spec, steps taken round-robin over the specs.
+
+    Interleaving makes the ratios robust to other jobs on the machine: a burst
+    of foreign load slows every configuration in the same round alike.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    cfgs = [build(spec) for spec in specs]
+    for _ in range(warmup):  # the first learned-gradient step is STE: reach the meta regime
+        for cfg in cfgs:
+            timed_step(cfg)
+    walls = [[] for _ in cfgs]
+    cpus = [[] for _ in cfgs]
+    for _ in range(rounds):
+        for i, cfg in enumerate(cfgs):
+            wall, cpu = timed_step(cfg)
+            walls[i].append(wall)
+            cpus[i].append(cpu)
+    out = []
+    for wall, cpu in zip(walls, cpus):
+        med = sorted(wall)[len(wall) // 2]
+        out.append({"sec_per_step": med, "sec_per_epoch": med * STEPS_PER_EPOCH,
+                    "cpu_sec_per_step": sorted(cpu)[len(cpu) // 2], "steps_timed": len(wall)})
     return out
+
+
+def peak_memory(spec: dict) -> dict:
+    """Peak resident memory (MB) of a fresh process running ``spec`` for a few steps."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    cfg = build(spec)
+    setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for _ in range(spec["warmup"] + 1):
+        timed_step(cfg)
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "setup_rss_mb": setup}
 
 
 def train_for_accuracy(spec: dict) -> dict:
@@ -87,40 +123,40 @@ def train_for_accuracy(spec: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from bnnopt.models import load_pretrained, resnet20
-    from bnnopt.registry import METHODS
-    from bnnopt.train.data_setup import load_split_loaders
-    from bnnopt.train.method import OptimConfig
-
-    torch.manual_seed(spec["seed"])
-    train, test, _ = load_split_loaders("cifar10", root=str(SHARED / "data"),
-                                        batch_size=128, seed=spec["seed"])
-    model = load_pretrained(resnet20(), str(SHARED / "pretrained" / "resnet20-cifar10-fp.pth"))
-    method = METHODS.get(spec["method"])(**spec["options"])
-    method.prepare(model, {"keep_first": True, "keep_last": True})
-    method.build(model, OptimConfig(name="adam", lr=1e-3))
+    torch.set_num_threads(spec["threads"])
+    model, method, _, train, test = build(spec)
     epochs, losses = spec["accuracy_epochs"], []
+    t0 = time.perf_counter()
     for epoch in range(epochs):
         method.set_lr(1e-3 * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
         model.train()
-        total = 0.0
+        total, n = 0.0, 0
         for n, (x, y) in enumerate(train.epoch(epoch), start=1):
             total += float(method.train_step(model, x, y, F.cross_entropy).loss)
-        losses.append(total / n)
+        losses.append(total / max(n, 1))
+    seconds = time.perf_counter() - t0
     model.eval()
     correct = count = 0
     with torch.no_grad():
         for x, y in test.epoch(0):
             correct += int((model(x).argmax(1) == y).sum())
             count += y.numel()
-    return {"accuracy": 100.0 * correct / count, "train_loss": losses}
+    return {"accuracy": 100.0 * correct / count, "train_loss": losses,
+            "train_seconds": seconds}
 
 
 # -- driver ------------------------------------------------------------------------------
-def launch(spec: dict, timeout: float) -> dict:
+TASKS = {"timing": lambda job: time_interleaved(job["specs"], job["rounds"], job["warmup"],
+                                                job["threads"]),
+         "memory": lambda job: peak_memory(job["spec"]),
+         "accuracy": lambda job: train_for_accuracy(job["spec"])}
+
+
+def launch(job: dict, timeout: float):
+    """Run one job (timing / memory / accuracy) in a fresh subprocess; its JSON result."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     try:
-        proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], env=env,
+        proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)], env=env,
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
@@ -129,85 +165,115 @@ def launch(spec: dict, timeout: float) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def fsg_options(layout: str, expand: int, history: int, **extra) -> dict:
-    return {"layout": layout, "expand": expand, "history": history, **extra}
+def fsg_spec(base: dict, layout: str, expand: int, history: int) -> dict:
+    return {**base, "method": "fsg",
+            "options": {"layout": layout, "expand": expand, "history": history}}
+
+
+def measure(label_specs: list[tuple[str, dict]], args, base: dict, rounds: int,
+            memory: bool = True) -> list[dict]:
+    """Interleaved timing of all specs in one process, then peak memory of each alone."""
+    specs = [spec for _, spec in label_specs]
+    timing = launch({"task": "timing", "specs": specs, "rounds": rounds,
+                     "warmup": base["warmup"], "threads": base["threads"]},
+                    args.timeout * len(specs))
+    if isinstance(timing, dict):  # an error for the whole group
+        timing = [dict(timing) for _ in specs]
+    rows = []
+    ste = next((t.get("sec_per_step") for (label, _), t in zip(label_specs, timing)
+                if label == "ste"), None)
+    for (label, spec), t in zip(label_specs, timing):
+        row = {"label": label, "method": spec["method"], "options": spec["options"], **t}
+        if ste and "sec_per_step" in t:
+            row["ratio_to_ste"] = t["sec_per_step"] / ste
+        if memory and "error" not in t:
+            row.update(launch({"task": "memory", "spec": spec}, args.timeout))
+        rows.append(row)
+        _print_row(row)
+    return rows
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--one", help=argparse.SUPPRESS)
-    p.add_argument("--steps", type=int, default=6, help="timed steps per configuration")
+    p.add_argument("--rounds", type=int, default=5, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 2)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--expand", type=int, default=1, help="FSG Mamba expand of the methods table")
     p.add_argument("--history", type=int, default=6, help="FSG history l of the methods table")
-    p.add_argument("--paper", action="store_true", help="also FSG at the paper's expand 100")
+    p.add_argument("--paper", action="store_true",
+                   help="also FSG at the paper's expand 100, l 6 (both layouts)")
+    p.add_argument("--paper-rounds", type=int, default=1)
     p.add_argument("--grid", action="store_true", help="expand x history table (per-weight)")
-    p.add_argument("--grid-expand", default="1,2,4,16")
+    p.add_argument("--grid-expand", default="1,4,16")
     p.add_argument("--grid-history", default="1,3,6")
     p.add_argument("--accuracy-epochs", type=int, default=0,
-                   help="also train E epochs per grid row and report test accuracy")
+                   help="also train E epochs per grid row (and STE/FCGrad) for test accuracy")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "metagrad.json"))
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(json.loads(args.one))))
+        job = json.loads(args.one)
+        print(json.dumps(TASKS[job["task"]](job)))
         return 0
     if not (SHARED / "data").is_dir():
         print(f"shared data not found at {SHARED.resolve()}", file=sys.stderr)
         return 1
-    base = {"steps": args.steps, "warmup": max(args.warmup, 2), "threads": args.threads,
-            "seed": args.seed}
-    rows = [("ste", "ste", {}), ("fcgrad", "fcgrad", {}), ("lstmfc", "lstmfc", {})]
+    base = {"warmup": max(args.warmup, 2), "threads": args.threads, "seed": args.seed,
+            "options": {}}
+    result = {"protocol": "cifar10-subset: ResNet-20 (FP checkpoint, first/last FP), 5,085 "
+                          "images, batch 128, Adam lr 1e-3, CPU",
+              "steps_per_epoch": STEPS_PER_EPOCH, "settings": vars(args)}
+    header = f"{'configuration':34s} {'s/epoch':>8s} {'x STE':>6s} {'cpu s/step':>10s} {'peak MB':>8s}"
+    print(header)
+    table = [("ste", {**base, "method": "ste"}), ("fcgrad", {**base, "method": "fcgrad"}),
+             ("lstmfc", {**base, "method": "lstmfc"})]
     for layout in ("per-weight", "flat"):
-        rows.append((f"fsg {layout} e{args.expand} l{args.history}", "fsg",
-                     fsg_options(layout, args.expand, args.history)))
+        table.append((f"fsg {layout} expand {args.expand} l {args.history}",
+                      fsg_spec(base, layout, args.expand, args.history)))
+    result["methods"] = measure(table, args, base, args.rounds)
+    _write(args.out, result)
     if args.paper:
-        for layout in ("per-weight", "flat"):
-            rows.append((f"fsg {layout} e100 l6 (paper)", "fsg", fsg_options(layout, 100, 6)))
-    result = {"protocol": "cifar10-subset (ResNet-20, 5,085 images, batch 128, adam)",
-              "steps_per_epoch": STEPS_PER_EPOCH, "settings": vars(args), "methods": [],
-              "grid": []}
-    print(f"{'method':38s} {'s/epoch':>9s} {'x STE':>7s} {'peak MB':>8s}")
-    ste = None
-    for label, method, options in rows:
-        r = launch({**base, "method": method, "options": options}, args.timeout)
-        if method == "ste" and "sec_per_epoch" in r:
-            ste = r["sec_per_epoch"]
-        r.update(label=label, method=method, options=options)
-        if ste and "sec_per_epoch" in r:
-            r["ratio_to_ste"] = r["sec_per_epoch"] / ste
-        result["methods"].append(r)
-        _print_row(label, r)
+        print("\npaper sizes (timed together with STE)")
+        paper = [("ste", {**base, "method": "ste"})]
+        paper += [(f"fsg {layout} expand 100 l 6", fsg_spec(base, layout, 100, 6))
+                  for layout in ("per-weight", "flat")]
+        result["paper"] = measure(paper, args, base, args.paper_rounds)
         _write(args.out, result)
     if args.grid:
-        print(f"\n{'expand x history (per-weight)':38s} {'s/epoch':>9s} {'x STE':>7s} "
-              f"{'peak MB':>8s} {'acc %':>6s}")
+        print(f"\nexpand x history, per-weight layout (timed together with STE)")
+        grid = [("ste", {**base, "method": "ste"})]
         for expand in map(int, args.grid_expand.split(",")):
             for history in map(int, args.grid_history.split(",")):
-                spec = {**base, "method": "fsg",
-                        "options": fsg_options("per-weight", expand, history),
-                        "accuracy_epochs": args.accuracy_epochs}
-                r = launch(spec, args.timeout)
-                r.update(label=f"e{expand} l{history}", expand=expand, history=history)
-                if ste and "sec_per_epoch" in r:
-                    r["ratio_to_ste"] = r["sec_per_epoch"] / ste
-                result["grid"].append(r)
-                _print_row(r["label"], r)
+                grid.append((f"expand {expand} l {history}",
+                             fsg_spec(base, "per-weight", expand, history)))
+        result["grid"] = measure(grid, args, base, args.rounds, memory=False)
+        _write(args.out, result)
+        if args.accuracy_epochs:
+            print(f"\nfinal test accuracy after {args.accuracy_epochs} epochs (cosine lr)")
+            result["accuracy"] = []
+            for label, spec in grid + [("fcgrad", {**base, "method": "fcgrad"})]:
+                acc = launch({"task": "accuracy",
+                              "spec": {**spec, "accuracy_epochs": args.accuracy_epochs}},
+                             args.timeout * args.accuracy_epochs)
+                result["accuracy"].append({"label": label, "options": spec["options"], **acc})
+                print(f"{label:34s} " + (f"{acc['accuracy']:6.2f} %   final train loss "
+                      f"{acc['train_loss'][-1]:.4f}" if "accuracy" in acc else acc["error"]),
+                      flush=True)
                 _write(args.out, result)
     print(f"\nwrote {args.out}")
     return 0
 
 
-def _print_row(label: str, r: dict) -> None:
+def _print_row(r: dict) -> None:
     if "error" in r:
-        print(f"{label:38s} {r['error']}")
+        print(f"{r['label']:34s} {r['error']}", flush=True)
         return
     ratio = f"{r['ratio_to_ste']:.2f}" if "ratio_to_ste" in r else "-"
-    acc = f" {r['accuracy']:6.2f}" if "accuracy" in r else ""
-    print(f"{label:38s} {r['sec_per_epoch']:9.1f} {ratio:>7s} {r['peak_rss_mb']:8.0f}{acc}",
-          flush=True)
+    mem = f"{r['peak_rss_mb']:8.0f}" if "peak_rss_mb" in r else f"{'-':>8s}"
+    print(f"{r['label']:34s} {r['sec_per_epoch']:8.1f} {ratio:>6s} "
+          f"{r['cpu_sec_per_step']:10.2f} {mem}", flush=True)
 
 
 def _write(path: str, result: dict) -> None:

@@ -53,10 +53,16 @@ def flat_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
 
 def per_weight_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
                               histories: list[Tensor]) -> list[Tensor]:
-    """``per-weight`` layout: S (Σξ_i,) from Σξ_i sequences of length k + 1, one batched call."""
+    """``per-weight`` layout: S (Σξ_i,) from Σξ_i sequences of length k + 1, one batched call.
+
+    The (N, k+1, 1) token batch is handed over as a view of a time-major (k+1, N)
+    tensor -- HGS rows are already time-major, so nothing is transposed, and a
+    scan that runs over time in the outer loop reads contiguous rows.
+    """
     sizes = [h.shape[1] for h in histories]
-    seq = torch.cat([h.t() for h in histories], dim=0)  # (N, k), oldest first per row
-    counts = torch.tensor(sizes, device=seq.device)
-    first = torch.repeat_interleave(lre.weight, counts, dim=0)  # (N, 1): e_i of each weight
-    tokens = torch.cat((first, seq.to(first.dtype)), dim=1).unsqueeze(-1)  # (N, k+1, 1)
-    return list(torch.split(slow_net(tokens)[:, -1, 0], sizes))
+    counts = torch.tensor(sizes, device=histories[0].device)
+    first = torch.repeat_interleave(lre.weight[:, 0], counts)  # (N,): e_i of each weight
+    steps = torch.cat(histories, dim=1).to(first.dtype)  # (k, N), oldest first
+    tokens = torch.cat((first.unsqueeze(0), steps), dim=0)  # (k+1, N) time-major
+    out = slow_net(tokens.t().unsqueeze(-1))  # (N, k+1, 1)
+    return list(torch.split(out[:, -1, 0], sizes))

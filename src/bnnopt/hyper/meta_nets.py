@@ -34,8 +34,9 @@ INITS = ("orthogonal", "default")
 class LinearStack(nn.Module):
     """``depth`` bias-free linear maps d_in -> hidden -> ... -> 1 (element-wise meta-net).
 
-    forward(x: (N, d_in)) -> (N,). With ``nonlinear="none"`` the whole net is a
-    linear map x -> x·v for a learned vector v = W_1ᵀ...W_depthᵀ (as in the paper).
+    forward(x: (N, d_in)) -> (N,). With ``nonlinear="none"`` (the papers' choice) the
+    whole net is the linear map x -> x·v, v = (W_depth ... W_1)ᵀ, and is evaluated
+    that way (exactly the same function and parameter gradients, up to rounding).
     """
 
     def __init__(self, in_features: int = 1, hidden: int = 100, depth: int = 3,
@@ -57,7 +58,18 @@ class LinearStack(nn.Module):
             for layer in self.layers:
                 nn.init.orthogonal_(layer.weight)
 
+    def collapsed(self) -> Tensor:
+        """The (1, d_in) matrix W_depth ... W_2 W_1 of the activation-free net."""
+        m = self.layers[0].weight
+        for layer in self.layers[1:]:
+            m = layer.weight @ m
+        return m
+
     def forward(self, x: Tensor) -> Tensor:
+        if self.nonlinear == "none":
+            # Same linear map, applied as x @ (W_depth...W_1)^T: O(N d_in) work instead of
+            # O(N hidden^2) per call; the gradients of every W_j flow through the product.
+            return (x @ self.collapsed().t()).squeeze(-1)
         for i, layer in enumerate(self.layers):
             if i > 0 and self.nonlinear == "relu":
                 x = x.relu()
