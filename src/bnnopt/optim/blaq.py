@@ -75,6 +75,16 @@ class BLAQ(LAQ):
         for group in self.param_groups:
             group.setdefault("a", float(a))
         self.defaults["a"] = float(a)
+        self._scratch: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def _buffers(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-parameter scratch tensors, allocated once (fresh CPU allocations page-fault)."""
+        bufs = self._scratch.get(p)
+        if bufs is None or bufs["w_t"].shape != p.shape:
+            bufs = {k: torch.empty_like(p, memory_format=torch.preserve_format)
+                    for k in ("g", "v", "denom", "w_t", "tmp")}
+            self._scratch[p] = bufs
+        return bufs
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
@@ -91,37 +101,44 @@ class BLAQ(LAQ):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                g = self._grad(p, group).clone()
                 state = self.state[p]
                 self._moments(state, p)
                 step = state["step"] + 1
-                v = state["exp_avg_sq"].mul(b2).addcmul_(g, g, value=1 - b2)
-                denom = self._denom(v, step, b2, group["eps"])
-                m_trial = state["exp_avg"].lerp(g, 1 - b1)
+                buf = self._buffers(p)
+                g = buf["g"].copy_(p.grad)
+                if group["weight_decay"]:
+                    g.add_(p, alpha=group["weight_decay"])
+                v = buf["v"].copy_(state["exp_avg_sq"]).mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = self._denom_into(buf["denom"], v, step, b2, group["eps"])
+                m_trial = torch.lerp(state["exp_avg"], g, 1 - b1, out=buf["tmp"])
+                buf["w_t"].copy_(p)
                 quantizer = self._quantizer.get(p)
                 snap = quantizer.snapshot() if quantizer is not None else None
-                saved.append((p, group, g, v, denom, p.detach().clone(), snap))
+                saved.append((p, group, buf, snap))
                 self._move(p, m_trial, denom, step, group)
                 if group["quantized"]:
                     self._quantize(p, denom, group)
         with torch.enable_grad():
             closure()
         # ---- stage 2: backtrack to W_t and take the mixed step
-        for p, group, g, v, denom, w_t, snap in saved:
+        for p, group, buf, snap in saved:
             b1, b2 = group["betas"]
             a = group["a"]
             state = self.state[p]
             step = state["step"] + 1
+            g, v, denom = buf["g"], buf["v"], buf["denom"]
             if a < 1 and p.grad is not None:
-                g_trial = self._grad(p, group)
-                v_trial = v.mul(b2).addcmul_(g_trial, g_trial, value=1 - b2)
-                denom_trial = self._denom(v_trial, step + 1, b2, group["eps"])
-                g = g.mul_(a).add_(g_trial, alpha=1 - a)
-                denom = denom.mul(a).add_(denom_trial, alpha=1 - a)
+                g_trial = p.grad
+                if group["weight_decay"]:
+                    g_trial = g_trial.add(p, alpha=group["weight_decay"])  # at W'
+                v_trial = buf["tmp"].copy_(v).mul_(b2).addcmul_(g_trial, g_trial, value=1 - b2)
+                denom_trial = self._denom_into(v_trial, v_trial, step + 1, b2, group["eps"])
+                g.mul_(a).add_(g_trial, alpha=1 - a)
+                denom.mul_(a).add_(denom_trial, alpha=1 - a)
             state["step"] = step
             state["exp_avg"].lerp_(g, 1 - b1)
             state["exp_avg_sq"].copy_(v)
-            p.copy_(w_t)
+            p.copy_(buf["w_t"])
             self._move(p, state["exp_avg"], denom, step, group)
             if snap is not None:
                 self._quantizer[p].restore(snap)

@@ -125,6 +125,12 @@ class LAQ(torch.optim.Optimizer):
         """D = sqrt(v / (1 - b2^step)) + eps, as torch.optim.Adam computes it."""
         return (v.sqrt() / math.sqrt(1 - b2 ** step)).add_(eps)
 
+    @staticmethod
+    def _denom_into(out: torch.Tensor, v: torch.Tensor, step: int, b2: float,
+                    eps: float) -> torch.Tensor:
+        """:meth:`_denom` written into ``out`` (may be ``v``): the same operations."""
+        return torch.sqrt(v, out=out).div_(math.sqrt(1 - b2 ** step)).add_(eps)
+
     def _move(self, p: nn.Parameter, m: torch.Tensor, denom: torch.Tensor, step: int,
               group: dict[str, Any]) -> None:
         """W <- clip(W - lr/(1 - b1^step) * m / D) (clip for quantized weights only)."""

@@ -116,9 +116,11 @@ def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linea
     w = w.detach()
     d = torch.ones_like(w) if d is None else d.detach().to(w.dtype)
     table = code_table(bits, kind).to(w.device, w.dtype)
-    if bits == 1:
-        codes = (w >= 0).to(torch.uint8)
-        return scale_for(w, d, table[codes.long()]), codes, 1
+    if bits == 1:  # closed form: sum d |w| / sum d  (= scale_for with b = sign(w))
+        den = d.sum()
+        alpha = torch.where(den > 0, (d * w.abs()).sum() / den.clamp_min(torch.finfo(w.dtype).tiny),
+                            den.new_zeros(()))
+        return alpha, (w >= 0).to(torch.uint8), 1
     alpha = w.new_zeros(())
     if init_codes is not None and init_codes.shape == w.shape:
         alpha = scale_for(w, d, table[init_codes.long()])

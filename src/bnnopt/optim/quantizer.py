@@ -39,12 +39,24 @@ from bnnopt.registry import QUANTIZERS, choice
 __all__ = ["LossAwareQuantizer", "is_lossaware"]
 
 
+def _levels_times(table: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``table[codes] * alpha`` element-wise, bit for bit, computed fast.
+
+    m bits: a gather from the scaled table (the same float products). 1 bit:
+    ``c * (2 alpha) - alpha``, which is exactly ``+-alpha`` (2 alpha is exact and
+    2 alpha - alpha = alpha exactly), i.e. ``table[c] * alpha`` for table (-1, 1).
+    """
+    if table.numel() == 2:
+        return codes.to(alpha.dtype) * (2 * alpha) - alpha
+    return (table * alpha)[codes.int()]
+
+
 class _StoredQuant(Function):
     """Forward: ``table[codes] * alpha`` (ignores W's values); backward: identity to W."""
 
     @staticmethod
     def forward(ctx, w, codes, alpha, table):
-        return table[codes.long()] * alpha
+        return _levels_times(table, codes, alpha)
 
     @staticmethod
     def backward(ctx, g):
@@ -149,7 +161,7 @@ class LossAwareQuantizer(WeightQuantizer):
         scale = enc["scale"]
         table = code_table(int(enc["bits"]), enc.get("levels", "linear")).to(scale.device,
                                                                               scale.dtype)
-        return table[enc["codes"].long()] * scale
+        return _levels_times(table, enc["codes"], scale)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, levels={self.levels}"
