@@ -71,3 +71,14 @@ def test_non_adam_optimizer_warns():
     method.prepare(model, {})
     with pytest.warns(UserWarning, match="Adam-style"):
         method.build(model, OptimConfig(name="sgd", lr=0.1))
+
+
+def test_lab_is_laq_at_one_bit(batch):
+    x, y = batch
+    lab, m1 = _fresh("lab", {})
+    laq, m2 = _fresh("laq", {"bits": 1})
+    for _ in range(3):
+        m1.train_step(lab, x, y, F.cross_entropy)
+        m2.train_step(laq, x, y, F.cross_entropy)
+    for (k, a), (_, b) in zip(lab.state_dict().items(), laq.state_dict().items()):
+        assert torch.equal(a, b), k

@@ -34,9 +34,11 @@ is not defined in its body. Interpretation used here (option ``m``): the number
 of rounds of LAQ's alternating alpha/b solver in each quantization Q_D (both
 the trial's and the final one; it has no effect at 1 bit, where Q_D is closed
 form). Rationale: BLAQ builds on LAQ, whose official code runs exactly this
-alternation for a fixed number of rounds (10), which is the ImageNet value;
-the only other per-step integer in the algorithm is none. So m trades solver
-accuracy for time and does not change the two-pass structure of a step.
+alternation for a fixed number of rounds (10, BLAQ's ImageNet value), and it is
+the only integer knob inside a BLAQ step. So m trades solver accuracy for time
+and leaves the two-pass structure of a step (and its cost floor) unchanged.
+Other readings (e.g. "take the trial step every m-th step") would change that
+structure; they are not implemented.
 
 The closure (as for torch.optim.LBFGS) must clear the gradients, evaluate the
 loss at the current parameters (the forward pass reads the stored W_hat),
