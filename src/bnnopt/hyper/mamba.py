@@ -58,6 +58,36 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor,
     return out
 
 
+class _ConvSiLU(torch.autograd.Function):
+    """silu(causal_depthwise_conv(x)) saving only x: the backward recomputes the
+    pre-activation and runs the conv's adjoint tap by tap into one buffer
+    (autograd of the in-place taps would allocate a zero-filled full-size
+    gradient per tap)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight, bias)
+        return F.silu(causal_depthwise_conv(x, weight, bias))
+
+    @staticmethod
+    def backward(ctx, g):
+        x, weight, bias = ctx.saved_tensors
+        L, K = x.shape[0], weight.shape[-1]
+        pre = causal_depthwise_conv(x, weight, bias)
+        sig = torch.sigmoid(pre)
+        g = g * sig * (1 + pre * (1 - sig))                   # d silu / d pre
+        del pre, sig
+        w = weight[:, 0, :, None]                             # (E, K, 1)
+        gx = g * w[:, K - 1]
+        gw = torch.zeros_like(weight)
+        gw[:, 0, K - 1] = (g * x).sum((0, 2))
+        for s in range(1, min(K, L)):                         # adjoint of the shift by s
+            gx[:L - s] += g[s:] * w[:, K - 1 - s]
+            gw[:, 0, K - 1 - s] = (g[s:] * x[:L - s]).sum((0, 2))
+        gb = None if bias is None else g.sum((0, 2))
+        return gx, gw, gb
+
+
 class _TimeMajorMatmul(torch.autograd.Function):
     """W (M, K) @ x (L, K, b) -> (L, M, b), with dW computed as one GEMM whose
     operands are both contiguous along the long (L*b) reduction dim (autograd's
@@ -159,7 +189,7 @@ class Mamba(nn.Module):
         hT = h.permute(1, 2, 0).contiguous()                             # (L, d_model, b)
         xz = _linear(self.in_proj.weight, hT, self.in_proj.bias)         # (L, 2E, b)
         x, z = xz.split(E, dim=1)
-        x = F.silu(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))
+        x = _ConvSiLU.apply(x, self.conv1d.weight, self.conv1d.bias)     # (L, E, b)
         dt, Bm, Cm = _linear(self.x_proj.weight, x).split([R, N, N], dim=1)
         dt = _linear(self.dt_proj.weight, dt)                            # (L, E, b)
         A = -torch.exp(_at_least_fp32(self.A_log))

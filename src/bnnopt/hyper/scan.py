@@ -198,7 +198,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         Bt, Dch, L = u.shape
         N = A.shape[1]
         bs, ds, ls = _tiles(Bt, Dch, L, N, tile_elems)
-        b_inner = bs >= ds * N
+        b_inner = bs >= min(ds * N, 64)
         uT, dT, BT, CT = (_time_major(t, work, b_inner) for t in (u, delta, B, C))
         zT = None if z is None else _time_major(z, work, b_inner)
         yT = _tm_empty(L, Bt, Dch, uT, b_inner)
@@ -228,7 +228,7 @@ class _SelectiveScanFn(torch.autograd.Function):
         Bt, Dch, L = u.shape
         N = A.shape[1]
         bs, ds, ls = _tiles(Bt, Dch, L, N, tile_elems)
-        b_inner = bs >= ds * N
+        b_inner = bs >= min(ds * N, 64)
         uT, dT, BT, CT, gT = (_time_major(t, work, b_inner) for t in (u, delta, B, C, dout))
         zT = None if z is None else _time_major(z, work, b_inner)
         params = _params(A, D, delta_bias, work)
