@@ -62,27 +62,21 @@ _shared_protocol(
     },
 )
 
-_shared_protocol(
-    "mnist-subset",
-    "4-layer MLP on the shared MNIST subset (17,435 train / 10,000 test)",
-    lambda shared: {
-        "model": "mlp", "dataset": "mnist", "data_root": str(shared / "data"),
+def _mnist(model: str):
+    return lambda shared: {
+        "model": model, "dataset": "mnist", "data_root": str(shared / "data"),
         "policy": {"keep_first": False, "keep_last": False},
         "optim": {"name": "adam", "lr": 1e-3}, "epochs": 10, "batch_size": 100,
         "schedule": "cosine", "augment": False,
-    },
-)
+    }
 
-_shared_protocol(
-    "mnist-lenet",
-    "LeNet-5 on the shared MNIST subset (17,435 train / 10,000 test)",
-    lambda shared: {
-        "model": "lenet5", "dataset": "mnist", "data_root": str(shared / "data"),
-        "policy": {"keep_first": False, "keep_last": False},
-        "optim": {"name": "adam", "lr": 1e-3}, "epochs": 10, "batch_size": 100,
-        "schedule": "cosine", "augment": False,
-    },
-)
+
+_shared_protocol("mnist-subset",
+                 "4-layer MLP on the shared MNIST subset (17,435 train / 10,000 test)",
+                 _mnist("mlp"))
+_shared_protocol("mnist-lenet",
+                 "LeNet-5 on the shared MNIST subset (17,435 train / 10,000 test)",
+                 _mnist("lenet5"))
 
 
 @PROTOCOLS.register("digits", "small MLP on scikit-learn's embedded 8x8 digits (no files needed)")
