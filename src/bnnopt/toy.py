@@ -73,7 +73,8 @@ def trajectory(method: str, loss_fn: Callable[[torch.Tensor], torch.Tensor], w0:
         loss.backward()
         return loss
 
-    ws, hats, codes, losses = [w.detach().clone()], [quantizer(w).detach()], [quantizer.codes.clone()], []
+    ws, hats = [w.detach().clone()], [quantizer(w).detach()]
+    codes, losses = [quantizer.codes.clone()], []
     for _ in range(steps):
         if method == "laq":
             loss = closure()
@@ -90,7 +91,8 @@ def trajectory(method: str, loss_fn: Callable[[torch.Tensor], torch.Tensor], w0:
 
 def _summary(run: dict[str, torch.Tensor], last: int) -> dict[str, Any]:
     w, codes = run["w"], run["codes"]
-    return {"all": sequence_stats(w, codes), "last": sequence_stats(w[-last - 1:], codes[-last - 1:]),
+    return {"all": sequence_stats(w, codes),
+            "last": sequence_stats(w[-last - 1:], codes[-last - 1:]),
             "final_loss": float(run["loss"][-1]), "best_loss": float(run["loss"].min()),
             "final_w": w[-1].tolist(), "final_w_hat": run["w_hat"][-1].tolist()}
 
@@ -138,7 +140,8 @@ def run_toy(out_dir: str | Path = "runs/toy", steps: int = 200, last: int = 100,
     "quadratic_sweep"; empty to skip).
     """
     if steps < 2 or not 1 <= last <= steps:
-        raise ValueError(f"invalid steps/last {steps!r}/{last!r}; need steps >= 2, 1 <= last <= steps")
+        raise ValueError(f"invalid steps/last {steps!r}/{last!r}; "
+                         "need steps >= 2 and 1 <= last <= steps")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     quad = {m: trajectory(m, quadratic_loss, list(w0), steps, lr, a) for m in ("laq", "blaq")}

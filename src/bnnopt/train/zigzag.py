@@ -29,8 +29,9 @@ none), ``flips`` (total over tracked weights), ``flips_per_weight``,
 ``reversals`` (turning points) and ``records``.
 
 Codes come from ``weight_quantizer.encode(W)["codes"]`` of the latent weight W
-(a learned-gradient method's look-ahead ``delta`` is ignored); a quantizer without ``encode`` falls back to the sign of its output. Cost per
-record: one no-grad encode of each layer that holds a tracked weight.
+(a learned-gradient method's look-ahead ``delta`` is ignored); a quantizer
+without ``encode`` falls back to the sign of its output. Cost per record: one
+no-grad encode of each layer that holds a tracked weight.
 
 Wiring (the Trainer)::
 
