@@ -11,9 +11,9 @@ Shapes: batch ``Bt``, channels ``D``, length ``L``, state size ``N``.
 
     dt_t   = softplus(delta_t + delta_bias)  (or without softplus)
     dA_t   = exp(dt_t * A)                      # ZOH discretisation of A (Eq. 4)
-    dBu_t  = dt_t * B_t * u_t                   # Euler-simplified B-bar (Sec. 3.5)
+    dBu_t  = dt_t * B_t * u_t                   # B-bar ~ dt B, as the official kernels
     h_t    = dA_t * h_{t-1} + dBu_t,  h_{-1}=0  # recurrence (Eq. 2a), h_t: (Bt, D, N)
-    y_t    = <C_t, h_t>_N + D * u_t             # (Eq. 2b) plus skip
+    y_t    = <C_t, h_t>_N + D * u_t             # (Eq. 2b) plus the D skip
     out    = y * silu(z)                        # gate of the Mamba block (Fig. 3)
 
 ``selective_scan_ref`` is the literal step-by-step loop under autograd (the
@@ -96,8 +96,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     if method not in METHODS:
         raise ValueError(f"unknown selective-scan method {method!r}; valid: {', '.join(METHODS)}")
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    if use_cuda_kernel is None:
-        use_cuda_kernel = u.is_cuda and mamba_ssm_available()
+    if use_cuda_kernel is None:       # the kernels take float32 / float16 / bfloat16 inputs
+        use_cuda_kernel = (u.is_cuda and u.dtype in (torch.float32, torch.float16, torch.bfloat16)
+                           and mamba_ssm_available())
     if use_cuda_kernel:
         if not (u.is_cuda and mamba_ssm_available()):
             raise ValueError("use_cuda_kernel=True needs CUDA tensors and the mamba_ssm package")
@@ -108,6 +109,9 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
             return_last_state)
     if int(tile_elems) < 1:
         raise ValueError(f"tile_elems must be >= 1, got {tile_elems!r}")
+    if u.numel() == 0:
+        return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                  return_last_state)
     chunked = method == "chunked" or (method == "auto" and u.shape[-1] >= CHUNKED_MIN_LEN)
     out, last = _SelectiveScanFn.apply(u, delta, A, B, C, D, z, delta_bias,
                                        bool(delta_softplus), chunked, int(tile_elems),
@@ -194,24 +198,14 @@ class _SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, chunked, tile_elems, want_last):
-        work = torch.promote_types(u.dtype, torch.float32)
-        Bt, Dch, L = u.shape
-        N = A.shape[1]
-        bs, ds, ls = _tiles(Bt, Dch, L, N, tile_elems)
-        b_inner = bs >= min(ds * N, 64)
-        uT, dT, BT, CT = (_time_major(t, work, b_inner) for t in (u, delta, B, C))
-        zT = None if z is None else _time_major(z, work, b_inner)
-        yT = _tm_empty(L, Bt, Dch, uT, b_inner)
-        last = uT.new_empty(Bt, Dch, N) if want_last else uT.new_empty(0)
-        params = _params(A, D, delta_bias, work)
-        ws = _Workspace(b_inner)
+        p = _Plan(u, delta, B, C, z, A, D, delta_bias, tile_elems)
+        yT = p.empty(p.Dch)
+        last = p.uT.new_empty(p.Bt, p.Dch, p.N) if want_last else p.uT.new_empty(0)
         with torch.no_grad():
-            for bsl, dsl, segs in _tile_slices(Bt, Dch, L, bs, ds, ls):
+            for bsl, dsl, segs in p.tiles():
                 h = None
                 for lsl in segs:
-                    y, h = scan_tile_forward(*_tile(uT, dT, BT, CT, zT, lsl, bsl, dsl), h0=h,
-                                             **_sliced(params, dsl), softplus=softplus,
-                                             chunked=chunked, ws=ws)
+                    y, h = scan_tile_forward(*p.tile(lsl, bsl, dsl), h0=h, **p.kw(dsl, softplus, chunked))
                     yT[lsl, bsl, dsl] = y
                 if want_last:
                     last[bsl, dsl] = h
@@ -224,68 +218,72 @@ class _SelectiveScanFn(torch.autograd.Function):
     def backward(ctx, dout, _dlast):
         u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
         softplus, chunked, tile_elems = ctx.cfg
-        work = torch.promote_types(u.dtype, torch.float32)
-        Bt, Dch, L = u.shape
-        N = A.shape[1]
-        bs, ds, ls = _tiles(Bt, Dch, L, N, tile_elems)
-        b_inner = bs >= min(ds * N, 64)
-        uT, dT, BT, CT, gT = (_time_major(t, work, b_inner) for t in (u, delta, B, C, dout))
-        zT = None if z is None else _time_major(z, work, b_inner)
-        params = _params(A, D, delta_bias, work)
-        new = (lambda X: _tm_empty(L, Bt, X, uT, b_inner))
-        grads = {"u": new(Dch), "delta": new(Dch), "B": new(N).zero_(), "C": new(N).zero_(),
-                 "z": None if z is None else new(Dch)}
-        grads.update({k: None if v is None else torch.zeros_like(v) for k, v in params.items()})
-        ws = _Workspace(b_inner)
+        p = _Plan(u, delta, B, C, z, A, D, delta_bias, tile_elems)
+        gT = _time_major(dout, p.work, p.b_inner)
+        grads = {"u": p.empty(p.Dch), "delta": p.empty(p.Dch), "B": p.empty(p.N).zero_(),
+                 "C": p.empty(p.N).zero_(), "z": None if z is None else p.empty(p.Dch)}
+        grads.update({k: None if v is None else torch.zeros_like(v) for k, v in p.params.items()})
         with torch.no_grad():
-            for bsl, dsl, segs in _tile_slices(Bt, Dch, L, bs, ds, ls):
-                tp = dict(**_sliced(params, dsl), softplus=softplus, chunked=chunked, ws=ws)
+            for bsl, dsl, segs in p.tiles():
+                kw = p.kw(dsl, softplus, chunked)
                 starts, h = [], None              # each segment's initial state
                 for lsl in segs:
                     starts.append(h)
                     if lsl is not segs[-1]:
-                        _, h = scan_tile_forward(*_tile(uT, dT, BT, CT, zT, lsl, bsl, dsl), h0=h, **tp)
+                        _, h = scan_tile_forward(*p.tile(lsl, bsl, dsl), h0=h, **kw)
                 carry = None                      # dA_next * dL/dh_next from the next segment
                 for lsl, h0 in zip(reversed(segs), reversed(starts)):
-                    g, carry = scan_tile_backward(*_tile(uT, dT, BT, CT, zT, lsl, bsl, dsl),
-                                                  gT[lsl, bsl, dsl], h0=h0, dh_carry=carry, **tp)
-                    for k in ("u", "delta", "z"):
-                        if k in g:
-                            grads[k][lsl, bsl, dsl] = g[k]
-                    for k in ("B", "C"):
-                        grads[k][lsl, bsl] += g[k]
-                    for k in ("A", "D", "delta_bias"):
-                        if k in g:
-                            grads[k][dsl] += g[k]
-        out = [None if grads[k] is None else grads[k].permute(1, 2, 0).to(ref.dtype)
-               for k, ref in (("u", u), ("delta", delta), ("B", B), ("C", C), ("z", z))]
-        small = [None if grads[k] is None else grads[k].to(ref.dtype)
-                 for k, ref in (("A", A), ("D", D), ("delta_bias", delta_bias))]
-        u_, delta_, B_, C_, z_ = out
-        A_, D_, bias_ = small
-        return u_, delta_, A_, B_, C_, D_, z_, bias_, None, None, None, None
+                    g, carry = scan_tile_backward(*p.tile(lsl, bsl, dsl), gT[lsl, bsl, dsl],
+                                                  h0=h0, dh_carry=carry, **kw)
+                    for k, v in g.items():
+                        if k in ("u", "delta", "z"):
+                            grads[k][lsl, bsl, dsl] = v
+                        elif k in ("B", "C"):
+                            grads[k][lsl, bsl] += v
+                        else:                     # A, D, delta_bias
+                            grads[k][dsl] += v
+        big = {k: None if grads[k] is None else grads[k].permute(1, 2, 0).to(ref.dtype)
+               for k, ref in (("u", u), ("delta", delta), ("B", B), ("C", C), ("z", z))}
+        small = {k: None if grads[k] is None else grads[k].to(ref.dtype)
+                 for k, ref in (("A", A), ("D", D), ("delta_bias", delta_bias))}
+        return (big["u"], big["delta"], small["A"], big["B"], big["C"], small["D"], big["z"],
+                small["delta_bias"], None, None, None, None)
 
 
-def _params(A, D, delta_bias, work):
-    return {"A": A.to(work), "D": None if D is None else D.to(work),
-            "delta_bias": None if delta_bias is None else delta_bias.to(work)}
+class _Plan:
+    """Tiling, layout and time-major views of one call's inputs."""
 
+    def __init__(self, u, delta, B, C, z, A, D, delta_bias, tile_elems):
+        self.work = work = torch.promote_types(u.dtype, torch.float32)
+        self.Bt, self.Dch, self.L = u.shape
+        self.N = A.shape[1]
+        self.bs, self.ds, self.ls = _tiles(self.Bt, self.Dch, self.L, self.N, tile_elems)
+        # batch-inner as soon as a tile holds a few dozen sequences
+        self.b_inner = self.bs >= min(self.ds * self.N, 64)
+        self.uT, self.dT, self.BT, self.CT = (_time_major(t, work, self.b_inner)
+                                              for t in (u, delta, B, C))
+        self.zT = None if z is None else _time_major(z, work, self.b_inner)
+        self.params = {"A": A.to(work), "D": None if D is None else D.to(work),
+                       "delta_bias": None if delta_bias is None else delta_bias.to(work)}
+        self.ws = _Workspace(self.b_inner)
 
-def _sliced(params, dsl):
-    return {k: None if v is None else v[dsl] for k, v in params.items()}
+    def empty(self, X):
+        return _tm_empty(self.L, self.Bt, X, self.uT, self.b_inner)
 
+    def tiles(self):
+        segs = [slice(l0, l0 + self.ls) for l0 in range(0, self.L, self.ls)]
+        for b0 in range(0, self.Bt, self.bs):
+            for d0 in range(0, self.Dch, self.ds):
+                yield slice(b0, b0 + self.bs), slice(d0, d0 + self.ds), segs
 
-def _tile_slices(Bt, Dch, L, bs, ds, ls):
-    segs = [slice(l0, l0 + ls) for l0 in range(0, L, ls)]
-    for b0 in range(0, Bt, bs):
-        for d0 in range(0, Dch, ds):
-            yield slice(b0, b0 + bs), slice(d0, d0 + ds), segs
+    def tile(self, lsl, bsl, dsl):
+        """Views of one tile: u, delta, B, C, z as (l, b, d) / (l, b, N)."""
+        return (self.uT[lsl, bsl, dsl], self.dT[lsl, bsl, dsl], self.BT[lsl, bsl],
+                self.CT[lsl, bsl], None if self.zT is None else self.zT[lsl, bsl, dsl])
 
-
-def _tile(uT, dT, BT, CT, zT, lsl, bsl, dsl):
-    """Views of one tile: u, delta, z (l, b, d); B, C (l, b, N)."""
-    return (uT[lsl, bsl, dsl], dT[lsl, bsl, dsl], BT[lsl, bsl], CT[lsl, bsl],
-            None if zT is None else zT[lsl, bsl, dsl])
+    def kw(self, dsl, softplus, chunked):
+        sliced = {k: None if v is None else v[dsl] for k, v in self.params.items()}
+        return dict(sliced, softplus=softplus, chunked=chunked, ws=self.ws)
 
 
 # --------------------------------------------------------------------------- tiles
