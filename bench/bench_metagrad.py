@@ -12,13 +12,14 @@ also reaches the meta-step regime); the median seconds per step x 40 gives
 seconds per epoch, and ratios to STE come from the same rounds, so load from
 other jobs on the machine hits every configuration alike. Peak resident memory
 is measured per configuration in a fresh process. With ``--accuracy-epochs E``
-every grid row (and FCGrad) also trains E full epochs from the checkpoint and
-reports the test accuracy on the 1,017 shared test images. Prints tables and
+STE, FCGrad and the FSG configurations of ``--accuracy-configs`` also train E
+full epochs from the checkpoint (cosine lr) and report the test accuracy on the 1,017 shared test images. Prints tables and
 writes JSON (default bench/results/metagrad.json).
 
     PYTHONPATH=src python bench/bench_metagrad.py                  # methods table
-    PYTHONPATH=src python bench/bench_metagrad.py --grid           # + expand x history
+    PYTHONPATH=src python bench/bench_metagrad.py --grid           # + expand x history x d_state
     PYTHONPATH=src python bench/bench_metagrad.py --paper          # FSG at paper sizes too
+    PYTHONPATH=src python bench/bench_metagrad.py --accuracy-epochs 3   # + short accuracy runs
 """
 from __future__ import annotations
 
@@ -165,9 +166,17 @@ def launch(job: dict, timeout: float):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def fsg_spec(base: dict, layout: str, expand: int, history: int) -> dict:
-    return {**base, "method": "fsg",
-            "options": {"layout": layout, "expand": expand, "history": history}}
+def fsg_spec(base: dict, layout: str, expand=None, history=None, d_state=None) -> dict:
+    """FSG spec; sizes left None take the method's defaults (preset "cpu")."""
+    options = {"layout": layout, "expand": expand, "history": history, "d_state": d_state}
+    return {**base, "method": "fsg", "options": {k: v for k, v in options.items() if v is not None}}
+
+
+def fsg_label(layout: str, options: dict) -> str:
+    from bnnopt.registry import METHODS
+
+    o = METHODS.get("fsg")(**options).options
+    return f"fsg {layout} e{o['expand']} l{o['history']} N{o['d_state']}"
 
 
 def measure(label_specs: list[tuple[str, dict]], args, base: dict, rounds: int,
@@ -198,18 +207,23 @@ def main(argv=None) -> int:
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--rounds", type=int, default=5, help="timed steps per configuration")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 2)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: on a shared 2-core machine, 2 threads mostly spin)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--expand", type=int, default=1, help="FSG Mamba expand of the methods table")
-    p.add_argument("--history", type=int, default=6, help="FSG history l of the methods table")
+    p.add_argument("--expand", type=int, default=None, help="FSG expand (default: the method's)")
+    p.add_argument("--history", type=int, default=None, help="FSG history l (default: the method's)")
+    p.add_argument("--d-state", type=int, default=None, help="FSG d_state (default: the method's)")
     p.add_argument("--paper", action="store_true",
                    help="also FSG at the paper's expand 100, l 6 (both layouts)")
     p.add_argument("--paper-rounds", type=int, default=1)
     p.add_argument("--grid", action="store_true", help="expand x history table (per-weight)")
     p.add_argument("--grid-expand", default="1,4,16")
     p.add_argument("--grid-history", default="1,3,6")
+    p.add_argument("--grid-d-state", default="4,16")
     p.add_argument("--accuracy-epochs", type=int, default=0,
-                   help="also train E epochs per grid row (and STE/FCGrad) for test accuracy")
+                   help="also train E epochs (STE, FCGrad and FSG configurations) for test accuracy")
+    p.add_argument("--accuracy-configs", default="1:6:4,1:6:16,4:6:16,1:1:4,1:3:4",
+                   help="FSG expand:history:d_state triples trained with --accuracy-epochs")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "metagrad.json"))
     args = p.parse_args(argv)
@@ -230,38 +244,44 @@ def main(argv=None) -> int:
     table = [("ste", {**base, "method": "ste"}), ("fcgrad", {**base, "method": "fcgrad"}),
              ("lstmfc", {**base, "method": "lstmfc"})]
     for layout in ("per-weight", "flat"):
-        table.append((f"fsg {layout} expand {args.expand} l {args.history}",
-                      fsg_spec(base, layout, args.expand, args.history)))
+        spec = fsg_spec(base, layout, args.expand, args.history, args.d_state)
+        table.append((fsg_label(layout, spec["options"]), spec))
     result["methods"] = measure(table, args, base, args.rounds)
     _write(args.out, result)
     if args.paper:
         print("\npaper sizes (timed together with STE)")
         paper = [("ste", {**base, "method": "ste"})]
-        paper += [(f"fsg {layout} expand 100 l 6", fsg_spec(base, layout, 100, 6))
+        paper += [(f"fsg {layout} e100 l6 N16 (paper)", fsg_spec(base, layout, 100, 6, 16))
                   for layout in ("per-weight", "flat")]
         result["paper"] = measure(paper, args, base, args.paper_rounds)
         _write(args.out, result)
     if args.grid:
-        print(f"\nexpand x history, per-weight layout (timed together with STE)")
+        print("\nexpand x history x d_state, per-weight layout (timed together with STE)")
         grid = [("ste", {**base, "method": "ste"})]
-        for expand in map(int, args.grid_expand.split(",")):
-            for history in map(int, args.grid_history.split(",")):
-                grid.append((f"expand {expand} l {history}",
-                             fsg_spec(base, "per-weight", expand, history)))
+        for d_state in map(int, args.grid_d_state.split(",")):
+            for expand in map(int, args.grid_expand.split(",")):
+                for history in map(int, args.grid_history.split(",")):
+                    spec = fsg_spec(base, "per-weight", expand, history, d_state)
+                    grid.append((fsg_label("per-weight", spec["options"]), spec))
         result["grid"] = measure(grid, args, base, args.rounds, memory=False)
         _write(args.out, result)
-        if args.accuracy_epochs:
-            print(f"\nfinal test accuracy after {args.accuracy_epochs} epochs (cosine lr)")
-            result["accuracy"] = []
-            for label, spec in grid + [("fcgrad", {**base, "method": "fcgrad"})]:
-                acc = launch({"task": "accuracy",
-                              "spec": {**spec, "accuracy_epochs": args.accuracy_epochs}},
-                             args.timeout * args.accuracy_epochs)
-                result["accuracy"].append({"label": label, "options": spec["options"], **acc})
-                print(f"{label:34s} " + (f"{acc['accuracy']:6.2f} %   final train loss "
-                      f"{acc['train_loss'][-1]:.4f}" if "accuracy" in acc else acc["error"]),
-                      flush=True)
-                _write(args.out, result)
+    if args.accuracy_epochs:
+        print(f"\nfinal test accuracy after {args.accuracy_epochs} epochs (cosine lr)")
+        runs = [("ste", {**base, "method": "ste"}), ("fcgrad", {**base, "method": "fcgrad"})]
+        for triple in args.accuracy_configs.split(","):
+            expand, history, d_state = map(int, triple.split(":"))
+            spec = fsg_spec(base, "per-weight", expand, history, d_state)
+            runs.append((fsg_label("per-weight", spec["options"]), spec))
+        result["accuracy"] = []
+        for label, spec in runs:
+            acc = launch({"task": "accuracy",
+                          "spec": {**spec, "accuracy_epochs": args.accuracy_epochs}},
+                         args.timeout * args.accuracy_epochs)
+            result["accuracy"].append({"label": label, "options": spec["options"], **acc})
+            print(f"{label:34s} " + (f"{acc['accuracy']:6.2f} %   final train loss "
+                  f"{acc['train_loss'][-1]:.4f}   {acc['train_seconds']:.0f} s"
+                  if "accuracy" in acc else acc["error"]), flush=True)
+            _write(args.out, result)
     print(f"\nwrote {args.out}")
     return 0
 

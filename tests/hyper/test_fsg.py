@@ -138,9 +138,15 @@ def test_defaults_and_bad_options():
         (6, 0.3, 1e-3)
     assert (official.options["history"], official.options["beta"],
             official.options["fast_lr"]) == (5, 0.9, 1e-2)
+    sizes = ("layout", "expand", "d_state", "d_conv")
+    assert [paper.options[k] for k in sizes] == ["per-weight", 1, 4, 8]  # preset "cpu"
+    full = METHODS.get("fsg")(preset="paper")
+    assert [full.options[k] for k in sizes] == ["flat", 100, 16, 8]
+    assert METHODS.get("fsg")(preset="paper", expand=2).options["expand"] == 2
     bad = [({"variant": "x"}, "variant 'x'; valid: paper, official"),
            ({"layout": "grid"}, "layout 'grid'; valid: flat, per-weight"),
            ({"slow_net": "gru"}, "slow_net 'gru'; valid: mamba, lstm"),
+           ({"preset": "gpu"}, "preset 'gpu'; valid: cpu, paper"),
            ({"history": 0}, "history 0"), ({"beta": 1.5}, "beta 1.5"),
            ({"expand": 0}, "expand 0"), ({"fast_lr": 0}, "fast_lr 0"),
            ({"foo": 1}, "unknown option 'foo'")]
