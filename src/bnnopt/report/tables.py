@@ -44,10 +44,11 @@ def aggregate(runs: Iterable[dict[str, Any]], columns=COLUMNS) -> list[dict[str,
         for key, _, _ in columns:
             vals = [float(r[key]) for r in group if r.get(key) is not None]
             row[key] = mean_std(vals)
-        extra = [r.get("zigzag") for r in group if r.get("zigzag")]
+        # zig-zag records (bnnopt.train.zigzag): statistics over the last K epochs
+        extra = [r["zigzag"].get("last_k", r["zigzag"]) for r in group if r.get("zigzag")]
         if extra:
-            row["flips"] = mean_std([float(z.get("flips", 0)) for z in extra])
-            row["amplitude"] = mean_std([float(z.get("amplitude", 0)) for z in extra])
+            row["flips"] = mean_std([float(z["flips"]) for z in extra])
+            row["amplitude"] = mean_std([float(z["max_amplitude"]) for z in extra])
         reach = [r.get("epochs_to_target") for r in group if "epochs_to_target" in r]
         if reach:
             row["epochs_to_target"] = reach
