@@ -24,3 +24,14 @@ def test_aggregate_groups_by_label():
     table = markdown_table(rows)
     assert "| ste | 2 | 81.00 ± 1.41 |" in table
     assert table.count("\n") == 4
+
+
+def test_zigzag_columns_use_last_k_statistics():
+    base = {"final_test_acc": 90.0, "best_test_acc": 90.0, "final_train_loss": 0.1,
+            "seconds_per_epoch": 1.0}
+    runs = [dict(base, label="laq", zigzag={"flips": 99, "max_amplitude": 9.0,
+                                            "last_k": {"flips": 10, "max_amplitude": 0.5}}),
+            dict(base, label="laq", zigzag={"last_k": {"flips": 20, "max_amplitude": 0.25}})]
+    rows = aggregate(runs)
+    assert rows[0]["flips"][0] == 15.0 and rows[0]["amplitude"][0] == 0.375
+    assert "| sign flips | max amplitude |" in markdown_table(rows)
