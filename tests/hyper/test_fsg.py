@@ -13,26 +13,35 @@ from .conftest import batches, dorefa_c, dorefa_pre, make, step, weights
 SMALL = {"expand": 2, "d_state": 4, "d_conv": 2, "hidden": 8}
 
 
-def _hand_slow(slow, lre, hist_per_layer, layout):
-    """S per layer by hand: tokens [e_i, g_oldest, ..., g_newest]."""
+def _rms(hist):
+    return torch.stack([g.reshape(-1) for g in hist]).pow(2).mean().sqrt()
+
+
+def _hand_slow(slow, lre, hist_per_layer, layout, normalize="none"):
+    """S per layer by hand: tokens [e_i, g_oldest/r, ..., g_newest/r], output x r."""
     out = []
     for i, hist in enumerate(hist_per_layer):  # hist: list of k gradients (weight shape)
         e = lre.weight[i, 0]
-        h = torch.stack([g.reshape(-1) for g in hist])  # (k, ξ)
+        r = _rms(hist) if normalize == "rms" else 1.0
+        h = torch.stack([g.reshape(-1) for g in hist]) / r  # (k, ξ)
         if layout == "flat":
             seq = torch.cat((e.reshape(1), h.reshape(-1))).reshape(1, -1, 1)
-            out.append(slow(seq)[0, -h.shape[1]:, 0])
+            out.append(r * slow(seq)[0, -h.shape[1]:, 0])
         else:
             seq = torch.cat((e.expand(h.shape[1], 1), h.t()), dim=1).unsqueeze(-1)
-            out.append(slow(seq)[:, -1, 0])
+            out.append(r * slow(seq)[:, -1, 0])
     return out
 
 
-@pytest.mark.parametrize("layout", ["per-weight", "flat"])
-@pytest.mark.parametrize("variant", ["paper", "official"])
-def test_one_step_equals_hand_computed_update(variant, layout):
+@pytest.mark.parametrize("variant,layout,normalize", [
+    ("paper", "per-weight", "none"), ("paper", "flat", "none"),
+    ("official", "per-weight", "none"), ("official", "flat", "none"),
+    ("paper", "per-weight", "rms"), ("official", "flat", "rms"),
+])
+def test_one_step_equals_hand_computed_update(variant, layout, normalize):
     lr, hist_len = 0.05, 3
-    model, method = make("fsg", lr=lr, variant=variant, layout=layout, history=hist_len, **SMALL)
+    model, method = make("fsg", lr=lr, variant=variant, layout=layout, history=hist_len,
+                         normalize=normalize, **SMALL)
     beta = 0.3 if variant == "paper" else 0.9
     data = batches(5)
     recorded = []
@@ -47,12 +56,13 @@ def test_one_step_equals_hand_computed_update(variant, layout):
     step(model, method, data[4])
     hist = [[r[i] for r in recorded[-hist_len:]] for i in range(len(before))]
     with torch.no_grad():
-        S = _hand_slow(slow, lre, hist, layout)
+        S = _hand_slow(slow, lre, hist, layout, normalize)
     for i, (_, layer) in enumerate(method.layers):
         w, c = before[i], dorefa_c(before[i])
+        r = _rms(hist[i]) if normalize == "rms" else 1.0
         with torch.no_grad():
-            if variant == "paper":  # F = fast(g, Ŵ) with Ŵ = A(W) in [-1, 1]
-                F = fast(torch.stack((g[i].reshape(-1), w_hat[i].reshape(-1)), 1))
+            if variant == "paper":  # F = r fast(g/r, Ŵ) with Ŵ = A(W) in [-1, 1]
+                F = r * fast(torch.stack((g[i].reshape(-1) / r, w_hat[i].reshape(-1)), 1))
             else:  # F = g * fast(u), u = (Ŵ + 1)/2
                 F = g[i].reshape(-1) * fast(0.5 * w_hat[i].reshape(-1, 1) + 0.5)
         cF, s = c * F.reshape(w.shape), S[i].reshape(w.shape)
@@ -64,6 +74,22 @@ def test_one_step_equals_hand_computed_update(variant, layout):
             lookahead = w - lr * (beta * s + (1 - beta) * cF)
         assert torch.allclose(layer.weight.detach(), expected, atol=1e-12)
         assert torch.allclose(method._w_hat[i], dorefa_pre(lookahead), atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["per-weight", "flat"])
+def test_meta_init_ste_first_generated_gradient_is_ste(layout):
+    """meta_init="ste": fast-net product (1, 0), slow read-out 0, so G = c ⊙ g at first."""
+    model, method = make("fsg", lr=0.05, layout=layout, meta_init="ste", history=2, **SMALL)
+    data = batches(2)
+    step(model, method, data[0])
+    g, before = method._g, weights(method)
+    step(model, method, data[1])
+    for i, (_, layer) in enumerate(method.layers):
+        grad = dorefa_c(before[i]) * g[i]
+        assert torch.allclose(layer.weight.grad, grad, rtol=1e-6, atol=1e-12)
+        assert torch.allclose(layer.weight.detach(), before[i] - 0.05 * grad, atol=1e-12)
+    # the zeroed read-out is trained at once (its gradient is not blocked)
+    assert method.meta_modules["slow"].mamba.out_proj.weight.abs().sum() > 0
 
 
 def test_first_step_is_ste_and_meta_nets_trained():
@@ -147,6 +173,8 @@ def test_defaults_and_bad_options():
            ({"layout": "grid"}, "layout 'grid'; valid: flat, per-weight"),
            ({"slow_net": "gru"}, "slow_net 'gru'; valid: mamba, lstm"),
            ({"preset": "gpu"}, "preset 'gpu'; valid: cpu, paper"),
+           ({"normalize": "l2"}, "normalize 'l2'; valid: none, rms"),
+           ({"meta_init": "zero"}, "meta_init 'zero'; valid: paper, ste"),
            ({"history": 0}, "history 0"), ({"beta": 1.5}, "beta 1.5"),
            ({"expand": 0}, "expand 0"), ({"fast_lr": 0}, "fast_lr 0"),
            ({"foo": 1}, "unknown option 'foo'")]

@@ -54,6 +54,8 @@ from bnnopt.registry import METHODS, choice
 
 VARIANTS = ("paper", "official")
 SLOW_NETS = ("mamba", "lstm")
+NORMALIZE = ("none", "rms")
+META_INITS = ("paper", "ste")
 # Per-variant defaults for options left as None.
 PRESETS = {
     "cpu": {"layout": "per-weight", "expand": 1, "d_state": 4, "d_conv": 8},
@@ -63,6 +65,31 @@ VARIANT_DEFAULTS = {
     "paper": {"history": 6, "beta": 0.3, "fast_lr": 1e-3},
     "official": {"history": 5, "beta": 0.9, "fast_lr": 1e-2},
 }
+
+
+def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, paper: bool) -> None:
+    """meta_init "ste": the first generated gradient equals STE's, G = c ⊙ g.
+
+    Fast-net (paper variant, input (g, Ŵ)): keep the orthogonal W_1 ... W_{d-1} and set
+    the last row to the first row of the pseudo-inverse of M = W_{d-1} ... W_1, so that
+    the product is exactly (1, 0): F = g. (M has orthonormal columns, so that row is
+    (M e_1)ᵀ, a unit vector: the last layer stays orthogonal.) Official variant
+    (F = g ⊙ fast(u), no bias, so fast(u) cannot be a constant 1): unchanged.
+    Slow-net: its last linear read-out is zeroed, so S = 0 until the task loss
+    trains it (its gradient is not zero: the read-out's inputs times ∂L/∂S).
+    """
+    with torch.no_grad():
+        if paper:
+            m = fast.layers[0].weight  # (hidden, 2)
+            for layer in fast.layers[1:-1]:
+                m = layer.weight @ m
+            fast.layers[-1].weight.copy_(torch.linalg.pinv(m)[:1])
+        linears = [m for m in slow.modules() if isinstance(m, torch.nn.Linear)]
+        if not linears:
+            raise ValueError("meta_init 'ste' needs a slow-net with a linear read-out")
+        linears[-1].weight.zero_()
+        if linears[-1].bias is not None:
+            linears[-1].bias.zero_()
 
 
 @METHODS.register("fsg", "FSG (AAAI 2025): fast-net + Mamba/LSTM slow-net over HGS with LRE")
@@ -81,7 +108,8 @@ class FSG(LearnedGradientMethod):
         "variant": "paper", "preset": "cpu", "layout": None, "slow_net": "mamba",
         "history": None, "beta": None, "hidden": 100, "expand": None, "d_state": None,
         "d_conv": None,
-        "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {},
+        "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {}, "normalize": "none",
+        "meta_init": "paper",
     }
 
     def __init__(self, **options: Any):
@@ -99,6 +127,8 @@ class FSG(LearnedGradientMethod):
                 opts[key] = value
         choice(opts["layout"], LAYOUTS, "fsg layout")
         choice(opts["slow_net"], SLOW_NETS, "fsg slow_net")
+        choice(opts["normalize"], NORMALIZE, "fsg normalize")
+        choice(opts["meta_init"], META_INITS, "fsg meta_init")
         for key, value in VARIANT_DEFAULTS[opts["variant"]].items():
             if opts[key] is None:
                 opts[key] = value
@@ -130,6 +160,11 @@ class FSG(LearnedGradientMethod):
         self.hgs = [HistoryBuffer(opts["history"], layer.weight.numel())
                     for _, layer in self.layers]
 
+    def finish_meta(self) -> None:
+        if self.options["meta_init"] == "ste":  # in the model's dtype, so F = g exactly
+            _start_as_ste(self.meta_modules["fast"], self.meta_modules["slow"],
+                          self.options["variant"] == "paper")
+
     def _make_meta_optimizers(self) -> None:
         slow_params = list(self.meta_modules["slow"].parameters())
         slow_params += list(self.meta_modules["lre"].parameters())
@@ -145,23 +180,42 @@ class FSG(LearnedGradientMethod):
         for buf, grad in zip(self.hgs, g):
             buf.push(grad)
 
-    def slow_gradients(self) -> Tensor:
-        """S (N,) for all layers, flattened and concatenated, from HGS + LRE + slow-net."""
-        histories = [buf.sequence() for buf in self.hgs]
-        fn = flat_slow_gradients if self.options["layout"] == "flat" else per_weight_slow_gradients
-        return torch.cat(fn(self.meta_modules["slow"], self.meta_modules["lre"], histories))
+    def _scales(self, histories: list[Tensor]) -> list[Tensor] | None:
+        """Per-layer input scale r_i = RMS of the layer's HGS (normalize "rms"), else None."""
+        if self.options["normalize"] == "none":
+            return None
+        rms = [h.pow(2).mean().sqrt() for h in histories]
+        return [torch.where(r > 0, r, torch.ones_like(r)) for r in rms]
 
-    def fast_gradients(self, g: Tensor, w_hat: Tensor) -> Tensor:
-        """F (N,): paper fast([g, Ŵ]); official g ⊙ fast((Ŵ+1)/2)."""
+    def slow_gradients(self, histories: list[Tensor], scales: list[Tensor] | None) -> Tensor:
+        """S (N,) for all layers, flattened and concatenated: slow-net over [LRE, H_i / r_i], x r_i."""
+        fn = flat_slow_gradients if self.options["layout"] == "flat" else per_weight_slow_gradients
+        if scales is None:
+            return torch.cat(fn(self.meta_modules["slow"], self.meta_modules["lre"], histories))
+        scaled = [h / r for h, r in zip(histories, scales)]
+        out = fn(self.meta_modules["slow"], self.meta_modules["lre"], scaled)
+        return torch.cat([o * r for o, r in zip(out, scales)])
+
+    def fast_gradients(self, g: Tensor, w_hat: Tensor, scale: Tensor | None) -> Tensor:
+        """F (N,): paper r·fast([g/r, Ŵ]); official g ⊙ fast((Ŵ+1)/2). ``scale``: r per element."""
         fast = self.meta_modules["fast"]
-        if self.options["variant"] == "paper":
+        if self.options["variant"] == "official":
+            return g * fast((0.5 * w_hat + 0.5).unsqueeze(1))
+        if scale is None:
             return fast(torch.stack((g, w_hat), dim=1))
-        return g * fast((0.5 * w_hat + 0.5).unsqueeze(1))
+        return scale * fast(torch.stack((g / scale, w_hat), dim=1))
 
     def generate(self, inputs: MetaInputs) -> tuple[list[Tensor], list[Tensor]]:
         eta, beta = inputs.lr, float(self.options["beta"])
-        cf = flat_cat(inputs.c) * self.fast_gradients(flat_cat(inputs.g), flat_cat(inputs.w_hat))
-        slow = self.slow_gradients()
+        histories = [buf.sequence() for buf in self.hgs]  # newest row is g_{t-1}
+        scales = self._scales(histories)
+        per_elem = None
+        if scales is not None:
+            sizes = torch.tensor([g.numel() for g in inputs.g], device=histories[0].device)
+            per_elem = torch.repeat_interleave(torch.stack(scales), sizes)
+        g, w_hat = flat_cat(inputs.g), flat_cat(inputs.w_hat)
+        cf = flat_cat(inputs.c) * self.fast_gradients(g, w_hat, per_elem)
+        slow = self.slow_gradients(histories, scales)
         if self.options["variant"] == "paper":
             delta = -eta * cf + beta * slow                 # Eq. 9 / Eq. 12
             # W - η·G == Eq. 9 (with η = 0 no optimizer step can carry β·S: drop it)

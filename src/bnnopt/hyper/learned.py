@@ -181,11 +181,15 @@ class LearnedGradientMethod(Method):
             torch.manual_seed(seed)
             self.build_meta()
         self.meta_modules.to(device=first.device, dtype=first.dtype)  # follow the model
+        self.finish_meta()
         self._make_meta_optimizers()
 
     def build_meta(self) -> None:
         """Create ``self.meta_modules`` entries (uses ``self.layers``)."""
         raise NotImplementedError
+
+    def finish_meta(self) -> None:
+        """Hook after the meta-nets moved to the model's device and dtype (e.g. exact inits)."""
 
     def _make_meta_optimizers(self) -> None:
         """Create ``self.meta_optimizers`` (name -> optimizer over meta-net parameters)."""
