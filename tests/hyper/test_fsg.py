@@ -41,7 +41,7 @@ def _hand_slow(slow, lre, hist_per_layer, layout, normalize="none"):
 def test_one_step_equals_hand_computed_update(variant, layout, normalize):
     lr, hist_len = 0.05, 3
     model, method = make("fsg", lr=lr, variant=variant, layout=layout, history=hist_len,
-                         normalize=normalize, **SMALL)
+                         normalize=normalize, meta_init="paper", **SMALL)
     beta = 0.3 if variant == "paper" else 0.9
     data = batches(5)
     recorded = []
@@ -164,10 +164,10 @@ def test_defaults_and_bad_options():
         (6, 0.3, 1e-3)
     assert (official.options["history"], official.options["beta"],
             official.options["fast_lr"]) == (5, 0.9, 1e-2)
-    sizes = ("layout", "expand", "d_state", "d_conv")
-    assert [paper.options[k] for k in sizes] == ["per-weight", 1, 4, 8]  # preset "cpu"
+    sizes = ("layout", "expand", "d_state", "d_conv", "normalize", "meta_init")
+    assert [paper.options[k] for k in sizes] == ["per-weight", 1, 4, 8, "rms", "ste"]  # cpu
     full = METHODS.get("fsg")(preset="paper")
-    assert [full.options[k] for k in sizes] == ["flat", 100, 16, 8]
+    assert [full.options[k] for k in sizes] == ["flat", 100, 16, 8, "none", "paper"]
     assert METHODS.get("fsg")(preset="paper", expand=2).options["expand"] == 2
     bad = [({"variant": "x"}, "variant 'x'; valid: paper, official"),
            ({"layout": "grid"}, "layout 'grid'; valid: flat, per-weight"),
