@@ -222,8 +222,11 @@ def main(argv=None) -> int:
     p.add_argument("--grid-d-state", default="4,16")
     p.add_argument("--accuracy-epochs", type=int, default=0,
                    help="also train E epochs (STE, FCGrad and FSG configurations) for test accuracy")
-    p.add_argument("--accuracy-configs", default="1:6:4,1:6:16,4:6:16,1:1:4,1:3:4",
-                   help="FSG expand:history:d_state triples trained with --accuracy-epochs")
+    p.add_argument("--accuracy-configs",
+                   default="1:6:4,1:6:16,4:6:16,1:1:4,1:3:4,1:6:4:normalize=none:meta_init=paper,"
+                           "1:6:4:variant=official",
+                   help="FSG expand:history:d_state[:option=value...] trained with "
+                        "--accuracy-epochs (comma-separated)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "metagrad.json"))
     args = p.parse_args(argv)
@@ -268,10 +271,12 @@ def main(argv=None) -> int:
     if args.accuracy_epochs:
         print(f"\nfinal test accuracy after {args.accuracy_epochs} epochs (cosine lr)")
         runs = [("ste", {**base, "method": "ste"}), ("fcgrad", {**base, "method": "fcgrad"})]
-        for triple in args.accuracy_configs.split(","):
-            expand, history, d_state = map(int, triple.split(":"))
-            spec = fsg_spec(base, "per-weight", expand, history, d_state)
-            runs.append((fsg_label("per-weight", spec["options"]), spec))
+        for item in args.accuracy_configs.split(","):
+            expand, history, d_state, *extra = item.split(":")
+            spec = fsg_spec(base, "per-weight", int(expand), int(history), int(d_state))
+            spec["options"].update(kv.split("=", 1) for kv in extra)
+            label = fsg_label("per-weight", spec["options"])
+            runs.append((" ".join([label] + extra), spec))
         result["accuracy"] = []
         for label, spec in runs:
             acc = launch({"task": "accuracy",
