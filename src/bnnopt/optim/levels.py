@@ -79,17 +79,33 @@ def code_table(bits: int, kind: str = "linear") -> torch.Tensor:
 
 
 def project(x: torch.Tensor, bits: int, kind: str = "linear") -> torch.Tensor:
-    """Codes (uint8) of the nearest levels of ``x`` (ties go up); ``x`` any shape."""
+    """Codes (uint8) of the nearest levels of ``x`` (ties go up); ``x`` any shape.
+
+    Linear levels (and 1 or 2 bits, where both kinds agree) by arithmetic,
+    ``k = clamp(floor(n x + 1/2), -n, n)``, code ``k + n``; log levels by bucketing
+    ``x`` with the midpoints of consecutive levels.
+    """
+    if bits == 1:
+        return (x >= 0).to(torch.uint8)
+    if kind == "linear" or bits == 2:
+        n = 2 ** (bits - 1) - 1
+        k = torch.floor(x * n + 0.5).clamp_(-n, n)
+        return k.add_(n).to(torch.uint8)
     values = level_values(bits, kind).to(x.device, x.dtype)
     mids = (values[1:] + values[:-1]) / 2
     return torch.bucketize(x, mids, right=True).to(torch.uint8)
 
 
+def levels_of(codes: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``table[codes]`` in the table's dtype (index_select: the fastest gather on CPU)."""
+    return table.index_select(0, codes.flatten().int()).view(codes.shape)
+
+
 def scale_for(w: torch.Tensor, d: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Closed-form ``alpha = <d*b, w> / <d*b, b>`` for fixed levels b (0 if b == 0)."""
-    db = d * b
-    num = (db * w).sum()
-    den = (db * b).sum()
+    db = (d * b).flatten()
+    num = torch.dot(db, w.flatten().to(db.dtype))
+    den = torch.dot(db, b.flatten().to(db.dtype))
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(w.dtype).tiny), num.new_zeros(()))
 
 
@@ -123,7 +139,7 @@ def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linea
         return alpha, (w >= 0).to(torch.uint8), 1
     alpha = w.new_zeros(())
     if init_codes is not None and init_codes.shape == w.shape:
-        alpha = scale_for(w, d, table[init_codes.long()])
+        alpha = scale_for(w, d, levels_of(init_codes, table))
     if not alpha > 0:
         alpha = scale_for(w, d, torch.where(w >= 0, 1.0, -1.0).to(w.dtype))
     if not alpha > 0:  # all-zero layer
@@ -131,7 +147,7 @@ def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linea
     codes = project(w / alpha, bits, kind)
     iters = 0
     for iters in range(1, max_iter + 1):
-        new_alpha = scale_for(w, d, table[codes.long()])  # alpha-step: exact for b
+        new_alpha = scale_for(w, d, levels_of(codes, table))  # alpha-step: exact for b
         if not new_alpha > 0:  # every weight fell to level 0 (cannot happen from a
             break              # closed-form alpha, kept as a guard)
         done = bool((new_alpha - alpha).abs() <= tol * alpha)

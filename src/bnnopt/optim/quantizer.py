@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch.autograd import Function
 
-from bnnopt.optim.levels import LEVEL_KINDS, code_table, solve, solve_exact
+from bnnopt.optim.levels import LEVEL_KINDS, code_table, levels_of, solve, solve_exact
 from bnnopt.quant import WeightQuantizer
 from bnnopt.registry import QUANTIZERS, choice
 
@@ -48,7 +48,7 @@ def _levels_times(table: torch.Tensor, codes: torch.Tensor, alpha: torch.Tensor)
     """
     if table.numel() == 2:
         return codes.to(alpha.dtype) * (2 * alpha) - alpha
-    return (table * alpha)[codes.int()]
+    return levels_of(codes, table * alpha)
 
 
 class _StoredQuant(Function):
