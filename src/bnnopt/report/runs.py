@@ -44,16 +44,21 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
 def report_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> str:
     runs = [load_run(d) for d in run_dirs]
     text = markdown_table(aggregate(runs))
-    zig = [(r["label"], r["zigzag"]) for r in runs if r.get("zigzag")]
+    zig = [(r["label"], _flat(r["zigzag"].get("last_k", r["zigzag"])))
+           for r in runs if r.get("zigzag")]
     if zig:
-        text += "\nzig-zag (tracked weights, last epochs):\n\n| run | " + \
-            " | ".join(sorted(zig[0][1])) + " |\n|" + "---|" * (len(zig[0][1]) + 1) + "\n"
+        keys = sorted(zig[0][1])
+        text += ("\nzig-zag over the last epochs (tracked weights):\n\n| run | "
+                 + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1) + "\n")
         for label, stats in zig:
-            text += f"| {label} | " + " | ".join(
-                _fmt(stats[k]) for k in sorted(zig[0][1])) + " |\n"
+            text += f"| {label} | " + " | ".join(_fmt(stats.get(k)) for k in keys) + " |\n"
     if out:
         write_text(out, text)
     return text
+
+
+def _flat(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stats.items() if not isinstance(v, dict)}
 
 
 def _fmt(value: Any) -> str:
