@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="methods x optimizers x seeds on one protocol")
     _add_run_flags(p, with_method=False)
     p.add_argument("--methods", required=True, help="comma list of name[:key=value...]")
-    p.add_argument("--optimizers", help="comma list of base optimizers to cross with")
+    p.add_argument("--optimizers", help="comma list of base optimizer specs name[:key=value...], e.g. sgd:lr=0.05,adam")
     p.add_argument("--sweep", help="KEY=v1,v2,... e.g. method_options.beta=0.1,0.3,0.5")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--target", type=float, help="report epochs to reach this test accuracy")

@@ -18,3 +18,15 @@ def test_arms_cross_optimizers_and_sweep():
     assert arms[0].overrides == ["optim.name=sgd", "method_options.beta=0.1"]
     with pytest.raises(ValueError, match="malformed sweep"):
         build_arms(["ste"], None, "beta")
+
+
+def test_optimizer_specs_set_optim_keys():
+    from bnnopt.train.compare import arm_config
+    from bnnopt.train.config import RunConfig
+
+    arms = build_arms(["ste"], ["sgd:lr=0.05", "adam"])
+    assert [a.label for a in arms] == ["ste[sgd:lr=0.05]", "ste[adam]"]
+    base = RunConfig(model="mlp", dataset="digits", optim={"name": "adam", "lr": 1e-3})
+    cfg = arm_config(base, arms[0], seed=1)
+    assert cfg.optim == {"name": "sgd", "lr": 0.05} and cfg.seed == 1
+    assert arm_config(base, arms[1], seed=0).optim == {"name": "adam", "lr": 1e-3}

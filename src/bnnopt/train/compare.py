@@ -43,7 +43,11 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
 
 def build_arms(methods: list[str], optimizers: list[str] | None = None,
                sweep: str | None = None) -> list[Arm]:
-    """Cross method specs with optimizers and with the values of one swept key."""
+    """Cross method specs with optimizer specs and with the values of one swept key.
+
+    An optimizer spec is ``name[:key=value...]`` with OptimConfig keys, e.g.
+    ``sgd:lr=0.05`` or ``adam``.
+    """
     sweep_key, sweep_values = None, [None]
     if sweep:
         if "=" not in sweep:
@@ -61,7 +65,9 @@ def build_arms(methods: list[str], optimizers: list[str] | None = None,
                 overrides = []
                 if opt:
                     label += f"[{opt}]"
-                    overrides.append(f"optim.name={opt}")
+                    opt_name, opt_options = parse_method_spec(opt)
+                    overrides.append(f"optim.name={opt_name}")
+                    overrides += [f"optim.{k}={v!r}" for k, v in opt_options.items()]
                 if sweep_key:
                     short = sweep_key.split(".")[-1]
                     label += f"[{short}={value}]"
