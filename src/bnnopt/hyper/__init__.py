@@ -6,21 +6,27 @@ fcgrad    MetaQuant FC-Grad: M = FC(dL/dQ)
 multifc   MetaQuant MultiFC: M = dL/dQ * MultiFC(W-hat)
 lstmfc    MetaQuant LSTMFC:  M = dL/dQ * fc(LSTM(W-hat)), hidden state per layer
 fsg       FSG (AAAI 2025): fast-net + Mamba/LSTM slow-net over HGS with LRE
+          (variant "paper"|"official", layout "per-weight"|"flat", preset "cpu"|"paper")
 
 Building blocks: :class:`LearnedGradientMethod` (the shared step, FSG Algorithm 1),
 :class:`HistoryBuffer` (HGS), :class:`LayerEmbedding` (LRE), :class:`LinearStack`
-and :class:`LSTMFCNet` (element-wise meta-nets); the slow-nets live in
-``bnnopt.hyper.slow_nets``.
+and :class:`LSTMFCNet` (element-wise meta-nets), the slow-nets
+(:func:`make_slow_net`: :class:`MambaSlowNet`, :class:`LSTMSlowNet`), the
+:class:`Mamba` block and its pure-PyTorch :func:`selective_scan`.
 """
 from bnnopt.hyper.fsg import FSG
 from bnnopt.hyper.hgs import HistoryBuffer
 from bnnopt.hyper.learned import LearnedGradientMethod, MetaInputs, calibration
 from bnnopt.hyper.lre import LayerEmbedding
+from bnnopt.hyper.mamba import Mamba
 from bnnopt.hyper.meta_nets import LinearStack, LSTMFCNet
 from bnnopt.hyper.metaquant import FCGrad, LSTMFC, MetaQuantMethod, MultiFC
+from bnnopt.hyper.scan import selective_scan, selective_scan_ref
+from bnnopt.hyper.slow_nets import LSTMSlowNet, MambaSlowNet, make_slow_net
 
 __all__ = [
-    "FSG", "FCGrad", "HistoryBuffer", "LSTMFC", "LSTMFCNet", "LayerEmbedding",
-    "LearnedGradientMethod", "LinearStack", "MetaInputs", "MetaQuantMethod", "MultiFC",
-    "calibration",
+    "FSG", "FCGrad", "HistoryBuffer", "LSTMFC", "LSTMFCNet", "LSTMSlowNet", "LayerEmbedding",
+    "LearnedGradientMethod", "LinearStack", "Mamba", "MambaSlowNet", "MetaInputs",
+    "MetaQuantMethod", "MultiFC", "calibration", "make_slow_net", "selective_scan",
+    "selective_scan_ref",
 ]

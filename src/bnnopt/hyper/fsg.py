@@ -116,19 +116,20 @@ class FSG(LearnedGradientMethod):
     """Fast and Slow Gradient generation; options are listed in ``option_defaults``.
 
     variant "paper"|"official"; preset "cpu"|"paper" (fills layout, expand, d_state,
-    d_conv when None); layout "flat"|"per-weight"; slow_net "mamba"|"lstm"; history l
-    (None: 6 paper / 5 official); beta (None: 0.3 / 0.9); hidden (fast-net width, 100);
-    expand, d_state, d_conv (Mamba); fast_lr (None: 1e-3 / 1e-2), slow_lr (1e-3);
-    slow_net_options (extra keyword arguments of the slow-net constructor).
+    d_conv, normalize, meta_init when None); layout "flat"|"per-weight"; slow_net
+    "mamba"|"lstm"; history l (None: 6 paper / 5 official); beta (None: 0.3 / 0.9);
+    hidden (fast-net width, 100); expand, d_state, d_conv (Mamba); normalize
+    "none"|"rms"; meta_init "paper"|"ste"; fast_lr (None: 1e-3 / 1e-2), slow_lr (1e-3);
+    slow_net_options (extra keyword arguments of the slow-net constructor, e.g.
+    {hidden = 20} for the LSTM); plus the common quantizer / bits / estimator options.
     """
 
     method_name = "fsg"
     option_defaults: dict[str, Any] = {
         "variant": "paper", "preset": "cpu", "layout": None, "slow_net": "mamba",
         "history": None, "beta": None, "hidden": 100, "expand": None, "d_state": None,
-        "d_conv": None,
-        "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {}, "normalize": None,
-        "meta_init": None,
+        "d_conv": None, "normalize": None, "meta_init": None,
+        "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {},
     }
 
     def __init__(self, **options: Any):
