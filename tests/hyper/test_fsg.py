@@ -92,6 +92,12 @@ def test_meta_init_ste_first_generated_gradient_is_ste(layout):
     assert method.meta_modules["slow"].mamba.out_proj.weight.abs().sum() > 0
 
 
+def test_meta_init_ste_official_fast_net_is_g_times_what_plus_one():
+    model, method = make("fsg", lr=0.05, variant="official", meta_init="ste", history=2, **SMALL)
+    u = torch.rand(7, 1, dtype=torch.float64)
+    assert torch.allclose(method.meta_modules["fast"](u), 2 * u[:, 0])  # (Ŵ+1) = 2u
+
+
 def test_first_step_is_ste_and_meta_nets_trained():
     model, method = make("fsg", history=2, **SMALL)
     ref_model, ref = make("fcgrad")  # same seed, same tiny model: its first step is STE

@@ -40,7 +40,8 @@ Two options that are not in the paper (``normalize``, ``meta_init``):
   ResNet-20: 0.01) and the Mamba runs in its near-zero regime.
 * ``meta_init="ste"``: the fast-net product is set to (1, 0) and the slow-net's
   read-out to 0, so the first generated gradient is exactly STE's (c⊙g) and the
-  meta-nets learn corrections from there; ``"paper"``: orthogonal fast-net and the
+  meta-nets learn corrections from there (official variant: F = g ⊙ (Ŵ+1), see
+  :func:`_start_as_ste`); ``"paper"``: orthogonal fast-net and the
   slow-net's own initialisation, whose random sign makes the first updates ascend
   as often as descend (measured correlation with c⊙g at start: -0.6 with "rms").
 
@@ -93,7 +94,9 @@ def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, paper: bool) -> None
     the last row to the first row of the pseudo-inverse of M = W_{d-1} ... W_1, so that
     the product is exactly (1, 0): F = g. (M has orthonormal columns, so that row is
     (M e_1)ᵀ, a unit vector: the last layer stays orthogonal.) Official variant
-    (F = g ⊙ fast(u), no bias, so fast(u) cannot be a constant 1): unchanged.
+    (F = g ⊙ fast(u), u = (Ŵ+1)/2, bias-free, so fast(u) = k·u cannot be a constant 1):
+    the last layer is rescaled so that k = 2, i.e. F = g ⊙ (Ŵ + 1): STE at Ŵ = 0 and
+    on average over a symmetric weight distribution, and never of the wrong sign.
     Slow-net: its last linear read-out is zeroed, so S = 0 until the task loss
     trains it (its gradient is not zero: the read-out's inputs times ∂L/∂S).
     """
@@ -103,6 +106,11 @@ def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, paper: bool) -> None
             for layer in fast.layers[1:-1]:
                 m = layer.weight @ m
             fast.layers[-1].weight.copy_(torch.linalg.pinv(m)[:1])
+        else:
+            k = float(fast.collapsed().reshape(()))
+            if k == 0:
+                raise ValueError("meta_init 'ste': the official fast-net's product is 0")
+            fast.layers[-1].weight.mul_(2.0 / k)
         linears = [m for m in slow.modules() if isinstance(m, torch.nn.Linear)]
         if not linears:
             raise ValueError("meta_init 'ste' needs a slow-net with a linear read-out")
