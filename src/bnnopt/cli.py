@@ -156,6 +156,10 @@ def cmd_summary(args) -> int:
 def cmd_demo(args) -> int:
     from bnnopt.demo import run_demo
 
+    if args.threads is None:  # the demo's MLP is tiny: one thread is fastest, even on a busy machine
+        import torch
+
+        torch.set_num_threads(1)
     run_demo(args.out, epochs=args.epochs)
     return 0
 
@@ -209,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="offline demo: binarized MLP on digits, two methods")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_demo)
 
     for hook in (_toy_commands, _export_commands):
