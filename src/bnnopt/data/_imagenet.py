@@ -28,7 +28,7 @@ import torch
 from bnnopt.data._augment import Normalizer
 from bnnopt.data._base import Augment, DataError, candidate_dirs, missing_data_error, resolve_data_root
 from bnnopt.data._download import download_hint
-from bnnopt.data._loader import as_augment, epoch_generator
+from bnnopt.data._loader import as_augment, batches_per_epoch, epoch_generator, epoch_order
 from bnnopt.registry import DATASETS
 
 __all__ = [
@@ -130,13 +130,12 @@ class ImageFolderLoader:
         return len(self.folder)
 
     def __len__(self) -> int:
-        n, b = self.num_samples, self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        return batches_per_epoch(self.num_samples, self.batch_size, self.drop_last)
 
     def plan(self, epoch: int) -> dict[str, torch.Tensor]:
         g = epoch_generator(self.seed, epoch)
         n = self.num_samples
-        plan = {"order": torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)}
+        plan = {"order": epoch_order(n, self.shuffle, g)}
         if self.augment is not None:
             plan["crop"] = torch.rand(n, 2, generator=g, dtype=torch.float64)
             plan["flips"] = (torch.randint(0, 2, (n,), generator=g).bool() if self.augment.flip

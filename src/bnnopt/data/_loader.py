@@ -43,6 +43,16 @@ def as_augment(augment: bool | Augment | None) -> Augment | None:
     raise ValueError(f"invalid augment {augment!r}; valid: True, False, None or an Augment(...)")
 
 
+def batches_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """Number of batches of ``n`` samples: floor with ``drop_last``, else ceil."""
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def epoch_order(n: int, shuffle: bool, generator: torch.Generator) -> torch.Tensor:
+    """The epoch's sample order: a permutation drawn first from ``generator``, or 0..n-1."""
+    return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+
+
 class InMemoryLoader:
     """Batches of normalised (optionally augmented) images from uint8 tensors on ``device``.
 
@@ -95,14 +105,13 @@ class InMemoryLoader:
         return int(self.x.shape[0])
 
     def __len__(self) -> int:
-        n, b = self.num_samples, self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        return batches_per_epoch(self.num_samples, self.batch_size, self.drop_last)
 
     def plan(self, epoch: int) -> dict[str, torch.Tensor]:
         """The epoch's order and augmentation parameters (CPU tensors), a pure function of (seed, epoch)."""
         g = epoch_generator(self.seed, epoch)
         n = self.num_samples
-        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = epoch_order(n, self.shuffle, g)
         plan = {"order": order}
         if self.augment is not None:
             dy, dx, flips = draw_crop_flip(n, self.augment.pad, self.augment.flip, g)
