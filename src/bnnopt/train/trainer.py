@@ -218,10 +218,10 @@ def default_run_dir(config: RunConfig) -> Path:
 def _load_init(model: nn.Module, path: str) -> dict[str, Any] | None:
     """Initialise from a bnnopt checkpoint (returned, loaded after prepare) or a plain
     float state dict such as the official FSG checkpoints (loaded now, strict)."""
-    from bnnopt.train.checkpoint import is_checkpoint
-
-    if is_checkpoint(path):
+    try:
         return load_checkpoint(path)
+    except ValueError:  # not a bnnopt checkpoint: a plain float state dict
+        pass
     from bnnopt.models import load_pretrained
 
     load_pretrained(model, path)
