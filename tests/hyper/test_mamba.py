@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import bnnopt.hyper.mamba as mamba_module
 from bnnopt.hyper.mamba import Mamba, causal_depthwise_conv
-from bnnopt.hyper.scan import selective_scan_ref
+from bnnopt.hyper.scan import selective_scan, selective_scan_ref
 
 DT = torch.float64
 
@@ -97,6 +98,23 @@ def test_many_short_sequences_float32():
     assert out.shape == (5000, 7, 1) and out.dtype == torch.float32
     torch.testing.assert_close(out[:50].double(), reference_forward(m.double(), h[:50].double()),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_scan_options_reach_selective_scan(monkeypatch):
+    """The block has no dispatch of its own: scan_method, tile_elems and
+    use_cuda_kernel go to selective_scan, which picks the kernel."""
+    seen = []
+
+    def spy(*args, **kw):
+        seen.append(kw)
+        return selective_scan(*args, **{**kw, "use_cuda_kernel": False})   # no CUDA here
+    monkeypatch.setattr(mamba_module, "selective_scan", spy)
+    m = block(scan_method="chunked", tile_elems=50, use_cuda_kernel=True)
+    h = torch.randn(2, 5, 1, dtype=DT)
+    out = m(h)
+    assert seen == [{"delta_softplus": True, "method": "chunked", "tile_elems": 50,
+                     "use_cuda_kernel": True}]
+    torch.testing.assert_close(out, reference_forward(m, h), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("kw,match", [({"d_state": 0}, "d_state"), ({"expand": 0}, "expand"),

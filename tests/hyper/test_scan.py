@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from bnnopt.hyper import scan
 from bnnopt.hyper.scan import (linear_scan, mamba_ssm_available, selective_scan,
                                selective_scan_ref)
 
@@ -169,3 +172,137 @@ def test_softplus_bias_semantics():
     torch.testing.assert_close(selective_scan(**args, delta_softplus=True),
                                selective_scan(**pre, delta_softplus=False))
     assert math.isfinite(float(selective_scan(**args, delta_softplus=True).detach().sum()))
+
+
+# ------------------------------------------------- mamba_ssm dispatch, with a fake package
+
+MAMBA_MODULES = ("mamba_ssm", "mamba_ssm.ops", "mamba_ssm.ops.selective_scan_interface")
+
+
+def install_fake_mamba_ssm(monkeypatch):
+    """Put a fake mamba_ssm package in sys.modules; returns the list its kernel records into.
+
+    Its ``selective_scan_fn`` has the signature of the real one, records the
+    arguments by name (so a swapped positional argument lands under the wrong
+    name) and returns what ``selective_scan_ref`` gives for them.
+    """
+    calls = []
+
+    def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=False, return_last_state=False):
+        args = dict(u=u, delta=delta, A=A, B=B, C=C, D=D, z=z, delta_bias=delta_bias,
+                    delta_softplus=delta_softplus, return_last_state=return_last_state)
+        result = selective_scan_ref(**args)
+        calls.append((args, result))
+        return result
+
+    pkg, ops, iface = (types.ModuleType(name) for name in MAMBA_MODULES)
+    pkg.__path__, ops.__path__ = [], []
+    pkg.ops, ops.selective_scan_interface = ops, iface
+    iface.selective_scan_fn = selective_scan_fn
+    for module in (pkg, ops, iface):
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+    return calls
+
+
+def hide_mamba_ssm(monkeypatch):
+    """Make every import of mamba_ssm fail (a None entry in sys.modules)."""
+    for name in MAMBA_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def fake_cuda(monkeypatch):
+    monkeypatch.setattr(scan, "_is_cuda", lambda u: True)
+
+
+def kernel_inputs(with_optional=True, dtype=torch.float32):
+    """Inputs as the kernel path sees them: the big tensors in ``dtype``, A, D and
+    delta_bias in float64 (the dispatch must hand them over as float32)."""
+    args = {k: None if v is None else v.detach()
+            for k, v in inputs(2, 3, 5, 4, seed=11, with_D=with_optional, with_z=with_optional,
+                               with_bias=with_optional).items()}
+    return {k: v if v is None or k in ("A", "D", "delta_bias") else v.to(dtype)
+            for k, v in args.items()}
+
+
+def test_auto_dispatch_runs_pure_pytorch_on_cpu_tensors(monkeypatch):
+    calls = install_fake_mamba_ssm(monkeypatch)
+    assert mamba_ssm_available()                  # only the device keeps the kernel out
+    args = {k: None if v is None else v.requires_grad_() for k, v in kernel_inputs().items()}
+    out = selective_scan(**args, delta_softplus=True)
+    assert calls == []
+    assert type(out.grad_fn).__name__ == "_SelectiveScanFnBackward"
+    torch.testing.assert_close(out, selective_scan_ref(**args, delta_softplus=True))
+
+
+def test_auto_dispatch_picks_kernel_for_cuda_tensors_in_kernel_dtypes(monkeypatch):
+    calls = install_fake_mamba_ssm(monkeypatch)
+    fake_cuda(monkeypatch)
+    selective_scan(**kernel_inputs(dtype=torch.float64), delta_softplus=True)
+    assert calls == []                            # float64: not a kernel dtype
+    selective_scan(**kernel_inputs(dtype=torch.float32), delta_softplus=True, use_cuda_kernel=False)
+    assert calls == []
+    out = selective_scan(**kernel_inputs(dtype=torch.float32), delta_softplus=True)
+    assert len(calls) == 1 and out is calls[0][1]
+
+
+@pytest.mark.parametrize("return_last_state", [False, True])
+@pytest.mark.parametrize("with_optional", [True, False])
+def test_kernel_gets_mamba_ssm_arguments_and_its_result_is_returned(monkeypatch, return_last_state,
+                                                                    with_optional):
+    calls = install_fake_mamba_ssm(monkeypatch)
+    fake_cuda(monkeypatch)
+    args = kernel_inputs(with_optional)
+    result = selective_scan(**args, delta_softplus=True, return_last_state=return_last_state,
+                            method="chunked", tile_elems=7, use_cuda_kernel=True)
+    assert len(calls) == 1
+    got, kernel_result = calls[0]
+    for name in ("u", "delta", "B", "C", "z"):    # handed over as they are
+        assert got[name] is args[name], name
+    for name in ("A", "D", "delta_bias"):         # as float32, as the kernel wants them
+        if args[name] is None:
+            assert got[name] is None, name
+        else:
+            assert got[name].dtype == torch.float32, name
+            assert torch.equal(got[name], args[name].float()), name
+    assert got["delta_softplus"] is True and got["return_last_state"] is return_last_state
+    assert result is kernel_result
+    want = selective_scan_ref(**args, delta_softplus=True, return_last_state=True)
+    if return_last_state:
+        out, last = result
+        torch.testing.assert_close(last, want[1])
+    else:
+        out = result
+    torch.testing.assert_close(out, want[0])
+
+
+@pytest.mark.parametrize("cuda,installed", [(False, False), (False, True), (True, False)])
+def test_required_kernel_names_what_is_missing(monkeypatch, cuda, installed):
+    calls = install_fake_mamba_ssm(monkeypatch) if installed else []
+    if not installed:
+        hide_mamba_ssm(monkeypatch)
+    if cuda:
+        fake_cuda(monkeypatch)
+    with pytest.raises(ValueError, match="use_cuda_kernel=True needs") as err:
+        selective_scan(**kernel_inputs(), use_cuda_kernel=True)
+    message = str(err.value)
+    assert ("CUDA tensors (u is on cpu)" in message) == (not cuda)
+    assert ("the mamba_ssm package" in message) == (not installed)
+    assert calls == []
+
+
+@pytest.mark.parametrize("broken", ["absent", "no kernel", "extension fails"])
+def test_mamba_ssm_available_is_false_when_the_import_fails(monkeypatch, broken):
+    install_fake_mamba_ssm(monkeypatch)
+    assert mamba_ssm_available()
+    iface = sys.modules[MAMBA_MODULES[-1]]
+    if broken == "absent":
+        hide_mamba_ssm(monkeypatch)
+    elif broken == "no kernel":
+        del iface.selective_scan_fn
+    else:                                         # not an ImportError: a broken CUDA library
+        def load_extension(name):
+            raise OSError("selective_scan_cuda.so: undefined symbol")
+        del iface.selective_scan_fn
+        iface.__getattr__ = load_extension
+    assert not mamba_ssm_available()
