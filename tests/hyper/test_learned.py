@@ -143,6 +143,8 @@ def test_bad_options_and_models():
         METHODS.get("fcgrad")(foo=1)
     with pytest.raises(ValueError, match="variant 'bad'; valid: paper, official"):
         METHODS.get("lstmfc")(variant="bad")
+    with pytest.raises(ValueError, match="impl 'fused'; valid: chunked, torch"):
+        METHODS.get("lstmfc")(impl="fused")
     with pytest.raises(ValueError, match="hidden 0"):
         METHODS.get("multifc")(hidden=0)
     with pytest.raises(ValueError, match="meta_lr -1"):

@@ -19,16 +19,20 @@ batched call (their flattened tensors concatenated).
   run for ONE time step per training iteration with every weight element as a
   batch item, followed by a linear read-out of the new hidden state. The
   hidden state (h, c), each (1, N, hidden), is carried across iterations by the
-  caller (per layer, detached).
+  caller (per layer, detached). ``impl="chunked"`` (default) evaluates the step
+  with :func:`bnnopt.hyper.lstm_step.lstm_step_fc` (same function and gradients,
+  no (N, 4H) tensors kept for backward); ``impl="torch"`` uses ``nn.LSTM`` itself.
 """
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from bnnopt.hyper.lstm_step import lstm_step_fc
 from bnnopt.registry import choice
 
 NONLINEAR = ("none", "relu", "tanh")
 INITS = ("orthogonal", "default")
+LSTM_IMPLS = ("chunked", "torch")
 
 
 class LinearStack(nn.Module):
@@ -83,18 +87,22 @@ class LSTMFCNet(nn.Module):
     """MetaQuant's LSTMFC: one LSTM step per iteration, every weight element a batch item.
 
     forward(x: (N,), state: ((1, N, H), (1, N, H)) or None) -> (out (N,), new state).
-    out = Linear(H, 1)(h_new). The caller detaches and stores the new state.
+    out = Linear(H, 1)(h_new). The caller detaches and stores the new state
+    (with ``impl="chunked"`` it comes back without gradient already).
     """
 
-    def __init__(self, hidden: int = 100):
+    def __init__(self, hidden: int = 100, impl: str = "chunked"):
         super().__init__()
         if not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"invalid hidden size {hidden!r}; must be an integer >= 1")
         self.hidden = hidden
+        self.impl = choice(impl, LSTM_IMPLS, "LSTMFC implementation")
         self.lstm = nn.LSTM(input_size=1, hidden_size=hidden, num_layers=1)
         self.fc = nn.Linear(hidden, 1)
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None):
+        if self.impl == "chunked":
+            return lstm_step_fc(x, state, self.lstm, self.fc)
         seq = x.reshape(1, -1, 1)  # (time=1, batch=N, feature=1)
         _, (h, c) = self.lstm(seq, state)
         return self.fc(h[0]).squeeze(-1), (h, c)

@@ -13,7 +13,9 @@ W̃ = W - η·c ⊙ M so that φ is trained by the task loss (see
 
 where u = (Ŵ + 1)/2 is DoReFa's pre-quantized weight in [0, 1], the form both
 official codes feed (their A(W)·0.5 + 0.5). The LSTM hidden state is kept per
-layer and detached between iterations. One Adam optimizer (lr ``meta_lr``,
+layer and detached between iterations (``impl="chunked"``, the default, evaluates
+the LSTM step in row chunks without storing (N, 4H) gates; ``impl="torch"`` runs
+``nn.LSTM``: same values and gradients up to rounding). One Adam optimizer (lr ``meta_lr``,
 1e-3 as in the official code) trains the meta-net.
 
 Variants of the look-ahead weight (the update G = c ⊙ M is the same):
@@ -32,7 +34,7 @@ import torch
 from torch import Tensor
 
 from bnnopt.hyper.learned import LearnedGradientMethod, MetaInputs, flat_cat, split_like
-from bnnopt.hyper.meta_nets import NONLINEAR, LinearStack, LSTMFCNet
+from bnnopt.hyper.meta_nets import LSTM_IMPLS, NONLINEAR, LinearStack, LSTMFCNet
 from bnnopt.registry import METHODS, choice
 
 VARIANTS = ("paper", "official")
@@ -118,10 +120,15 @@ class LSTMFC(MetaQuantMethod):
     """MetaQuant's LSTMFC: M = g ⊙ fc(LSTM(u; h)), h kept per layer, detached."""
 
     method_name = "lstmfc"
+    option_defaults = {**MetaQuantMethod.option_defaults, "impl": "chunked"}
     _hidden: list[tuple[Tensor, Tensor]] | None = None  # per layer (h, c), each (1, ξ_i, H)
 
+    def validate_options(self) -> None:
+        super().validate_options()
+        choice(self.options["impl"], LSTM_IMPLS, "lstmfc impl")
+
     def build_meta(self) -> None:
-        self.meta_modules["meta"] = LSTMFCNet(self.options["hidden"])
+        self.meta_modules["meta"] = LSTMFCNet(self.options["hidden"], impl=self.options["impl"])
         self._hidden = None
 
     def meta_gradient(self, g: Tensor, u: Tensor) -> Tensor:
