@@ -87,3 +87,27 @@ def test_bad_input_leaves_no_run_directory(tmp_path):
         Trainer(tiny_config(dataset="cifar10", data_root=str(tmp_path / "nowhere")), tmp_path / "c")
     for name in "abc":
         assert not (tmp_path / name).exists()
+
+
+def test_init_from_a_checkpoint_of_another_method(tmp_path):
+    """--init takes a bnnopt checkpoint of any method: weights carried, quantizer state free."""
+    Trainer(tiny_config(epochs=1), tmp_path / "ste").run()
+    trained, _, _ = load_model(tmp_path / "ste")
+    for method in ("ste", "laq"):
+        trainer = Trainer(tiny_config(method=method, init=str(tmp_path / "ste" / "checkpoint.pt")),
+                          tmp_path / method)
+        for key, value in trained.state_dict().items():
+            assert torch.equal(trainer.model.state_dict()[key], value), (method, key)
+
+
+def test_init_that_does_not_fit_is_refused_and_writes_nothing(tmp_path):
+    Trainer(tiny_config(epochs=1), tmp_path / "src").run()
+    ckpt = str(tmp_path / "src" / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"does not fit.*layers\.1\.weight \(32, 64\) vs \(16, 64\)"):
+        Trainer(tiny_config(init=ckpt, model_options={"hidden": 16}), tmp_path / "a")
+    # without the output BN the last Linear has a bias and there is no layers.11
+    with pytest.raises(ValueError, match=r"does not fit.*missing keys \['layers\.10\.bias'\], "
+                                         r"unexpected keys \['layers\.11\.weight'"):
+        Trainer(tiny_config(init=ckpt, model_options={"hidden": 32, "out_bn": False}),
+                tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

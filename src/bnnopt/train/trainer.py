@@ -103,7 +103,7 @@ class Trainer:
             init_ckpt = _load_init(self.model, cfg.init)
         self.quantized_layers = self.method.prepare(self.model, dict(cfg.policy))
         if init_ckpt is not None:
-            self.model.load_state_dict(init_ckpt["model"], strict=False)
+            _load_init_state(self.model, init_ckpt["model"], cfg.init)
         self.model.to(self.device)
         self.method.build(self.model, cfg.optim_config())
         self.zigzag = None
@@ -226,6 +226,28 @@ def _load_init(model: nn.Module, path: str) -> dict[str, Any] | None:
 
     load_pretrained(model, path)
     return None
+
+
+def _load_init_state(model: nn.Module, state: dict[str, Any], path: str) -> None:
+    """Load a bnnopt checkpoint's weights into the prepared ``model``.
+
+    Quantizer state (``*_quantizer.*`` keys, e.g. LAQ's alpha and codes) may be absent
+    on either side, since it depends on the method; every other key must match, so a
+    checkpoint of another architecture or width is refused instead of half-loaded.
+    """
+    own = model.state_dict()
+    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and "_quantizer." not in k and v.shape != own[k].shape]
+    if shapes:
+        raise ValueError(f"--init {path} does not fit this model: shape (checkpoint vs model) "
+                         f"of {'; '.join(shapes[:3])}{' ...' if len(shapes) > 3 else ''}")
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if "_quantizer." not in k]
+    unexpected = [k for k in result.unexpected_keys if "_quantizer." not in k]
+    if missing or unexpected:
+        raise ValueError(f"--init {path} does not fit this model: missing keys {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}, unexpected keys "
+                         f"{unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
 
 
 def _format_row(row: dict[str, Any], epochs: int) -> str:
