@@ -245,7 +245,9 @@ def main(argv=None) -> int:
     header = f"{'configuration':34s} {'s/epoch':>8s} {'x STE':>6s} {'cpu s/step':>10s} {'peak MB':>8s}"
     print(header)
     table = [("ste", {**base, "method": "ste"}), ("fcgrad", {**base, "method": "fcgrad"}),
-             ("lstmfc", {**base, "method": "lstmfc"})]
+             ("lstmfc", {**base, "method": "lstmfc"}),
+             ("lstmfc impl=torch (nn.LSTM)", {**base, "method": "lstmfc",
+                                              "options": {"impl": "torch"}})]
     for layout in ("per-weight", "flat"):
         spec = fsg_spec(base, layout, args.expand, args.history, args.d_state)
         table.append((fsg_label(layout, spec["options"]), spec))
