@@ -11,7 +11,7 @@ from bnnopt.hyper.learned import calibration
 from bnnopt.nn import QuantConfig, binarize_
 from bnnopt.registry import METHODS
 
-from .conftest import ALL_LAYERS, batches, dorefa_c, make, step, tiny_mlp, weights
+from .conftest import ALL_LAYERS, batches, dorefa_c, dorefa_pre, make, step, tiny_mlp, weights
 
 
 @pytest.mark.parametrize("name", ["fcgrad", "multifc", "lstmfc"])
@@ -184,3 +184,38 @@ def test_works_on_tiny_cnn_with_fp_first_and_last():
     losses = [step(model, method, b).loss for b in batches(3, cnn=True)]
     assert all(torch.isfinite(l) for l in losses)
     assert all(not torch.equal(a, b) for a, b in zip(before, weights(method)))
+
+
+def test_preconditioned_lookahead_divides_by_adams_denominator():
+    """lookahead="preconditioned": W̃ = W + Δ/(√v̂+ε) with Adam's v̂; G itself unchanged."""
+    plain = make("fcgrad", optim="adam", lr=0.01)
+    pre = make("fcgrad", optim="adam", lr=0.01, lookahead="preconditioned")
+    data = batches(2)
+    for model, method in (plain, pre):
+        step(model, method, data[0])  # STE step: Adam state exists from here on
+    model, method = pre
+    g = method._g
+    net = copy.deepcopy(method.meta_modules["meta"])
+    before = weights(method)
+    state = [method.optimizer.state[layer.weight] for _, layer in method.layers]
+    v_hat = [s["exp_avg_sq"].clone() / (1 - 0.999 ** float(s["step"])) for s in state]
+    for model_, method_ in (plain, pre):
+        step(model_, method_, data[1])
+    for i, (_, layer) in enumerate(method.layers):
+        m, _ = _hand_metaquant("fcgrad", net, g[i], torch.zeros_like(g[i]))  # FC(g): no Ŵ
+        delta = -0.01 * dorefa_c(before[i]) * m
+        lookahead = before[i] + delta / (v_hat[i].sqrt() + 1e-8)
+        assert torch.allclose(method._w_hat[i], dorefa_pre(lookahead), atol=1e-12)
+        assert not torch.allclose(plain[1]._w_hat[i], method._w_hat[i])
+        assert torch.equal(layer.weight.grad, plain[1].layers[i][1].weight.grad)  # same G
+
+
+def test_preconditioned_lookahead_is_plain_under_sgd():
+    runs = [make("fsg", lookahead=mode) for mode in ("plain", "preconditioned")]
+    for batch in batches(3):
+        for model, method in runs:
+            step(model, method, batch)
+    for a, b in zip(weights(runs[0][1]), weights(runs[1][1])):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="lookahead 'adam'; valid: plain, preconditioned"):
+        METHODS.get("fsg")(lookahead="adam")

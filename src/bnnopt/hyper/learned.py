@@ -25,6 +25,16 @@ generated gradients; every other parameter (BatchNorm, biases, full-precision
 layers) keeps its autograd gradient, evaluated at the look-ahead point. The
 step works for every QConv2d / QLinear of any model (``bnnopt.nn.quantized_layers``).
 
+Option ``lookahead`` (common to the family; not in either paper):
+
+* ``"plain"`` (default, both papers): W̃ = W + Δ as above. Δ models an SGD step,
+  -η·G, whatever the base optimizer.
+* ``"preconditioned"``: W̃ = W + Δ ⊘ (√v̂ + ε), with v̂ = Adam's bias-corrected
+  second moment of W from the steps so far (detached) and Adam's ε: the
+  look-ahead then has the per-weight size of the step Adam will take (~η per
+  weight) instead of η·|G|, so the meta-nets are trained for the update that is
+  really applied. With SGD / SGD-M (no second moment) it equals "plain".
+
 Subclasses implement :meth:`build_meta` (create meta-nets and their optimizers)
 and :meth:`generate`; optionally :meth:`record` (e.g. push g into a history) and
 :meth:`extra_state` / :meth:`load_extra_state`.
@@ -38,14 +48,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bnnopt.registry import choice
 from bnnopt.train.method import Method, OptimConfig, StepOutput
 
 POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer", "act_bits",
                "act_estimator")
 COMMON_DEFAULTS: dict[str, Any] = {
     "quantizer": "dorefa", "bits": 1, "estimator": "ste", "estimator_options": {},
-    "quantizer_options": {}, "meta_seed": None,
+    "quantizer_options": {}, "meta_seed": None, "lookahead": "plain",
 }
+LOOKAHEADS = ("plain", "preconditioned")
 
 
 def calibration(quantizer: nn.Module, weight: Tensor) -> Tensor:
@@ -135,6 +147,7 @@ class LearnedGradientMethod(Method):
         seed = self.options["meta_seed"]
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ValueError(f"invalid meta_seed {seed!r}; must be an integer or None")
+        choice(self.options["lookahead"], LOOKAHEADS, f"{self.method_name} lookahead")
 
     def _positive(self, key: str, integer: bool = False) -> None:
         value = self.options[key]
@@ -214,6 +227,9 @@ class LearnedGradientMethod(Method):
             c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
             lr = float(self.optimizer.param_groups[0]["lr"])
             deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
+            if self.options["lookahead"] == "preconditioned":
+                deltas = [d / self._adam_denominator(layer.weight, d)
+                          for layer, d in zip(layers, deltas)]
             for layer, delta in zip(layers, deltas):
                 layer.delta = delta
         try:
@@ -246,6 +262,18 @@ class LearnedGradientMethod(Method):
             self._prev_step = [b - layer.weight.detach() for b, layer in zip(before, layers)]
         self.steps += 1
         return StepOutput(loss.detach(), logits.detach(), {"meta_step": float(meta)})
+
+    def _adam_denominator(self, weight: Tensor, delta: Tensor) -> Tensor | float:
+        """√v̂ + ε of the base optimizer's Adam state for ``weight``; 1 without such state."""
+        state = self.optimizer.state.get(weight, {})
+        if "exp_avg_sq" not in state:
+            return 1.0
+        group = next(g for g in self.optimizer.param_groups
+                     if any(p is weight for p in g["params"]))
+        beta2, eps = group["betas"][1], group["eps"]
+        correction = 1.0 - beta2 ** float(state["step"])
+        v_hat = state["exp_avg_sq"].detach() / correction
+        return v_hat.sqrt().reshape(delta.shape).to(delta.dtype) + eps
 
     # -- checkpoints -----------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
