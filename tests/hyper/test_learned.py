@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from bnnopt.hyper.learned import calibration
 from bnnopt.nn import QuantConfig, binarize_
 from bnnopt.registry import METHODS
+from bnnopt.train.method import OptimConfig
 
 from .conftest import ALL_LAYERS, batches, dorefa_c, dorefa_pre, make, step, tiny_mlp, weights
 
@@ -186,36 +187,36 @@ def test_works_on_tiny_cnn_with_fp_first_and_last():
     assert all(not torch.equal(a, b) for a, b in zip(before, weights(method)))
 
 
-def test_preconditioned_lookahead_divides_by_adams_denominator():
-    """lookahead="preconditioned": W̃ = W + Δ/(√v̂+ε) with Adam's v̂; G itself unchanged."""
-    plain = make("fcgrad", optim="adam", lr=0.01)
-    pre = make("fcgrad", optim="adam", lr=0.01, lookahead="preconditioned")
-    data = batches(2)
-    for model, method in (plain, pre):
-        step(model, method, data[0])  # STE step: Adam state exists from here on
-    model, method = pre
-    g = method._g
-    net = copy.deepcopy(method.meta_modules["meta"])
-    before = weights(method)
-    state = [method.optimizer.state[layer.weight] for _, layer in method.layers]
-    v_hat = [s["exp_avg_sq"].clone() / (1 - 0.999 ** float(s["step"])) for s in state]
-    for model_, method_ in (plain, pre):
-        step(model_, method_, data[1])
-    for i, (_, layer) in enumerate(method.layers):
-        m, _ = _hand_metaquant("fcgrad", net, g[i], torch.zeros_like(g[i]))  # FC(g): no Ŵ
-        delta = -0.01 * dorefa_c(before[i]) * m
-        lookahead = before[i] + delta / (v_hat[i].sqrt() + 1e-8)
-        assert torch.allclose(method._w_hat[i], dorefa_pre(lookahead), atol=1e-12)
-        assert not torch.allclose(plain[1]._w_hat[i], method._w_hat[i])
-        assert torch.equal(layer.weight.grad, plain[1].layers[i][1].weight.grad)  # same G
+@pytest.mark.parametrize("name", ["fcgrad", "fsg"])
+@pytest.mark.parametrize("optim, wd", [("adam", 0.0), ("adam", 1e-2), ("sgdm", 0.0),
+                                       ("sgdm", 1e-2), ("sgd", 1e-2)])
+def test_optimizer_lookahead_is_the_weight_the_optimizer_produces(name, optim, wd):
+    """lookahead="optimizer": the forward of step t runs at W_{t+1} (Δ = -η·G variants)."""
+    torch.manual_seed(0)
+    model = tiny_mlp().double()
+    method = METHODS.get(name)(lookahead="optimizer")
+    method.prepare(model, dict(ALL_LAYERS))
+    method.build(model, OptimConfig(name=optim, lr=0.01, weight_decay=wd))
+    plain_model, plain = make(name, optim=optim, lr=0.01)
+    for t, batch in enumerate(batches(4)):
+        step(model, method, batch)
+        if t == 0:
+            continue
+        for w_hat, w_next in zip(method._w_hat, weights(method)):  # Ŵ_t = A(W̃_t)
+            assert torch.allclose(w_hat, dorefa_pre(w_next), atol=1e-10), (t, optim)
+    step(plain_model, plain, batches(1)[0])
+    step(plain_model, plain, batches(2)[1])
+    if optim != "sgd":  # the plain look-ahead is not the applied update
+        assert not all(torch.allclose(a, dorefa_pre(b), atol=1e-10)
+                       for a, b in zip(plain._w_hat, weights(plain)))
 
 
-def test_preconditioned_lookahead_is_plain_under_sgd():
-    runs = [make("fsg", lookahead=mode) for mode in ("plain", "preconditioned")]
+def test_optimizer_lookahead_is_plain_under_sgd_without_decay():
+    runs = [make("fsg", lookahead=mode) for mode in ("plain", "optimizer")]
     for batch in batches(3):
         for model, method in runs:
             step(model, method, batch)
     for a, b in zip(weights(runs[0][1]), weights(runs[1][1])):
-        assert torch.equal(a, b)
-    with pytest.raises(ValueError, match="lookahead 'adam'; valid: plain, preconditioned"):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match="lookahead 'adam'; valid: plain, optimizer"):
         METHODS.get("fsg")(lookahead="adam")

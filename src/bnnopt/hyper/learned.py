@@ -27,13 +27,17 @@ step works for every QConv2d / QLinear of any model (``bnnopt.nn.quantized_layer
 
 Option ``lookahead`` (common to the family; not in either paper):
 
-* ``"plain"`` (default, both papers): W̃ = W + Δ as above. Δ models an SGD step,
-  -η·G, whatever the base optimizer.
-* ``"preconditioned"``: W̃ = W + Δ ⊘ (√v̂ + ε), with v̂ = Adam's bias-corrected
-  second moment of W from the steps so far (detached) and Adam's ε: the
-  look-ahead then has the per-weight size of the step Adam will take (~η per
-  weight) instead of η·|G|, so the meta-nets are trained for the update that is
-  really applied. With SGD / SGD-M (no second moment) it equals "plain".
+* ``"plain"`` (default, both papers): W̃ = W + Δ as above. Δ models a plain SGD
+  step, -η·G, whatever the base optimizer.
+* ``"optimizer"``: W̃ = W + U(-Δ/η), where U(G) is the update the base optimizer
+  will make from gradient G given its current state, written differentiably in G:
+  SGD -η·G; SGD-M -η·(μ·b + G) (b its momentum buffer, weight decay added to G);
+  Adam -η·m̂/(√v̂ + ε) with m = β₁m + (1-β₁)G and v = β₂v + (1-β₂)G² (the v
+  term detached, bias corrections at the coming step). When Δ = -η·G (the paper
+  variants) the forward runs exactly at the weight the optimizer is about to
+  produce, so the meta-nets are trained for the update really applied; with
+  Adam that update is ~η per weight instead of η·|G|. Same as "plain" for plain
+  SGD without weight decay.
 
 Subclasses implement :meth:`build_meta` (create meta-nets and their optimizers)
 and :meth:`generate`; optionally :meth:`record` (e.g. push g into a history) and
@@ -57,7 +61,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "quantizer": "dorefa", "bits": 1, "estimator": "ste", "estimator_options": {},
     "quantizer_options": {}, "meta_seed": None, "lookahead": "plain",
 }
-LOOKAHEADS = ("plain", "preconditioned")
+LOOKAHEADS = ("plain", "optimizer")
 
 
 def calibration(quantizer: nn.Module, weight: Tensor) -> Tensor:
@@ -227,8 +231,8 @@ class LearnedGradientMethod(Method):
             c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
             lr = float(self.optimizer.param_groups[0]["lr"])
             deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
-            if self.options["lookahead"] == "preconditioned":
-                deltas = [d / self._adam_denominator(layer.weight, d)
+            if self.options["lookahead"] == "optimizer" and lr > 0:
+                deltas = [self._optimizer_update(layer.weight, -d / lr, lr)
                           for layer, d in zip(layers, deltas)]
             for layer, delta in zip(layers, deltas):
                 layer.delta = delta
@@ -263,17 +267,34 @@ class LearnedGradientMethod(Method):
         self.steps += 1
         return StepOutput(loss.detach(), logits.detach(), {"meta_step": float(meta)})
 
-    def _adam_denominator(self, weight: Tensor, delta: Tensor) -> Tensor | float:
-        """√v̂ + ε of the base optimizer's Adam state for ``weight``; 1 without such state."""
-        state = self.optimizer.state.get(weight, {})
-        if "exp_avg_sq" not in state:
-            return 1.0
-        group = next(g for g in self.optimizer.param_groups
-                     if any(p is weight for p in g["params"]))
-        beta2, eps = group["betas"][1], group["eps"]
-        correction = 1.0 - beta2 ** float(state["step"])
-        v_hat = state["exp_avg_sq"].detach() / correction
-        return v_hat.sqrt().reshape(delta.shape).to(delta.dtype) + eps
+    def _optimizer_update(self, weight: Tensor, grad: Tensor, lr: float) -> Tensor:
+        """The base optimizer's coming update of ``weight`` from ``grad``, differentiable in it.
+
+        torch.optim.Adam (not amsgrad) and torch.optim.SGD are modelled; any other
+        optimizer gets the plain SGD step -lr·grad.
+        """
+        opt = self.optimizer
+        group = next(g for g in opt.param_groups if any(p is weight for p in g["params"]))
+        state = opt.state.get(weight, {})
+        w = weight.detach().reshape(grad.shape)
+        if group.get("weight_decay", 0):
+            grad = grad + group["weight_decay"] * w
+        if isinstance(opt, torch.optim.Adam) and not group.get("amsgrad", False):
+            beta1, beta2 = group["betas"]
+            step = float(state["step"]) + 1 if "step" in state else 1.0
+            m = state.get("exp_avg")
+            v = state.get("exp_avg_sq")
+            m = (1 - beta1) * grad if m is None else beta1 * m.reshape(grad.shape) + (1 - beta1) * grad
+            g2 = grad.detach().square()
+            v = (1 - beta2) * g2 if v is None else beta2 * v.reshape(grad.shape) + (1 - beta2) * g2
+            denom = (v / (1 - beta2 ** step)).sqrt() + group["eps"]
+            return -lr * (m / (1 - beta1 ** step)) / denom
+        if isinstance(opt, torch.optim.SGD) and group.get("momentum", 0):
+            mu, damp = group["momentum"], group.get("dampening", 0)
+            buf = state.get("momentum_buffer")
+            buf = grad if buf is None else mu * buf.reshape(grad.shape) + (1 - damp) * grad
+            return -lr * (grad + mu * buf if group.get("nesterov", False) else buf)
+        return -lr * grad
 
     # -- checkpoints -----------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
