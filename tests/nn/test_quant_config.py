@@ -59,3 +59,8 @@ def test_binarize_validates_before_touching_the_model():
     with pytest.raises(ValueError, match="'foo'"):
         binarize_(model, QuantConfig(weight_quantizer="foo"))
     assert all(type(m) is nn.Linear for m in model)
+
+
+def test_act_quantizer_none_string_means_float_activations():
+    cfg = QuantConfig(act_quantizer="none").validate()
+    assert cfg.act_quantizer is None and cfg.effective_act_bits is None

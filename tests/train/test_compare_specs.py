@@ -11,6 +11,20 @@ def test_method_spec_parsing():
         parse_method_spec("fsg:beta")
 
 
+def test_none_is_a_string_choice_and_null_is_none():
+    """normalize=none must reach FSG as "none", not as None (= "let the preset choose")."""
+    from bnnopt.registry import METHODS
+    from bnnopt.train.config import RunConfig
+
+    name, options = parse_method_spec("fsg:normalize=none:meta_init=paper:meta_seed=null")
+    assert options == {"normalize": "none", "meta_init": "paper", "meta_seed": None}
+    assert METHODS.get(name)(**options).options["normalize"] == "none"
+    assert METHODS.get("fsg")().options["normalize"] == "rms"  # the preset's choice
+    cfg = RunConfig(model="mlp", dataset="digits").set("method_options.normalize=none")
+    assert cfg.method_options == {"normalize": "none"}
+    assert cfg.set("init=none").init is None and cfg.set("init=null").init is None
+
+
 def test_arms_cross_optimizers_and_sweep():
     arms = build_arms(["ste", "fsg"], ["sgd", "adam"], "method_options.beta=0.1,0.3")
     assert len(arms) == 8

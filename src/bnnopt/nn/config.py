@@ -82,6 +82,8 @@ class QuantConfig:
             if not isinstance(getattr(self, key), dict):
                 raise ValueError(f"invalid {key} {getattr(self, key)!r}; must be a dict")
         self.make_weight_quantizer()
+        if isinstance(self.act_quantizer, str) and self.act_quantizer.lower() == "none":
+            self.act_quantizer = None  # the command line's act_quantizer=none
         if self.act_quantizer is not None:
             lookup(ACT_QUANTIZERS, self.act_quantizer)
             lookup(ESTIMATORS, self.act_estimator)

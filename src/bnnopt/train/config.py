@@ -154,11 +154,19 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def _parse_literal(raw: str) -> Any:
+    """Command-line value -> Python: true/false, null, numbers, lists; else the string.
+
+    ``none`` stays the string "none" (a real choice of several options, e.g. FSG's
+    ``normalize`` or MetaQuant's ``nonlinear``); ``null`` is None. A top-level
+    config key that may be None also takes ``none`` (see :func:`_coerce`).
+    """
     lowered = raw.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    if lowered in ("none", "null"):
+    if lowered == "null":
         return None
+    if lowered == "none":
+        return raw
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -168,6 +176,8 @@ def _parse_literal(raw: str) -> Any:
 def _coerce(key: str, value: Any, current: Any, f: dataclasses.Field) -> Any:
     """Check a scalar override against the field's type; ints may become floats."""
     annotation = str(f.type)
+    if isinstance(value, str) and value.lower() == "none" and "None" in annotation:
+        value = None
     if value is None:
         if "None" in annotation:
             return None
