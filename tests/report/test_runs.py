@@ -1,0 +1,34 @@
+"""bnnopt report over run directories: one row per setting, never across settings."""
+import json
+
+from bnnopt.report.runs import report_runs, run_label
+
+
+def _fake_run(path, seed, lr=1e-3, epochs=8, acc=80.0):
+    path.mkdir(parents=True)
+    config = {"method": "ste", "method_options": {}, "model": "resnet20", "dataset": "cifar10",
+              "seed": seed, "epochs": epochs, "optim": {"name": "sgd", "lr": lr, "momentum": 0.9}}
+    summary = {"final_test_acc": acc + seed, "best_test_acc": acc + seed,
+               "final_train_loss": 0.5, "seconds_per_epoch": 1.0}
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def test_rows_split_by_learning_rate_and_by_any_other_differing_setting(tmp_path):
+    runs = [_fake_run(tmp_path / f"a{s}", s, lr=0.05) for s in (0, 1)]
+    runs += [_fake_run(tmp_path / f"b{s}", s, lr=0.1) for s in (0, 1)]
+    text = report_runs(runs)
+    assert "| ste[sgd:lr=0.05] | 2 | 80.50 ± 0.71 |" in text
+    assert "| ste[sgd:lr=0.1] | 2 | 80.50 ± 0.71 |" in text
+    runs.append(_fake_run(tmp_path / "c0", 0, lr=0.1, epochs=2, acc=50.0))
+    text = report_runs(runs)
+    assert "| ste[sgd:lr=0.1] epochs=8 | 2 |" in text
+    assert "| ste[sgd:lr=0.1] epochs=2 | 1 | 50.00" in text
+
+
+def test_label_spells_method_options_and_other_optimizer_settings():
+    config = {"method": "fsg", "method_options": {"beta": 0.5, "layout": "flat"},
+              "optim": {"name": "sgdm", "lr": 0.05, "momentum": 0.8}}
+    assert run_label(config) == "fsg:beta=0.5:layout=flat[sgdm:lr=0.05]"
+    assert run_label(config, ("optim",)) == "fsg:beta=0.5:layout=flat[sgdm:lr=0.05] optim=momentum=0.8"
