@@ -32,7 +32,7 @@ def test_train_eval_report(tmp_path, capsys):
     assert result["test_acc"] == pytest.approx(summary["final_test_acc"])
     assert result["images"] == 128
     code, out, _ = run(capsys, "report", str(tmp_path / "r"))
-    assert code == 0 and "| ste[adam] | 1 |" in out
+    assert code == 0 and "| ste[adam:lr=0.001] | 1 |" in out
 
 
 def test_compare_writes_table_and_plot(tmp_path, capsys):

@@ -131,7 +131,8 @@ class FSG(LearnedGradientMethod):
     hidden (fast-net width, 100); expand, d_state, d_conv (Mamba); normalize
     "none"|"rms"; meta_init "paper"|"ste"; fast_lr (None: 1e-3 / 1e-2), slow_lr (1e-3);
     slow_net_options (extra keyword arguments of the slow-net constructor, e.g.
-    {hidden = 20} for the LSTM); plus the common quantizer / bits / estimator options.
+    {hidden = 20} for the LSTM); plus the common quantizer / bits / estimator / lookahead
+    options (:mod:`bnnopt.hyper.learned`).
     """
 
     method_name = "fsg"

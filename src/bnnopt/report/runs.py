@@ -1,7 +1,9 @@
 """``bnnopt report RUN_DIR...``: one table over finished (or interrupted) runs.
 
-Runs that share a method, its options and the base optimizer are one row (mean
-+- std over their seeds). Zig-zag statistics (BLAQ Table 1: sign/level flips and
+Runs that share a method, its options, the base optimizer and its learning rate
+are one row (mean +- std over their seeds); any other setting that differs
+between the runs given (epochs, model, data limits, optimizer settings, ...) is
+added to the row's label, so runs of different settings are never averaged. Zig-zag statistics (BLAQ Table 1: sign/level flips and
 maximum oscillation amplitude of tracked weights) appear when the runs recorded
 them (``--zigzag N``).
 """
@@ -15,10 +17,36 @@ from bnnopt.report.tables import aggregate, markdown_table
 from bnnopt.train.io import read_jsonl, write_text
 
 
-def run_label(config: dict[str, Any]) -> str:
+# Config keys that never separate rows: the seed and where a run's files live.
+NOT_SETTINGS = ("seed", "method", "method_options", "out", "progress", "data_root")
+
+
+def run_label(config: dict[str, Any], vary: tuple[str, ...] = ()) -> str:
+    """``method:opt=v[optimizer:lr=η]`` plus `` key=value`` for each key in ``vary``."""
     options = ":".join(f"{k}={v}" for k, v in sorted(config.get("method_options", {}).items()))
     label = config["method"] + (f":{options}" if options else "")
-    return f"{label}[{config.get('optim', {}).get('name', '?')}]"
+    optim = config.get("optim", {})
+    lr = f":lr={optim['lr']:g}" if isinstance(optim.get("lr"), (int, float)) else ""
+    label += f"[{optim.get('name', '?')}{lr}]"
+    for key in vary:
+        value = config.get(key)
+        if key == "optim" and isinstance(value, dict):
+            value = ",".join(f"{k}={v}" for k, v in sorted(value.items())
+                             if k not in ("name", "lr"))
+        label += f" {key}={value}"
+    return label
+
+
+def varying_settings(configs: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The config keys (besides seed, method and paths) whose values differ across runs."""
+    def value(config: dict[str, Any], key: str) -> str:
+        v = config.get(key)
+        if key == "optim" and isinstance(v, dict):  # name and lr are in every label already
+            v = {k: x for k, x in v.items() if k not in ("name", "lr")}
+        return json.dumps(v, sort_keys=True, default=str)
+
+    keys = sorted({k for c in configs for k in c} - set(NOT_SETTINGS))
+    return tuple(k for k in keys if len({value(c, k) for c in configs}) > 1)
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -38,11 +66,15 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         summary = summarize(read_jsonl(run_dir / "metrics.jsonl"), RunConfig.from_dict(config))
         summary["unfinished"] = True
     summary["label"] = run_label(config)
+    summary["config"] = config
     return summary
 
 
 def report_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> str:
     runs = [load_run(d) for d in run_dirs]
+    vary = varying_settings([r["config"] for r in runs])
+    for r in runs:
+        r["label"] = run_label(r["config"], vary)
     text = markdown_table(aggregate(runs))
     zig = [(r["label"], _flat(r["zigzag"].get("last_k", r["zigzag"])))
            for r in runs if r.get("zigzag")]
