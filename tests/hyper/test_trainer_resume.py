@@ -7,10 +7,6 @@ import torch
 from bnnopt.train import RunConfig, Trainer
 
 
-class Kill(Exception):
-    """Stands for the process dying right after an epoch's checkpoint was written."""
-
-
 def _config(method: str, options: dict) -> RunConfig:
     return RunConfig(model="mlp", dataset="digits", method=method, method_options=options,
                      epochs=3, batch_size=128, model_options={"hidden": 16}, schedule="cosine",
@@ -23,17 +19,8 @@ def _config(method: str, options: dict) -> RunConfig:
     ("fsg", {"history": 3}), ("fsg", {"layout": "flat", "variant": "official", "history": 2}),
     ("lstmfc", {"hidden": 8}), ("fcgrad", {"variant": "official"}),
 ])
-def test_resume_after_kill_is_bit_exact(tmp_path, method, options):
-    full = Trainer(_config(method, options), tmp_path / "full")
-    full.run()
-
-    def kill(trainer, row):
-        if row["epoch"] == 1:
-            raise Kill
-
-    killed = Trainer(_config(method, options), tmp_path / "resumed", callbacks=[kill])
-    with pytest.raises(Kill):
-        killed.run()
+def test_resume_after_kill_is_bit_exact(tmp_path, method, options, full_and_killed):
+    full, _ = full_and_killed(_config(method, options), tmp_path / "full", tmp_path / "resumed")
     resumed = Trainer.resume(tmp_path / "resumed")
     resumed.run()
     a, b = full.model.state_dict(), resumed.model.state_dict()

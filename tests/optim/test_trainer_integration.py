@@ -10,10 +10,6 @@ from bnnopt.train import RunConfig, Trainer
 from bnnopt.train.checkpoint import load_model
 
 
-class Kill(Exception):
-    pass
-
-
 def _config(method, options):
     return RunConfig(model="mlp", dataset="digits", method=method, method_options=options,
                      epochs=2, batch_size=128, model_options={"hidden": 32},
@@ -21,19 +17,10 @@ def _config(method, options):
                      device="cpu", train_limit=256, test_limit=64, zigzag=64)
 
 
-def _kill_after_first(trainer, row):
-    if row["epoch"] == 1:
-        raise Kill
-
-
 @pytest.mark.parametrize("method,options", [("blaq", {"bits": 1}), ("laq", {"bits": 2})])
-def test_resume_is_exact_and_zigzag_is_recorded(tmp_path, method, options):
-    full = Trainer(_config(method, options), tmp_path / "full")
-    summary = full.run()
+def test_resume_is_exact_and_zigzag_is_recorded(tmp_path, method, options, full_and_killed):
+    full, summary = full_and_killed(_config(method, options), tmp_path / "full", tmp_path / "cut")
     assert summary["zigzag"]["last_k"]["tracked"] == 64
-    killed = Trainer(_config(method, options), tmp_path / "cut", callbacks=[_kill_after_first])
-    with pytest.raises(Kill):
-        killed.run()
     resumed = Trainer.resume(tmp_path / "cut")
     resumed.run()
     a, b = full.model.state_dict(), resumed.model.state_dict()

@@ -16,30 +16,12 @@ def tiny_config(**changes) -> RunConfig:
     return cfg.update(changes)
 
 
-class Kill(Exception):
-    """Stands for the process dying right after an epoch's checkpoint was written."""
-
-
-def kill_after(epoch):
-    def callback(trainer, row):
-        if row["epoch"] == epoch:
-            raise Kill
-    return callback
-
-
 @pytest.mark.parametrize("method, options", [
     ("ste", {}), ("irnet", {}), ("fp", {}),
 ])
-def test_resume_after_kill_is_bit_exact(tmp_path, method, options):
+def test_resume_after_kill_is_bit_exact(tmp_path, method, options, full_and_killed):
     cfg = tiny_config(method=method, method_options=options, optim={"name": "sgdm", "lr": 0.05})
-    full = Trainer(cfg, tmp_path / "full")
-    full.run()
-
-    killed = Trainer(tiny_config(method=method, method_options=options,
-                                 optim={"name": "sgdm", "lr": 0.05}),
-                     tmp_path / "resumed", callbacks=[kill_after(1)])
-    with pytest.raises(Kill):
-        killed.run()
+    full, _ = full_and_killed(cfg, tmp_path / "full", tmp_path / "resumed")
     assert load_checkpoint(tmp_path / "resumed")["epoch"] == 0
     assert not (tmp_path / "resumed" / "summary.json").exists()
 
