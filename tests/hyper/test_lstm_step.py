@@ -13,8 +13,7 @@ def _reference(x, state, lstm, fc):
 
 @pytest.mark.parametrize("with_state", [False, True])
 @pytest.mark.parametrize("chunk_elems", [4 * 5 * 3, 4 * 5 * 64, 1 << 18])  # 3 rows, 64 rows, all
-@pytest.mark.parametrize("keep_gates", [False, True])
-def test_matches_nn_lstm_in_values_and_gradients(with_state, chunk_elems, keep_gates):
+def test_matches_nn_lstm_in_values_and_gradients(with_state, chunk_elems):
     torch.manual_seed(0)
     N, H = 101, 5  # 101 rows: the last chunk is ragged
     lstm = torch.nn.LSTM(1, H).double()
@@ -27,7 +26,7 @@ def test_matches_nn_lstm_in_values_and_gradients(with_state, chunk_elems, keep_g
     weight = torch.randn(N, dtype=torch.float64)
     inputs = [x, *(state or ()), *lstm.parameters(), *fc.parameters()]
 
-    out, (h, c) = lstm_step_fc(x, state, lstm, fc, chunk_elems, keep_gates)
+    out, (h, c) = lstm_step_fc(x, state, lstm, fc, chunk_elems)
     ref_out, (ref_h, ref_c) = _reference(x, state, lstm, fc)
     torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
     torch.testing.assert_close(h, ref_h, rtol=0, atol=1e-12)

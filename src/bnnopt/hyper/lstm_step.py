@@ -56,30 +56,27 @@ def _gates(x, h0, c0, w_ih, w_hh, bias):
 
 class _LSTMStepFC(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, chunk_elems, keep_gates):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_fc, b_fc, chunk_elems):
         N, H = x.shape[0], w_hh.shape[1]
         bias = b_ih + b_hh
         h = x.new_empty(N, H)
         c = x.new_empty(N, H)
         out = x.new_empty(N)
-        gates = x.new_empty(N, 4 * H) if keep_gates else None
         rows = _rows_per_chunk(H, chunk_elems)
         for s in range(0, N, rows):
             e = min(N, s + rows)
-            a, (_, _, _, o), cc = _gates(x[s:e], h0[s:e], c0[s:e], w_ih, w_hh, bias)
-            if gates is not None:
-                gates[s:e] = a
+            _, (_, _, _, o), cc = _gates(x[s:e], h0[s:e], c0[s:e], w_ih, w_hh, bias)
             c[s:e] = cc
             hh = torch.mul(o, cc.tanh(), out=h[s:e])
             torch.addmv(b_fc, hh, w_fc[0], out=out[s:e])
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_fc, gates)
+        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_fc)
         ctx.rows = rows
         ctx.mark_non_differentiable(h, c)
         return out, h, c
 
     @staticmethod
     def backward(ctx, dout, _dh, _dc):
-        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_fc, gates = ctx.saved_tensors
+        x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_fc = ctx.saved_tensors
         need = ctx.needs_input_grad
         N, H = x.shape[0], w_hh.shape[1]
         bias = b_ih + b_hh
@@ -93,12 +90,7 @@ class _LSTMStepFC(torch.autograd.Function):
         for s in range(0, N, ctx.rows):
             e = min(N, s + ctx.rows)
             d = dout[s:e]
-            if gates is None:
-                a, (i, f, g, o), c = _gates(x[s:e], h0[s:e], c0[s:e], w_ih, w_hh, bias)
-            else:
-                a = gates[s:e]
-                i, f, g, o = a.split(H, dim=1)
-                c = torch.addcmul(i * g, f, c0[s:e])
+            a, (i, f, g, o), c = _gates(x[s:e], h0[s:e], c0[s:e], w_ih, w_hh, bias)
             tc = c.tanh()
             dh = d.unsqueeze(1) * w_fc           # (rows, H)
             dw_fc.addmm_(d.unsqueeze(0), o * tc)  # δᵀ h
@@ -122,12 +114,11 @@ class _LSTMStepFC(torch.autograd.Function):
         db_hh = db.clone() if need[6] else None
         return (dx, dh0, dc0, dw_ih if need[3] else None, dW_hh if need[4] else None,
                 db_ih, db_hh, dw_fc if need[7] else None, dout.sum().reshape(1) if need[8] else None,
-                None, None)
+                None)
 
 
 def lstm_step_fc(x: Tensor, state: tuple[Tensor, Tensor] | None, lstm: torch.nn.LSTM,
-                 fc: torch.nn.Linear, chunk_elems: int = DEFAULT_CHUNK_ELEMS,
-                 keep_gates: bool = False):
+                 fc: torch.nn.Linear, chunk_elems: int = DEFAULT_CHUNK_ELEMS):
     """One step of ``lstm`` (1 layer, input size 1) then ``fc`` (H -> 1), chunked.
 
     x (N,); state ((1, N, H), (1, N, H)) or None for zeros. Returns
@@ -146,5 +137,5 @@ def lstm_step_fc(x: Tensor, state: tuple[Tensor, Tensor] | None, lstm: torch.nn.
         h0, c0 = (s.reshape(N, H) for s in state)
     out, h, c = _LSTMStepFC.apply(x.reshape(N), h0, c0, lstm.weight_ih_l0, lstm.weight_hh_l0,
                                   lstm.bias_ih_l0, lstm.bias_hh_l0, fc.weight, fc.bias,
-                                  chunk_elems, keep_gates)
+                                  chunk_elems)
     return out, (h.unsqueeze(0), c.unsqueeze(0))
