@@ -24,7 +24,7 @@ FLAG_KEYS = {  # argparse dest -> RunConfig key (scalars)
     "model": "model", "dataset": "dataset", "method": "method", "data_root": "data_root",
     "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "device": "device",
     "init": "init", "schedule": "schedule", "zigzag": "zigzag",
-    "train_limit": "train_limit", "test_limit": "test_limit",
+    "train_limit": "train_limit", "test_limit": "test_limit", "val_fraction": "val_fraction",
 }
 
 
@@ -49,6 +49,9 @@ def _add_run_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None
     p.add_argument("--zigzag", type=int, help="track N weights for oscillation statistics")
     p.add_argument("--train-limit", dest="train_limit", type=int)
     p.add_argument("--test-limit", dest="test_limit", type=int)
+    p.add_argument("--val-fraction", dest="val_fraction", type=float,
+                   help="hold this fraction of the training set out for validation, chosen by "
+                        "the seed; every choice uses it (train: default 0; compare: 0.1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set method_options.beta=0.5")
     p.add_argument("--progress", action="store_true", help="show a tqdm progress bar")

@@ -93,3 +93,32 @@ def test_init_that_does_not_fit_is_refused_and_writes_nothing(tmp_path):
         Trainer(tiny_config(init=ckpt, model_options={"hidden": 32, "out_bn": False}),
                 tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_validation_split_rows_and_choices(tmp_path):
+    """val_fraction: disjoint held-out images, evaluated each epoch; best_epoch is chosen on them."""
+    from bnnopt.train.data_setup import load_run_loaders
+
+    cfg = tiny_config(epochs=2, val_fraction=0.25)
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert trainer.data_info["val_images"] == 128 and trainer.data_info["train_images"] == 384
+    summary = trainer.run()
+    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all({"val_loss", "val_acc"} <= set(r) for r in rows)
+    chosen = max(rows, key=lambda r: r["val_acc"])
+    assert summary["best_epoch"] == chosen["epoch"]
+    assert summary["selected_test_acc"] == chosen["test_acc"]
+    assert summary["final_val_acc"] == rows[-1]["val_acc"]
+    # the held-out images are not among the training images (digits: compare pixels)
+    train, val, _, _ = load_run_loaders("digits", batch_size=128, augment=False, seed=0,
+                                        train_limit=512, val_fraction=0.25)
+    tx = torch.cat([x for x, _ in train.eval()]).flatten(1)
+    vx = torch.cat([x for x, _ in val.epoch(0)]).flatten(1)
+    assert tx.shape[0] + vx.shape[0] == 512
+    train_rows = {tuple(r.tolist()) for r in tx}
+    assert sum(tuple(r.tolist()) in train_rows for r in vx) <= 2  # the digits set repeats a few images
+
+
+def test_bad_val_fraction():
+    with pytest.raises(ValueError, match="invalid val_fraction 1.0"):
+        tiny_config(val_fraction=1.0).validate()

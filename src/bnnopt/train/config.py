@@ -40,6 +40,9 @@ class RunConfig:
     schedule                   "step" (x gamma every step_size epochs, both papers),
                                "cosine" or "constant"
     train_limit / test_limit   use only the first N images (0 = all)
+    val_fraction               hold this fraction of the training images out as a
+                               validation split chosen by the seed (0 = none;
+                               bnnopt.data.split); every choice is made on it
     zigzag                     number of weights tracked for oscillation stats (0 = off)
     """
 
@@ -63,6 +66,7 @@ class RunConfig:
     init: str | None = None
     train_limit: int = 0
     test_limit: int = 0
+    val_fraction: float = 0.0
     zigzag: int = 0
     protocol: str | None = None
 
@@ -83,6 +87,9 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"invalid {name} {value!r}; must be an integer >= 0")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
+                or not 0 <= self.val_fraction < 1:
+            raise ValueError(f"invalid val_fraction {self.val_fraction!r}; must be a number in [0, 1)")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"invalid gamma {self.gamma!r}; must be in (0, 1]")
         self.optim_config().validate()

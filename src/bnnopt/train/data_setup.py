@@ -1,4 +1,4 @@
-"""From a dataset name to (train loader, test loader, data info) for the Trainer.
+"""From a dataset name to (train loader, [validation loader,] test loader, data info).
 
 ``data info`` is what a checkpoint needs to rebuild and evaluate the model
 without reading the data again: number of classes, input channels and size,
@@ -11,21 +11,41 @@ from typing import Any
 import torch
 
 
-def load_split_loaders(dataset: str, *, root: str | None = None, download: bool = False,
-                       batch_size: int = 128, augment: bool = True, device: torch.device | str = "cpu",
-                       seed: int = 0, train_limit: int = 0, test_limit: int = 0,
-                       need_train: bool = True, eval_batch_size: int = 500):
-    """Read ``dataset`` and build its loaders.
+def load_split_loaders(dataset: str, **kwargs: Any):
+    """``(train loader, test loader, data info)``; see :func:`load_run_loaders`."""
+    train, _, test, info = load_run_loaders(dataset, **kwargs)
+    return train, test, info
+
+
+def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = False,
+                     batch_size: int = 128, augment: bool = True, device: torch.device | str = "cpu",
+                     seed: int = 0, train_limit: int = 0, test_limit: int = 0,
+                     need_train: bool = True, eval_batch_size: int = 500,
+                     val_fraction: float = 0.0):
+    """Read ``dataset`` and build ``(train, val or None, test, info)`` loaders.
 
     augment: True uses the dataset's usual training augmentation (crop + flip for
     CIFAR/SVHN, none for digit datasets); False disables it.
     train_limit / test_limit: keep only the first N images of a split (0 = all).
+    val_fraction: hold this fraction of the (limited) training images out as a
+    validation split, chosen by ``seed`` (:mod:`bnnopt.data.split`); 0 = none.
+    The validation loader, like the test loader, yields its images once, in
+    order, unaugmented.
     """
-    from bnnopt.data import load_dataset, make_loaders
+    from bnnopt.data import InMemoryLoader, load_dataset, make_loaders
+    from bnnopt.data.split import hold_out_validation
 
     ds = load_dataset(dataset, root=root, download=download)
     if train_limit or test_limit:
         ds = ds.take(train_limit or None, test_limit or None)
+    val = None
+    if val_fraction:
+        if not hasattr(ds, "train_x"):
+            raise ValueError(f"val_fraction {val_fraction!r}: dataset {dataset!r} is read lazily "
+                             "and cannot hold out a validation split; valid: val_fraction 0")
+        ds, val_x, val_y = hold_out_validation(ds, val_fraction, seed)
+        val = EvalLoader(InMemoryLoader(val_x, val_y, eval_batch_size, ds.mean, ds.std, False,
+                                        device, seed, False, shuffle=False))
     aug = None if augment else False
     train, test = make_loaders(ds, batch_size, device=device, seed=seed, augment=aug,
                                eval_batch_size=eval_batch_size)
@@ -38,11 +58,13 @@ def load_split_loaders(dataset: str, *, root: str | None = None, download: bool 
         "train_images": train.num_samples if need_train else None,
         "test_images": test.num_samples,
     }
-    return train, EvalLoader(test), info
+    if val is not None:
+        info["val_images"] = val.num_samples
+    return train, val, EvalLoader(test), info
 
 
 class EvalLoader:
-    """Adapter: ``.epoch(_)`` yields the test split once, in order, unaugmented."""
+    """Adapter: ``.epoch(_)`` yields an evaluation split once, in order, unaugmented."""
 
     def __init__(self, loader):
         self.loader = loader

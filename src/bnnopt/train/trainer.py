@@ -5,7 +5,13 @@ Per epoch e (0-based)::
     method.on_epoch_start(e, E); method.set_lr(lr_at(e))
     for x, y in loader.epoch(e):      # order and augmentation = f(seed, e)
         method.train_step(model, x, y, cross_entropy)
-    evaluate on the test split; append a metrics row; save checkpoint.pt
+    evaluate on the validation split (if val_fraction > 0) and the test split;
+    append a metrics row; save checkpoint.pt
+
+With a validation split, every choice is made on it: the summary's ``best_epoch``
+is the epoch of highest validation accuracy (``selected_test_acc`` is the test
+accuracy there); ``best_test_acc`` (the maximum over test evaluations) is kept
+for reference only and must not be used to pick anything.
 
 Everything a run writes lives in its run directory (all writes atomic)::
 
@@ -89,14 +95,15 @@ class Trainer:
 
     # -- construction -------------------------------------------------------------
     def _setup(self) -> None:
-        from bnnopt.train.data_setup import load_split_loaders
+        from bnnopt.train.data_setup import load_run_loaders
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
-        self.train_loader, self.test_loader, self.data_info = load_split_loaders(
+        self.train_loader, self.val_loader, self.test_loader, self.data_info = load_run_loaders(
             cfg.dataset, root=cfg.data_root, download=cfg.download, batch_size=cfg.batch_size,
             augment=cfg.augment, device=self.device, seed=cfg.seed,
-            train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+            train_limit=cfg.train_limit, test_limit=cfg.test_limit,
+            val_fraction=cfg.val_fraction)
         self.model, self.method = build_model(cfg, self.data_info)
         init_ckpt = None
         if cfg.init:
@@ -173,6 +180,8 @@ class Trainer:
         row = {"epoch": epoch + 1, "lr": lr, "loss": loss_sum / max(seen, 1),
                "train_acc": 100.0 * correct / max(seen, 1), "test_loss": test_loss,
                "test_acc": test_acc, "seconds": seconds}
+        if self.val_loader is not None:
+            row["val_loss"], row["val_acc"] = evaluate(model, self.val_loader.epoch(0))
         if self.zigzag is not None:
             row["zigzag"] = self.zigzag.end_epoch(epoch)
         return row
@@ -190,7 +199,8 @@ class Trainer:
 
 
 def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any]:
-    """Final and best test accuracy, final train loss, mean seconds per epoch."""
+    """Final and best test accuracy, final train loss, mean seconds per epoch; with a
+    validation split also the epoch chosen on it and the test accuracy there."""
     if not metrics:
         return {"epochs": 0}
     best = max(metrics, key=lambda r: r["test_acc"])
@@ -201,6 +211,12 @@ def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any
         "best_epoch": best["epoch"], "final_train_loss": metrics[-1]["loss"],
         "seconds_per_epoch": sum(r["seconds"] for r in metrics) / len(metrics),
     }
+    if "val_acc" in metrics[-1]:  # choices on validation: the first epoch of highest val acc
+        chosen = max(metrics, key=lambda r: r["val_acc"])
+        summary.update(best_epoch=chosen["epoch"], best_val_acc=chosen["val_acc"],
+                       selected_test_acc=chosen["test_acc"],
+                       final_val_acc=metrics[-1]["val_acc"],
+                       final_val_loss=metrics[-1]["val_loss"])
     if "zigzag" in metrics[-1]:
         summary["zigzag"] = metrics[-1]["zigzag"]
     return summary
@@ -252,5 +268,6 @@ def _load_init_state(model: nn.Module, state: dict[str, Any], path: str) -> None
 
 def _format_row(row: dict[str, Any], epochs: int) -> str:
     return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.2e}  loss {row['loss']:.4f}  "
-            f"train {row['train_acc']:6.2f}%  test {row['test_acc']:6.2f}%  "
-            f"{row['seconds']:.1f}s")
+            f"train {row['train_acc']:6.2f}%  "
+            + (f"val {row['val_acc']:6.2f}%  " if "val_acc" in row else "")
+            + f"test {row['test_acc']:6.2f}%  {row['seconds']:.1f}s")
