@@ -143,9 +143,26 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
+    from bnnopt.report.published import papers, published_table
     from bnnopt.report.runs import report_runs
 
-    print(report_runs(args.run_dirs, out=args.out), end="")
+    names = [p.strip() for p in (args.published or "").split(",") if p.strip()]
+    if names == ["all"]:
+        names = papers()
+    for name in names:
+        if name not in papers():
+            raise ValueError(f"unknown --published paper {name!r}; valid: all, {', '.join(papers())}")
+    if not args.run_dirs:
+        if not names:
+            raise ValueError("nothing to report: give run directories and/or --published PAPER")
+        text = "".join(published_table(name, args.table) for name in names)
+        print(text, end="")
+        if args.out:
+            from bnnopt.train.io import write_text
+
+            write_text(args.out, text)
+        return 0
+    print(report_runs(args.run_dirs, out=args.out, published=names), end="")
     return 0
 
 
@@ -201,8 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default runs/compare-<protocol>)")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("report", help="table of finished run directories")
-    p.add_argument("run_dirs", nargs="+")
+    p = sub.add_parser("report", help="table of finished run directories (+ published numbers)")
+    p.add_argument("run_dirs", nargs="*")
+    p.add_argument("--published", metavar="PAPER[,PAPER]",
+                   help="print the paper's published numbers beside the runs' (or alone, without "
+                        "run directories); 'all' = every paper with a file")
+    p.add_argument("--table", help="with --published and no runs: only this table of the paper")
     p.add_argument("--out", help="also write the markdown table to this file")
     p.set_defaults(func=cmd_report)
 

@@ -70,12 +70,17 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
-def report_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> str:
+def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
+                published: list[str] | None = None) -> str:
+    """Markdown table of the runs; with ``published`` (paper names, see
+    :mod:`bnnopt.report.published`) the papers' numbers for each row's config follow it."""
     runs = [load_run(d) for d in run_dirs]
     vary = varying_settings([r["config"] for r in runs])
     for r in runs:
         r["label"] = run_label(r["config"], vary)
     text = markdown_table(aggregate(runs))
+    if published:
+        text += _published_beside(runs, published)
     zig = [(r["label"], _flat(r["zigzag"].get("last_k", r["zigzag"])))
            for r in runs if r.get("zigzag")]
     if zig:
@@ -87,6 +92,31 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None) -> st
     if out:
         write_text(out, text)
     return text
+
+
+def _published_beside(runs: list[dict[str, Any]], paper_names: list[str]) -> str:
+    """One line per (measured row, published number of the same config and metric)."""
+    from bnnopt.report.published import METRIC_TO_SUMMARY, matching_rows
+
+    lines = ["", f"published ({', '.join(paper_names)}) beside measured (mean over seeds):", "",
+             "| run | paper | table | row | metric | published | measured |",
+             "|---|---|---|---|---|---|---|"]
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        seen.setdefault(r["label"], []).append(r)
+    found = False
+    for label, group in seen.items():
+        for row in matching_rows(group[0]["config"], paper_names):
+            key = METRIC_TO_SUMMARY.get(row.metric)
+            vals = [float(g[key]) for g in group if key and g.get(key) is not None]
+            measured = f"{sum(vals) / len(vals):.2f}" if vals else "n/a"
+            lines.append(f"| {label} | {row.paper} | {row.table} | {row.row} | {row.metric} | "
+                         f"{row.text()} | {measured} |")
+            found = True
+    if not found:
+        lines.append("| (no published row has these runs' model, dataset, method and optimizer) "
+                     "| | | | | | |")
+    return "\n".join(lines) + "\n"
 
 
 def _flat(stats: dict[str, Any]) -> dict[str, Any]:
