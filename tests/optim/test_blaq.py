@@ -107,3 +107,54 @@ def test_blaq_options_are_validated():
         METHODS.get("blaq")(m=0)
     with pytest.raises(ValueError, match="bits"):
         METHODS.get("blaq")(bits=3)
+
+
+def test_recursive_reading_calls_the_closure_once_and_a_zero_is_laq(batch):
+    """reading="recursive" (Eq. 9-10 over steps): one pass; a = 0 keeps no history = LAQ."""
+    model = tiny_mlp()
+    method = METHODS.get("blaq")(reading="recursive")
+    method.prepare(model, {})
+    method.build(model, OptimConfig(lr=0.01))
+    x, y = batch
+    calls = []
+
+    def closure():
+        calls.append(1)
+        method.optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    for step in range(1, 4):
+        method.optimizer.step(closure)
+        assert len(calls) == step
+    for bits, levels in ((1, "linear"), (2, "pow2"), (4, "log")):
+        laq, _, laq_out = _run("laq", 4, batch, bits=bits, levels=levels, max_iter=7)
+        rec, _, rec_out = _run("blaq", 4, batch, bits=bits, levels=levels, a=0.0, m=7,
+                               reading="recursive")
+        for (k, a), (_, b) in zip(laq.state_dict().items(), rec.state_dict().items()):
+            assert torch.equal(a, b), (bits, k)
+        assert [float(o.loss) for o in laq_out] == [float(o.loss) for o in rec_out]
+        assert "trial_loss" not in rec_out[0].extra
+
+
+def test_recursive_reading_mixes_the_previous_mixed_gradient():
+    """Two steps on f = <c, W_hat> (constant gradient c_t per step) against Eq. 9-10."""
+    w = torch.nn.Parameter(torch.tensor([0.3, -0.2, 0.5]))
+    q = LossAwareQuantizer(bits=1)
+    q.requantize(w, None)
+    a, b2, eps = 0.6, 0.999, 1e-8
+    opt = BLAQ([(w, q)], lr=0.01, a=a, reading="recursive", clip=None)
+    grads = [torch.tensor([1.0, -2.0, 0.5]), torch.tensor([-3.0, 1.0, 2.0])]
+    for g in grads:
+        w.grad = g.clone()
+        opt.step()
+    state = opt.state[w]
+    assert torch.allclose(state["mix_grad"], a * grads[0] + (1 - a) * grads[1])
+    v1 = (1 - b2) * grads[0] ** 2
+    v2 = b2 * v1 + (1 - b2) * grads[1] ** 2
+    d1 = (v1 / (1 - b2)).sqrt() + eps
+    d2 = (v2 / (1 - b2 ** 2)).sqrt() + eps
+    assert torch.allclose(state["mix_denom"], a * d1 + (1 - a) * d2)
+    with pytest.raises(ValueError, match="reading 'twice'; valid: trial, recursive"):
+        BLAQ([(w, q)], reading="twice")

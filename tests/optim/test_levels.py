@@ -7,7 +7,8 @@ import torch
 from bnnopt.optim.levels import (code_table, level_values, project, scale_for, solve,
                                  solve_exact, weighted_error)
 
-CASES = [(1, "linear"), (2, "linear"), (2, "log"), (4, "linear"), (4, "log")]
+CASES = [(1, "linear"), (2, "linear"), (2, "log"), (4, "linear"), (4, "log"), (2, "pow2"),
+         (4, "pow2")]
 
 
 def _brute_min(w, d, bits, kind, steps=4000):
@@ -89,6 +90,44 @@ def test_alternation_reaches_a_fixed_point_no_worse_than_its_start(bits, kind):
     # the exact solver is at least as good
     ea, ec = solve_exact(w, d, bits, kind)
     assert weighted_error(w, d, ea * table[ec.long()]) <= weighted_error(w, d, alpha * b) + 1e-9
+
+
+def test_pow2_levels_are_blaqs_powers_of_two_without_zero():
+    # BLAQ "Notations": 2k values +-1 .. +-1/2^(k-1); k = 1 gives {-1, 1}
+    assert level_values(1, "pow2").tolist() == [-1.0, 1.0]
+    assert level_values(2, "pow2").tolist() == [-1.0, -0.5, 0.5, 1.0]
+    assert level_values(4, "pow2").tolist() == [-1.0, -0.5, -0.25, -0.125,
+                                                0.125, 0.25, 0.5, 1.0]
+    for bits in (1, 2, 4):
+        values = level_values(bits, "pow2")
+        assert values.numel() == 2 * bits and not bool((values == 0).any())
+        mags = values.abs()
+        assert torch.equal(torch.exp2(torch.round(torch.log2(mags))), mags)  # powers of two
+        table = code_table(bits, "pow2")
+        assert table.numel() == 2 ** bits and torch.equal(table[: 2 * bits], values)
+    # nearest-level rounding never produces zero, and sign(0) := +smallest level
+    x = torch.tensor([0.0, -1e-9, 0.3, 0.374, 0.376, -0.74, -0.76, 5.0, -5.0])
+    got = level_values(4, "pow2")[project(x, 4, "pow2").long()]
+    assert got.tolist() == [0.125, -0.125, 0.25, 0.25, 0.5, -0.5, -1.0, 1.0, -1.0]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_pow2_alpha_closed_form_vs_brute_force(bits):
+    gen = torch.Generator().manual_seed(40 + bits)
+    values = level_values(bits, "pow2").double()
+    for _ in range(3):
+        w = torch.randn(5, generator=gen, dtype=torch.float64)
+        d = torch.rand(5, generator=gen, dtype=torch.float64) + 0.05
+        alpha, codes = solve_exact(w, d, bits, "pow2")
+        b = code_table(bits, "pow2").double()[codes.long()]
+        assert not bool((b == 0).any())
+        assert torch.allclose(alpha, (d * b * w).sum() / (d * b * b).sum())  # closed form
+        # brute force over every assignment of levels (|Q|^5) with its optimal alpha
+        grids = torch.cartesian_prod(*[values] * 5)                        # [|Q|^5, 5]
+        den = (d * grids * grids).sum(1)
+        a_opt = ((d * grids * w).sum(1) / den).clamp_min(0)
+        best = float((d * (a_opt[:, None] * grids - w) ** 2).sum(1).min())
+        assert float(weighted_error(w, d, alpha * b)) <= best + 1e-9
 
 
 def test_degenerate_inputs():

@@ -28,7 +28,9 @@ def _fresh(name, options):
 
 
 @pytest.mark.parametrize("name,options", [("lab", {}), ("laq", {"bits": 4, "levels": "log"}),
-                                          ("blaq", {"bits": 2, "a": 0.6})])
+                                          ("blaq", {"bits": 2, "a": 0.6}),
+                                          ("blaq", {"reading": "recursive"}),
+                                          ("laq", {"first_bits": 8, "last_bits": 2})])
 def test_state_dict_round_trip_resumes_exactly(name, options, batch):
     x, y = batch
     straight, method = _fresh(name, options)

@@ -9,7 +9,8 @@ from bnnopt.optim import LossAwareQuantizer, code_table, level_values
 from bnnopt.registry import QUANTIZERS
 
 
-@pytest.mark.parametrize("bits,levels", [(1, "linear"), (2, "linear"), (4, "linear"), (4, "log")])
+@pytest.mark.parametrize("bits,levels", [(1, "linear"), (2, "linear"), (4, "linear"), (4, "log"),
+                                         (2, "pow2"), (4, "pow2"), (8, "linear")])
 def test_forward_is_stored_levels_and_decode_is_bit_exact(bits, levels):
     torch.manual_seed(0)
     q = QUANTIZERS.get("lossaware")(bits=bits, levels=levels)
@@ -54,5 +55,7 @@ def test_binarize_with_lossaware_and_bad_options():
     with pytest.raises(ValueError, match="levels"):
         LossAwareQuantizer(bits=4, levels="cubic")
     with pytest.raises(ValueError, match="bits"):
-        LossAwareQuantizer(bits=8)
+        LossAwareQuantizer(bits=3)
+    with pytest.raises(ValueError, match="levels 'pow2' for 8 bits; valid: linear"):
+        LossAwareQuantizer(bits=8, levels="pow2")
     assert code_table(1).tolist() == [-1.0, 1.0]

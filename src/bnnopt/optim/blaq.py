@@ -1,7 +1,7 @@
-"""BLAQ: one-step forward and backtrack loss-aware quantization (Ma et al., AAAI).
+"""BLAQ: one-step forward and backtrack loss-aware quantization (Ma et al., AAAI 2024).
 
 Ma, Zhou, Ma, Yu and Li, "One-Step Forward and Backtrack: Overcoming Zig-Zagging
-in Loss-Aware Quantization Training" (arXiv 2401.16760), Eq. 4-10. LAQ's update
+in Loss-Aware Quantization Training", AAAI 2024 (arXiv 2401.16760), Eq. 4-10. LAQ's update
 uses the gradient at the quantized point, whose error makes successive
 directions zig-zag; BLAQ looks one step ahead and mixes the gradient found there
 into the current step. One step t (notation of :mod:`bnnopt.optim.laq`; every
@@ -27,7 +27,25 @@ Stage 2, backtrack and update (Eq. 7-10)::
 
 With a = 1 the trial is discarded and the step is LAQ's, bit for bit (the trial
 is still evaluated). The paper uses a = 0.6 for the small models and 0.9 on
-ImageNet.
+ImageNet. This is ``reading="trial"`` (the default): Eq. 9-10 with g^t the
+gradient at the current point and g*(t+1) the trial gradient, two forward and
+backward passes per step.
+
+``reading="recursive"`` (opt-in) reads Eq. 9-10 as a recursion over steps,
+the previous step's *mixed* gradient and D on the right-hand side and the
+gradient at the point the previous update reached as the "next-step" one::
+
+    g_t = dL/dW_hat at W_hat_t               closure call (the only one)
+    v_t, D_t as above                        (Adam's second moment of g_t)
+    g~_t = a g~_{t-1} + (1-a) g_t            Eq. 9   (g~_0 = g_0)
+    D~_t = a D~_{t-1} + (1-a) D_t            Eq. 10  (D~_0 = D_0)
+    m_t = b1 m_{t-1} + (1-b1) g~_t
+    W_{t+1} = clip(W_t - lr m_t/(1-b1^t) / D~_t),  W_hat_{t+1} = Q_{D~_t}(W_{t+1})
+
+One forward/backward per step (LAQ's cost). Here a weighs the *old* mixed
+gradient, so a = 0 is LAQ bit for bit, and a = 1 would freeze g~ and D~ at
+their first values (it is accepted, but is not LAQ); the paper's a = 0.6 keeps
+60 % of the history, an extra exponential average in front of Adam's.
 
 The paper's second hyper-parameter m (5 for the small models, 10 for ImageNet)
 is not defined in its body. Interpretation used here (option ``m``): the number
@@ -54,29 +72,36 @@ import torch
 
 from bnnopt.optim.laq import LAQ
 
-__all__ = ["BLAQ"]
+__all__ = ["BLAQ", "READINGS"]
+
+READINGS = ("trial", "recursive")
 
 
 class BLAQ(LAQ):
     """BLAQ optimizer: LAQ plus a trial step and a backtracked, mixed update.
 
     Args (besides those of :class:`LAQ`):
-        a: weight of the current gradient / D in the mix (Eq. 8-9), in [0, 1].
+        a: weight of the current gradient / D in the mix (Eq. 9-10), in [0, 1]
+            (recursive reading: the weight of the previous mixed gradient / D).
         m: rounds of the alternating alpha/b solver per quantization (see the
             module docstring; replaces LAQ's ``max_iter``).
+        reading: "trial" (two passes per step) or "recursive" (one pass).
     """
 
     def __init__(self, quantized, others=(), lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, clip: float | None = 1.0, a: float = 0.6,
-                 m: int = 5):
+                 m: int = 5, reading: str = "trial"):
         if not 0 <= a <= 1:
             raise ValueError(f"invalid a {a!r}; must be in [0, 1]")
+        if reading not in READINGS:
+            raise ValueError(f"invalid reading {reading!r}; valid: {', '.join(READINGS)}")
         super().__init__(quantized, others, lr=lr, betas=betas, eps=eps,
                          weight_decay=weight_decay, clip=clip, max_iter=m)
         for group in self.param_groups:
             group.setdefault("a", float(a))
         self.defaults["a"] = float(a)
+        self.reading = reading
         self._scratch: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
     def _buffers(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -89,8 +114,41 @@ class BLAQ(LAQ):
         return bufs
 
     @torch.no_grad()
+    def _recursive_step(self, closure: Callable[[], Any] | None):
+        """The one-pass reading (module docstring); closure optional, called once."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            a = group["a"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = self._grad(p, group)
+                state = self.state[p]
+                self._moments(state, p)
+                state["step"] += 1
+                state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = self._denom(state["exp_avg_sq"], state["step"], b2, group["eps"])
+                if "mix_grad" not in state:                            # g~_0 = g_0, D~_0 = D_0
+                    state["mix_grad"] = g.clone(memory_format=torch.preserve_format)
+                    state["mix_denom"] = denom
+                else:
+                    state["mix_grad"].mul_(a).add_(g, alpha=1 - a)        # Eq. 9
+                    state["mix_denom"].mul_(a).add_(denom, alpha=1 - a)   # Eq. 10
+                state["exp_avg"].lerp_(state["mix_grad"], 1 - b1)
+                self._move(p, state["exp_avg"], state["mix_denom"], state["step"], group)
+                if group["quantized"]:
+                    self._quantize(p, state["mix_denom"], group)
+        return loss
+
+    @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
         """One BLAQ step; returns the loss of the first closure call (the current point)."""
+        if self.reading == "recursive":
+            return self._recursive_step(closure)
         if closure is None:
             raise ValueError("BLAQ.step needs a closure (it evaluates a trial point); "
                              "see torch.optim.LBFGS for the convention")

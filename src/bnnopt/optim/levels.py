@@ -9,7 +9,24 @@ layer and every ``b_i`` in a fixed, symmetric set ``Q`` of normalised levels:
     - linear:      ``Q = {-k/n : k = -n..n}``                      (2n + 1 levels)
     - logarithmic: ``Q = {0} U {+-2^-k : k = 0..n-1}``             (2n + 1 levels)
   so 2 bits is ternary {-1, 0, 1} for both; 4 bits has 15 levels (one of the 16
-  codes is unused, as in LAQ).
+  codes is unused, as in LAQ); 8 bits (linear only: the uniform 8-bit layers of
+  BLAQ's ImageNet run) has 255.
+* pow2 (BLAQ, Ma et al. AAAI 2024, "Notations"): powers of two, no zero,
+  ``Q = {+-2^-j : j = 0..k-1}`` for k bits (2k levels).
+
+The BLAQ paper prints ``Q = {-1, ..., -1/2^(k-1), -1/2^k, 1/2^k, ..., 1}``, calls it
+"a set of 2k quantized values" and adds "when k = 1, Q = {-1, 1}". The printed
+endpoints +-1/2^k would give 2k + 2 values ({+-1, +-1/2} at k = 1); the count 2k
+and the k = 1 example agree with each other, so the set used is the 2k values
+from +-1 down to +-1/2^(k-1):
+
+    k = 1:  {-1, 1}                                    2 of the 2 codes
+    k = 2:  {-1, -1/2, 1/2, 1}                         4 of the 4 codes
+    k = 4:  {+-1, +-1/2, +-1/4, +-1/8}                 8 of the 16 codes
+
+(at k = 4 the set needs only 3 bits; the other 8 codes are unused, as LAQ leaves
+one code unused). Without a zero level every weight keeps a sign, so a 2-bit
+pow2 layer is not ternary.
 
 Codes: level ``Q[c]`` (sorted ascending) has the integer code ``c`` in [0, 2^m).
 Projection ``b = Pi_Q(x)`` maps x to the nearest level (ties go to the larger
@@ -48,13 +65,25 @@ import torch
 from bnnopt.registry import choice
 
 BITS = (1, 2, 4)
-LEVEL_KINDS = ("linear", "log")
+LAYER_BITS = (1, 2, 4, 8)   # 8: per-layer only (first/last layers), linear levels
+LEVEL_KINDS = ("linear", "log", "pow2")
+
+
+def check_levels(bits: int, kind: str) -> None:
+    """ValueError unless ``kind`` levels exist at ``bits`` (8 bits: linear only)."""
+    choice(bits, LAYER_BITS, "bits")
+    choice(kind, LEVEL_KINDS, "levels")
+    if bits == 8 and kind != "linear":
+        raise ValueError(f"invalid levels {kind!r} for 8 bits; valid: linear")
 
 
 @lru_cache(maxsize=None)
 def _levels(bits: int, kind: str) -> tuple[float, ...]:
     if bits == 1:
         return (-1.0, 1.0)
+    if kind == "pow2":
+        pos = [2.0 ** -j for j in range(bits - 1, -1, -1)]
+        return tuple([-p for p in reversed(pos)] + pos)
     n = 2 ** (bits - 1) - 1
     if kind == "linear":
         pos = [k / n for k in range(1, n + 1)]
@@ -64,9 +93,9 @@ def _levels(bits: int, kind: str) -> tuple[float, ...]:
 
 
 def level_values(bits: int, kind: str = "linear") -> torch.Tensor:
-    """The sorted normalised levels Q (float32, length 2 or 2^bits - 1)."""
-    choice(bits, BITS, "bits")
-    choice(kind, LEVEL_KINDS, "levels")
+    """The sorted normalised levels Q (float32; 2^bits - 1 values, 2 at 1 bit, 2*bits
+    for pow2)."""
+    check_levels(bits, kind)
     return torch.tensor(_levels(bits, kind), dtype=torch.float32)
 
 
@@ -81,13 +110,13 @@ def code_table(bits: int, kind: str = "linear") -> torch.Tensor:
 def project(x: torch.Tensor, bits: int, kind: str = "linear") -> torch.Tensor:
     """Codes (uint8) of the nearest levels of ``x`` (ties go up); ``x`` any shape.
 
-    Linear levels (and 1 or 2 bits, where both kinds agree) by arithmetic,
-    ``k = clamp(floor(n x + 1/2), -n, n)``, code ``k + n``; log levels by bucketing
-    ``x`` with the midpoints of consecutive levels.
+    Linear levels (and 2-bit log, which is the same set) by arithmetic,
+    ``k = clamp(floor(n x + 1/2), -n, n)``, code ``k + n``; log and pow2 levels by
+    bucketing ``x`` with the midpoints of consecutive levels.
     """
     if bits == 1:
         return (x >= 0).to(torch.uint8)
-    if kind == "linear" or bits == 2:
+    if kind == "linear" or (bits == 2 and kind == "log"):
         n = 2 ** (bits - 1) - 1
         k = torch.floor(x * n + 0.5).clamp_(-n, n)
         return k.add_(n).to(torch.uint8)
@@ -158,13 +187,18 @@ def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linea
     return alpha, codes, iters
 
 
+EXACT_MAX_BREAKPOINTS = 1 << 24
+
+
 @torch.no_grad()
 def solve_exact(w: torch.Tensor, d: torch.Tensor | None, bits: int,
                 kind: str = "linear") -> tuple[torch.Tensor, torch.Tensor]:
     """Global minimiser ``(alpha, codes)`` of (*) (see the module docstring).
 
-    Cost: a sort of ``N * n`` breakpoints (n = 2^(bits-1) - 1): use it for
-    initialisation and small layers; the per-step default is :func:`solve`.
+    Cost: a sort of ``N * n`` breakpoints (n = number of non-zero magnitudes): use
+    it for initialisation and small layers; the per-step default is :func:`solve`.
+    Above ``EXACT_MAX_BREAKPOINTS`` (an 8-bit layer of millions of weights) it falls
+    back to :func:`solve` with 100 rounds (a fixed point, not always the global one).
     """
     w = w.detach()
     d = torch.ones_like(w) if d is None else d.detach().to(w.dtype)
@@ -172,8 +206,11 @@ def solve_exact(w: torch.Tensor, d: torch.Tensor | None, bits: int,
         alpha, codes, _ = solve(w, d, 1)
         return alpha, codes
     values = level_values(bits, kind).to(w.device, torch.float64)
-    mags = values[values >= 0]                        # 0 = mags[0] < ... < mags[n] = 1
-    mids = (mags[1:] + mags[:-1]) / 2                 # (n,)
+    mags = torch.unique(values.abs())                 # mags[0] (0, or 2^-(k-1) for pow2)
+    mids = (mags[1:] + mags[:-1]) / 2                 # < ... < mags[n] = 1; (n,)
+    if w.numel() * mids.numel() > EXACT_MAX_BREAKPOINTS:
+        alpha, codes, _ = solve(w, d, bits, kind, max_iter=100)
+        return alpha, codes
     a = w.abs().flatten().to(torch.float64)
     dd = d.flatten().to(torch.float64)
     keep = a > 0
@@ -184,6 +221,7 @@ def solve_exact(w: torch.Tensor, d: torch.Tensor | None, bits: int,
     s1_0 = (dd * a).sum() * top                       # all weights at the top level
     s2_0 = dd.sum() * top * top
     # crossing alpha = a_i / mids_j moves weight i from level mags[j+1] to mags[j]
+    # (for large alpha every weight ends at the smallest magnitude mags[0])
     brk = (a[:, None] / mids[None, :]).flatten()      # (N*n,)
     ds1 = (dd * a)[:, None] * (mags[:-1] - mags[1:])[None, :]
     ds2 = dd[:, None] * (mags[:-1] ** 2 - mags[1:] ** 2)[None, :]

@@ -21,8 +21,10 @@ never been set initialises itself on its first forward with D = I and the exact
 solver (``solve_exact``), i.e. the D-free optimum; so does ``prepare`` of the
 loss-aware methods, so that a freshly prepared model is already quantized.
 
-Levels: ``levels="linear"`` or ``"log"`` (only matters for 4 bits; 2 bits is
-ternary for both). ``estimator`` must be "ste": the straight-through identity is
+Levels: ``levels="linear"``, ``"log"`` (LAQ; they differ at 4 bits, 2 bits is
+ternary for both) or ``"pow2"`` (BLAQ's powers of two without zero; see
+:mod:`bnnopt.optim.levels`). 8 bits (linear levels only) is for the first/last
+layers of a per-layer bit assignment (BLAQ's ImageNet protocol). ``estimator`` must be "ste": the straight-through identity is
 the loss-aware family's gradient (the gradient w.r.t. W_hat, LAB Sec. 3.1).
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 import torch
 from torch.autograd import Function
 
-from bnnopt.optim.levels import LEVEL_KINDS, code_table, levels_of, solve, solve_exact
+from bnnopt.optim.levels import check_levels, code_table, levels_of, solve, solve_exact
 from bnnopt.quant import WeightQuantizer
 from bnnopt.registry import QUANTIZERS, choice
 
@@ -63,20 +65,20 @@ class _StoredQuant(Function):
         return g, None, None, None
 
 
-@QUANTIZERS.register("lossaware", "LAB/LAQ/BLAQ alpha*b, b in 1/2/4-bit linear|log levels, "
+@QUANTIZERS.register("lossaware", "LAB/LAQ/BLAQ alpha*b, b in 1/2/4/8-bit linear|log|pow2 levels, "
                                   "set by the loss-aware optimizer")
 class LossAwareQuantizer(WeightQuantizer):
     """Stored loss-aware quantization of one layer (see module docstring).
 
     Args:
-        bits: 1, 2 or 4.
+        bits: 1, 2, 4 or 8 (8: linear levels only).
         estimator: must be "ste" (identity to the latent weight).
-        levels: "linear" or "log" (LAQ Sec. 3.1).
+        levels: "linear" or "log" (LAQ Sec. 3.1), "pow2" (BLAQ).
     Buffers: ``alpha`` [] float, ``codes`` uint8 shaped like the weight (empty until set).
     """
 
     name = "lossaware"
-    supported_bits = (1, 2, 4)
+    supported_bits = (1, 2, 4, 8)
 
     def __init__(self, bits: int = 1, estimator: Any = "ste",
                  estimator_options: dict[str, Any] | None = None, levels: str = "linear") -> None:
@@ -84,7 +86,8 @@ class LossAwareQuantizer(WeightQuantizer):
         if self.estimator.name != "ste":
             raise ValueError(f"invalid estimator {self.estimator.name!r} for quantizer "
                              f"'lossaware'; valid: ste (the gradient w.r.t. W_hat goes to W)")
-        self.levels = choice(levels, LEVEL_KINDS, "levels")
+        check_levels(self.bits, levels)
+        self.levels = levels
         self.register_buffer("alpha", torch.zeros(()))
         self.register_buffer("codes", torch.zeros(0, dtype=torch.uint8))
         self.register_buffer("table", code_table(self.bits, self.levels), persistent=False)
