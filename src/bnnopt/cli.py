@@ -162,7 +162,8 @@ def cmd_report(args) -> int:
 
             write_text(args.out, text)
         return 0
-    print(report_runs(args.run_dirs, out=args.out, published=names), end="")
+    reference = None if args.reference in ("", "none") else args.reference
+    print(report_runs(args.run_dirs, out=args.out, published=names, reference=reference), end="")
     return 0
 
 
@@ -225,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "run directories); 'all' = every paper with a file")
     p.add_argument("--table", help="with --published and no runs: only this table of the paper")
     p.add_argument("--out", help="also write the markdown table to this file")
+    p.add_argument("--reference", default="ste",
+                   help="method to compare every other with (95%% Welch interval over seeds); "
+                        "'none' for no comparison (default: ste)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="per-layer bits and memory of a model or file")

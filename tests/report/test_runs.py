@@ -32,3 +32,17 @@ def test_label_spells_method_options_and_other_optimizer_settings():
               "optim": {"name": "sgdm", "lr": 0.05, "momentum": 0.8}}
     assert run_label(config) == "fsg:beta=0.5:layout=flat[sgdm:lr=0.05]"
     assert run_label(config, ("optim",)) == "fsg:beta=0.5:layout=flat[sgdm:lr=0.05] optim=momentum=0.8"
+
+
+def test_reference_comparison_per_optimizer_across_tuned_learning_rates(tmp_path):
+    """fsg at lr 0.05 is compared with ste at lr 0.1 (tuning may choose different lrs), same optimizer."""
+    runs = [_fake_run(tmp_path / f"ste{s}", s, lr=0.1, acc=80.0) for s in (0, 1, 2)]
+    for s in (0, 1, 2):
+        run = _fake_run(tmp_path / f"fsg{s}", s, lr=0.05, acc=90.0)
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps(dict(config, method="fsg")))
+    text = report_runs(runs + [tmp_path / f"fsg{s}" for s in (0, 1, 2)])
+    # a = 90,91,92 vs b = 80,81,82: d = 10, se = sqrt(2/3), df 4 -> 10 +- 2.27
+    assert "| fsg[sgd:lr=0.05] | ste[sgd:lr=0.1] | +10.00 [+7.73, +12.27] better |" in text
+    assert "+0.0000 [+0.0000, +0.0000] no difference detected" in text  # equal losses
+    assert "Welch" not in report_runs(runs, reference=None)

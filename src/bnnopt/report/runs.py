@@ -5,7 +5,9 @@ are one row (mean +- std over their seeds); any other setting that differs
 between the runs given (epochs, model, data limits, optimizer settings, ...) is
 added to the row's label, so runs of different settings are never averaged. Zig-zag statistics (BLAQ Table 1: sign/level flips and
 maximum oscillation amplitude of tracked weights) appear when the runs recorded
-them (``--zigzag N``).
+them (``--zigzag N``). With a reference method (``--reference``, default ste),
+a second table gives each other method's difference to it, per optimizer, with
+a 95 % Welch interval over seeds (:mod:`bnnopt.report.stats`).
 """
 from __future__ import annotations
 
@@ -70,10 +72,23 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
+def run_context(config: dict[str, Any], vary: tuple[str, ...] = ()) -> str:
+    """What a method is compared *within*: the optimizer's name and the varying
+    settings (not its learning rate, which tuning may choose per method)."""
+    return run_label({**config, "method": "", "method_options": {},
+                      "optim": {k: v for k, v in config.get("optim", {}).items() if k != "lr"}},
+                     vary)
+
+
 def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
-                published: list[str] | None = None) -> str:
+                published: list[str] | None = None, reference: str | None = "ste") -> str:
     """Markdown table of the runs; with ``published`` (paper names, see
-    :mod:`bnnopt.report.published`) the papers' numbers for each row's config follow it."""
+    :mod:`bnnopt.report.published`) the papers' numbers for each row's config follow it;
+    with ``reference`` (a method name) each other method's difference to it with a 95 %
+    interval over seeds (:mod:`bnnopt.report.stats`)."""
+    from bnnopt.report.stats import reference_pairs, significance_markdown, significance_rows
+    from bnnopt.report.tables import group_runs
+
     runs = [load_run(d) for d in run_dirs]
     vary = varying_settings([r["config"] for r in runs])
     for r in runs:
@@ -81,6 +96,13 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
     text = markdown_table(aggregate(runs))
     if published:
         text += _published_beside(runs, published)
+    if reference:
+        groups = group_runs(runs)
+        meta = {label: (group[0]["config"]["method"], run_context(group[0]["config"], vary))
+                for label, group in groups.items()}
+        pairs = reference_pairs(meta, reference)
+        if pairs:
+            text += "\n" + significance_markdown(significance_rows(groups, pairs))
     zig = [(r["label"], _flat(r["zigzag"].get("last_k", r["zigzag"])))
            for r in runs if r.get("zigzag")]
     if zig:
