@@ -147,3 +147,18 @@ def test_sigkill_between_epochs_then_resume_is_bit_exact(tmp_path):
     assert a["epoch"] == b["epoch"] == 5
     for key in b["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_compare_tune_end_to_end(tmp_path, capsys):
+    code, out, err = run(capsys, "compare", *TINY, "--methods", "ste", "--tune", "lr=0.001,0.01",
+                         "--seeds", "1", "--out", str(tmp_path / "cmp"))
+    assert code == 0, err
+    report = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    assert report["base_config"]["val_fraction"] == 0.1  # compare's default validation split
+    assert report["tuning"][0]["points"] == ["lr=0.001", "lr=0.01"]
+    chosen = report["tuning"][0]["chosen"]
+    final = json.loads((tmp_path / "cmp" / "ste" / "s1" / "config.json").read_text())
+    assert f"lr={final['optim']['lr']:g}" == chosen
+    code, out, err = run(capsys, "compare", *TINY, "--methods", "ste", "--tune", "lr=0.01",
+                         "--val-fraction", "0", "--out", str(tmp_path / "cmp2"))
+    assert code == 2 and "val_fraction is 0" in err

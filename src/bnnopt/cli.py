@@ -126,17 +126,26 @@ def cmd_eval(args) -> int:
     return 0
 
 
+COMPARE_VAL_FRACTION = 0.1  # compare's default validation split (train's is 0)
+
+
 def cmd_compare(args) -> int:
-    from bnnopt.train.compare import build_arms, run_compare
+    from bnnopt.train.compare import build_arms, parse_tune, run_compare
 
     cfg = resolve_config(args)
+    if args.val_fraction is None and not any(a.split("=")[0].strip() == "val_fraction"
+                                             for a in args.set) and not cfg.val_fraction:
+        cfg.val_fraction = COMPARE_VAL_FRACTION  # compare's default: choices on validation
     arms = build_arms([m for m in args.methods.split(",") if m.strip()],
                       [o for o in (args.optimizers or "").split(",") if o.strip()] or None,
                       args.sweep)
+    tune = parse_tune(args.tune)
     if args.seeds < 1:
         raise ValueError(f"invalid --seeds {args.seeds}; must be >= 1")
     out = Path(args.out or f"runs/compare-{cfg.protocol or cfg.dataset}")
-    run_compare(cfg, arms, args.seeds, out, progress=args.progress, target_acc=args.target)
+    reference = None if args.reference in ("", "none") else args.reference
+    run_compare(cfg, arms, args.seeds, out, progress=args.progress, target_acc=args.target,
+                tune=tune, reference=reference)
     print((out / "report.md").read_text())
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'curves.png'}")
     return 0
@@ -214,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", required=True, help="comma list of name[:key=value...]")
     p.add_argument("--optimizers", help="comma list of base optimizer specs name[:key=value...], e.g. sgd:lr=0.05,adam")
     p.add_argument("--sweep", help="KEY=v1,v2,... e.g. method_options.beta=0.1,0.3,0.5")
+    p.add_argument("--tune", action="append", default=[], metavar="KEY=V1,V2,...",
+                   help="tune a config key per method on the validation split, then train the "
+                        "chosen value with --seeds fresh seeds, e.g. lr=0.01,0.05 (repeatable: grid)")
+    p.add_argument("--reference", default="ste",
+                   help="method the others are compared with (95%% Welch interval); 'none' for none")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--target", type=float, help="report epochs to reach this test accuracy")
     p.add_argument("--out", help="output directory (default runs/compare-<protocol>)")

@@ -7,9 +7,20 @@ trains into ``OUT/<label>/s<seed>``; a run whose summary.json exists is reused,
 so an interrupted comparison continues where it stopped. At the end OUT gets
 ``report.md`` (mean +- std over seeds), ``report.json`` and ``curves.png``
 (train loss and test accuracy per epoch, FSG Fig. 2 style).
+
+Tuning (``--tune lr=0.01,0.05,0.1``, any RunConfig key, repeatable for a grid):
+every arm gets the same grid and the same budget. Each grid point is trained
+once with the base seed s into ``OUT/tune/<label>/<point>/s<s>``; the point
+with the highest *final validation* accuracy is chosen (ties: lower validation
+loss, then the first listed); the test split plays no part. The chosen point
+is then trained with fresh seeds s+1 .. s+k into ``OUT/<label>/s<seed>``, and
+only those runs are reported (mean +- std, and each method's difference to the
+reference method with a 95 % Welch interval, :mod:`bnnopt.report.stats`).
+Tuning needs a validation split (``val_fraction`` > 0; compare's default 0.1).
 """
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +36,10 @@ class Arm:
     method: str
     method_options: dict[str, Any] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
+    context: str = ""  # the label without the method spec: optimizer and swept value
+
+
+TUNE_ALIASES = {"lr": "optim.lr"}
 
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -72,64 +87,183 @@ def build_arms(methods: list[str], optimizers: list[str] | None = None,
                     short = sweep_key.split(".")[-1]
                     label += f"[{short}={value}]"
                     overrides.append(f"{sweep_key}={value}")
-                arms.append(Arm(label, name, dict(options), overrides))
+                arms.append(Arm(label, name, dict(options), overrides, label[len(spec):]))
     return arms
 
 
-def arm_config(base: RunConfig, arm: Arm, seed: int) -> RunConfig:
+def parse_tune(specs: list[str] | None) -> list[tuple[str, list[str]]]:
+    """``["lr=0.01,0.1", "optim.momentum=0.8,0.9"]`` -> ``[("optim.lr", [...]), ...]``.
+
+    ``lr`` is short for ``optim.lr``; values stay strings (parsed by RunConfig.set).
+    """
+    grid: list[tuple[str, list[str]]] = []
+    for spec in specs or []:
+        if "=" not in spec:
+            raise ValueError(f"malformed --tune {spec!r}; expected key=v1,v2,... e.g. lr=0.01,0.1")
+        key, raw = spec.split("=", 1)
+        key = TUNE_ALIASES.get(key.strip(), key.strip())
+        values = [v.strip() for v in raw.split(",") if v.strip()]
+        if not key or not values:
+            raise ValueError(f"malformed --tune {spec!r}; expected key=v1,v2,... e.g. lr=0.01,0.1")
+        if key in [k for k, _ in grid]:
+            raise ValueError(f"--tune names {key!r} twice; give all its values in one list")
+        grid.append((key, values))
+    return grid
+
+
+def grid_points(grid: list[tuple[str, list[str]]]) -> list[list[str]]:
+    """The cartesian product of a tuning grid as lists of ``key=value`` overrides."""
+    if not grid:
+        return [[]]
+    return [[f"{k}={v}" for (k, _), v in zip(grid, combo)]
+            for combo in itertools.product(*(values for _, values in grid))]
+
+
+def point_label(point: list[str]) -> str:
+    """``["optim.lr=0.05"]`` -> ``"lr=0.05"``."""
+    return ",".join(a.split("=", 1)[0].split(".")[-1] + "=" + a.split("=", 1)[1] for a in point)
+
+
+def choose_setting(summaries: list[dict[str, Any]]) -> int:
+    """Index of the grid point to keep, from validation only: highest final validation
+    accuracy, ties broken by lower final validation loss, then by grid order."""
+    for s in summaries:
+        if "final_val_acc" not in s:
+            raise ValueError("tuning needs a validation split; set val_fraction > 0")
+    return max(range(len(summaries)),
+               key=lambda i: (summaries[i]["final_val_acc"], -summaries[i]["final_val_loss"], -i))
+
+
+def arm_config(base: RunConfig, arm: Arm, seed: int, point: list[str] | None = None) -> RunConfig:
+    """The arm's config at ``seed``, with a tuning grid point's overrides applied last."""
     cfg = RunConfig.from_dict(base.to_dict())
     cfg.method = arm.method
     cfg.method_options = dict(arm.method_options)
     cfg.seed = seed
-    for assignment in arm.overrides:
+    for assignment in [*arm.overrides, *(point or [])]:
         cfg.set(assignment)
     return cfg.validate()
 
 
+TrainFn = Callable[[RunConfig, Path], "tuple[dict[str, Any], list[dict[str, Any]]]"]
+
+
 def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *,
                 log: Callable[[str], None] = print, progress: bool = False,
-                target_acc: float | None = None) -> dict[str, Any]:
-    """Train every (arm, seed) into ``out`` and write the report; return report.json's dict."""
+                target_acc: float | None = None, tune: list[tuple[str, list[str]]] | None = None,
+                reference: str | None = "ste", train: TrainFn | None = None) -> dict[str, Any]:
+    """Train every (arm, seed) into ``out`` and write the report; return report.json's dict.
+
+    ``tune``: a grid (:func:`parse_tune`) chosen per arm on validation (module
+    docstring). ``reference``: method name the others are compared with.
+    ``train(cfg, run_dir) -> (summary, metrics)`` defaults to training (or reusing) a run.
+    """
     from bnnopt.report import aggregate, markdown_table, plot_curves
-    from bnnopt.train.trainer import Trainer, read_metrics
+    from bnnopt.report.stats import reference_pairs, significance_markdown, significance_rows
+    from bnnopt.report.tables import COLUMNS, group_runs
 
     out = Path(out)
-    configs = [(arm, seed, arm_config(base, arm, base.seed + seed)) for arm in arms
-               for seed in range(seeds)]  # validate every arm before training any
-    runs, curves = [], {}
-    for arm, seed, cfg in configs:
-        run_dir = out / _safe(arm.label) / f"s{cfg.seed}"
-        summary_file = run_dir / "summary.json"
-        if summary_file.exists():
-            log(f"[compare] reuse {run_dir}")
-            summary = json.loads(summary_file.read_text())
-        else:
-            log(f"[compare] {arm.label} seed {cfg.seed} -> {run_dir}")
-            if (run_dir / "checkpoint.pt").exists():
-                trainer = Trainer.resume(run_dir, progress=progress, log=log)
-            else:
-                trainer = Trainer(cfg, run_dir, progress=progress, log=log)
-            summary = trainer.run()
-        metrics = read_metrics(run_dir)
-        summary = dict(summary, label=arm.label, run_dir=str(run_dir))
-        if target_acc is not None:
-            summary["epochs_to_target"] = next(
-                (r["epoch"] for r in metrics if r["test_acc"] >= target_acc), None)
-        runs.append(summary)
-        curves.setdefault(arm.label, []).append(metrics)
-    rows = aggregate(runs)
+    if train is None:
+        def train(cfg, run_dir):
+            return _train_or_reuse(cfg, run_dir, log=log, progress=progress)
+    if tune and not base.val_fraction:
+        raise ValueError("--tune chooses on the validation split, but val_fraction is 0; "
+                         "valid: --val-fraction in (0, 1)")
+    points = grid_points(tune or [])
+    first_seed = base.seed + 1 if tune else base.seed  # tuning used base.seed: fresh seeds
+    final_seeds = [first_seed + i for i in range(seeds)]
+    for arm in arms:  # validate every arm and grid point before training any
+        for point in points:
+            arm_config(base, arm, base.seed, point)
+    runs, curves, tuning = [], {}, []
+    for arm in arms:
+        chosen: list[str] = []
+        if tune:
+            results = []
+            for point in points:
+                cfg = arm_config(base, arm, base.seed, point)
+                run_dir = out / "tune" / _safe(arm.label) / _safe(point_label(point)) / f"s{cfg.seed}"
+                results.append(train(cfg, run_dir)[0])
+            chosen = points[choose_setting(results)]
+            tuning.append({"label": arm.label, "chosen": point_label(chosen),
+                           "points": [point_label(p) for p in points],
+                           "val_acc": [r["final_val_acc"] for r in results],
+                           "val_loss": [r["final_val_loss"] for r in results]})
+            log(f"[compare] {arm.label}: chose {point_label(chosen)} on validation")
+        for seed in final_seeds:
+            cfg = arm_config(base, arm, seed, chosen)
+            run_dir = out / _safe(arm.label) / f"s{cfg.seed}"
+            summary, metrics = train(cfg, run_dir)
+            summary = dict(summary, label=arm.label, run_dir=str(run_dir))
+            if chosen:
+                summary["chosen"] = point_label(chosen)
+            if target_acc is not None:
+                summary["epochs_to_target"] = next(
+                    (r["epoch"] for r in metrics if r["test_acc"] >= target_acc), None)
+            runs.append(summary)
+            curves.setdefault(arm.label, []).append(metrics)
+    columns = COLUMNS
+    if any("final_val_acc" in r for r in runs):
+        columns = (("final_val_acc", "final val acc (%)", 2), *COLUMNS)
+    rows = aggregate(runs, columns)
     title = f"protocol {base.protocol or base.dataset}: {base.model}, {seeds} seed(s)"
-    table = markdown_table(rows)
+    table = markdown_table(rows, columns)
     plot = plot_curves(curves, out / "curves.png", title=title)
     text = (f"# bnnopt compare\n\n{title}, {base.epochs} epochs, batch {base.batch_size}, "
-            f"optimizer {base.optim}\n\n{table}\n![curves]({plot.name})\n")
+            f"optimizer {base.optim}, validation fraction {base.val_fraction:g}\n\n")
+    if tune:
+        text += tuning_markdown(tuning, tune, base) + "\n"
+    text += f"{table}\n![curves]({plot.name})\n"
+    significance = []
+    if reference:
+        groups = group_runs(runs)
+        meta = {arm.label: (arm.method, arm.context) for arm in arms}
+        significance = significance_rows(groups, reference_pairs(meta, reference))
+        if significance:
+            text += "\n" + significance_markdown(significance)
     if target_acc is not None:
         text += f"\nepochs to target: first epoch with test accuracy >= {target_acc}%.\n"
     write_text(out / "report.md", text)
-    report = {"base_config": base.to_dict(), "runs": runs,
-              "rows": [{k: v for k, v in r.items()} for r in rows]}
+    report = {"base_config": base.to_dict(), "runs": runs, "seeds": final_seeds,
+              "rows": [{k: v for k, v in r.items()} for r in rows],
+              "tuning": tuning, "tune_grid": [list(g) for g in tune or []],
+              "reference": reference, "significance": significance}
     write_json(out / "report.json", report)
     return report
+
+
+def tuning_markdown(tuning: list[dict[str, Any]], grid: list[tuple[str, list[str]]],
+                    base: RunConfig) -> str:
+    """The grid, every point's final validation accuracy per arm, and the chosen point."""
+    spelled = "; ".join(f"{k} in {{{', '.join(v)}}}" for k, v in grid)
+    lines = [f"Tuning: grid {spelled}, each point trained once with seed {base.seed}; chosen "
+             f"by final validation accuracy (ties: validation loss) on {base.val_fraction:g} "
+             f"of the training set; test accuracy below is from fresh seeds only.\n",
+             "| method | " + " | ".join(tuning[0]["points"]) + " | chosen |",
+             "|" + "---|" * (len(tuning[0]["points"]) + 2)]
+    for t in tuning:
+        cells = [f"{a:.2f} % ({l:.4f})" for a, l in zip(t["val_acc"], t["val_loss"])]
+        lines.append(f"| {t['label']} | " + " | ".join(cells) + f" | {t['chosen']} |")
+    return "\n".join(lines) + "\n\n(validation accuracy (validation loss) at the last epoch)\n"
+
+
+def _train_or_reuse(cfg: RunConfig, run_dir: Path, *, log: Callable[[str], None] = print,
+                    progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train ``cfg`` into ``run_dir``, resume it, or reuse it when finished."""
+    from bnnopt.train.trainer import Trainer, read_metrics
+
+    summary_file = run_dir / "summary.json"
+    if summary_file.exists():
+        log(f"[compare] reuse {run_dir}")
+        summary = json.loads(summary_file.read_text())
+    else:
+        log(f"[compare] {cfg.method} seed {cfg.seed} -> {run_dir}")
+        if (run_dir / "checkpoint.pt").exists():
+            trainer = Trainer.resume(run_dir, progress=progress, log=log)
+        else:
+            trainer = Trainer(cfg, run_dir, progress=progress, log=log)
+        summary = trainer.run()
+    return summary, read_metrics(run_dir)
 
 
 def _safe(label: str) -> str:
