@@ -14,7 +14,8 @@ def test_unknown_model_lists_valid_names():
         create_model("nope")
 
 
-ALL = ["resnet20", "resnet110", "resnet18", "vgg_small", "vgg_lab", "svhn_net", "lenet5", "mlp"]
+ALL = ["resnet20", "resnet110", "resnet18", "vgg_small", "vgg_lab", "svhn_net", "lenet5", "lenet5_alq",
+       "mlp"]
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from bnnopt.models import (
-    CifarResNet, create_model, lenet5, mlp, resnet18, resnet20, svhn_net, vgg_lab, vgg_small,
+    CifarResNet, create_model, lenet5, lenet5_alq, mlp, resnet18, resnet20, svhn_net, vgg_lab, vgg_small,
 )
 from bnnopt.models.blocks import BasicBlock
 from bnnopt.registry import MODELS
@@ -26,6 +26,7 @@ CASES = {
     "vgg_lab": ({"width": 16}, (3, 32, 32)),
     "svhn_net": ({"width": 16}, (3, 32, 32)),
     "lenet5": ({}, (1, 28, 28)),
+    "lenet5_alq": ({}, (1, 28, 28)),
     "mlp": ({"hidden": 64}, (1, 28, 28)),
 }
 
@@ -156,6 +157,22 @@ def test_lenet5_param_count():
     assert n_params(lenet5(batch_norm=False)) == (6 * 25 + 6) + (16 * 6 * 25 + 16) + (400 * 120 + 120) \
         + (120 * 84 + 84) + (84 * 10 + 10) == 61_706
     assert lenet5(in_channels=3, input_size=32).eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_lenet5_alq_is_alqs_network():
+    """ALQ's LeNet-5 (BLAQ Table 4): 20C5-MP-50C5-MP-500-10 with biases, no BN."""
+    model = lenet5_alq()
+    assert n_params(model) == (20 * 25 + 20) + (50 * 20 * 25 + 50) + (800 * 500 + 500) \
+        + (500 * 10 + 10) == 431_080
+    kinds = [type(m).__name__ for m in model.modules() if not isinstance(m, nn.Sequential)]
+    assert "BatchNorm2d" not in kinds and "BatchNorm1d" not in kinds
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.padding for c in convs] == [(0, 0), (0, 0)]
+    assert model.classifier[1].in_features == 800
+    bn = lenet5_alq(batch_norm=True)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules()) == 2
+    with pytest.raises(ValueError, match="input_size.*15"):
+        lenet5_alq(input_size=15)
 
 
 def test_basic_block_closed_form():

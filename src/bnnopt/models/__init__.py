@@ -9,7 +9,7 @@ model-specific options, and validates them (ValueError naming the bad value)::
     create_model("vgg_small", num_classes=100)    # shorthand for the line above
 
 Registered names: resnet20/32/44/56/110 (CIFAR), resnet18, vgg_small, vgg_lab,
-svhn_net, lenet5, mlp. Inputs are expected normalised; the official FSG
+svhn_net, lenet5, lenet5_alq, mlp. Inputs are expected normalised; the official FSG
 checkpoints use CIFAR10_MEAN / CIFAR10_STD below.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from bnnopt.models.cifar_resnet import (  # noqa: F401
     resnet56,
     resnet110,
 )
-from bnnopt.models.lenet import LeNet5, lenet5  # noqa: F401
+from bnnopt.models.lenet import LeNet5, LeNet5ALQ, lenet5, lenet5_alq  # noqa: F401
 from bnnopt.models.mlp import MLP, mlp  # noqa: F401
 from bnnopt.models.pretrained import extract_state_dict, load_pretrained  # noqa: F401
 from bnnopt.models.resnet18 import ResNet18, resnet18  # noqa: F401
@@ -51,5 +51,5 @@ __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "create_model", "load_pretrained", "extract_state_dict",
     "CifarResNet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "ResNet18", "resnet18", "BinaryConnectVGG", "vgg_small", "vgg_lab", "svhn_net",
-    "LeNet5", "lenet5", "MLP", "mlp",
+    "LeNet5", "lenet5", "LeNet5ALQ", "lenet5_alq", "MLP", "mlp",
 ]

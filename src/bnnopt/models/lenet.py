@@ -12,9 +12,21 @@ tanh, max-pooling instead of trainable sub-sampling, full C3 connectivity, a
 linear output instead of RBF units, and (``batch_norm=True``, default) BN after
 every hidden layer, which binary-weight training needs (LAB/LAQ put BN after
 every layer). ``channels=(20, 50), hidden=(500,)`` gives the Caffe "LeNet"
-used by some quantization papers.
+used by some quantization papers (but with a padded first convolution).
 
-Input (N, C_in, S, S), S >= 12 -> logits (N, num_classes).
+``lenet5_alq`` is the LeNet-5 of ALQ (Qu et al., CVPR 2020; their public code,
+github zqu1992/ALQ, ``lenet5.py``), the network of BLAQ's Table 4 ("LeNet5
+(Qu et al. 2020)"): 20C5-MP-50C5-MP-500-10, no padding, biases, no BatchNorm::
+
+    conv5x5(C_in -> 20)   MP2  ReLU     28x28 -> 24x24 -> 12x12
+    conv5x5(20 -> 50)     MP2  ReLU     12x12 ->  8x8  ->  4x4
+    flatten (50*4*4 = 800) - FC 500 ReLU - FC num_classes      (431,080 params)
+
+(ALQ pools before the ReLU; for max-pooling the order does not matter.)
+``batch_norm=True`` adds BN after each hidden layer (not in ALQ's network).
+
+Input (N, C_in, S, S), S >= 12 (``lenet5``) or S >= 16 (``lenet5_alq``) ->
+logits (N, num_classes).
 """
 from __future__ import annotations
 
@@ -81,4 +93,40 @@ def lenet5(num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
     return LeNet5(num_classes, in_channels, input_size, channels, hidden, batch_norm)
 
 
-__all__ = ["LeNet5", "lenet5"]
+class LeNet5ALQ(nn.Module):
+    """ALQ's LeNet-5 (module docstring): ``features`` then ``classifier``."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
+                 batch_norm: bool = False):
+        super().__init__()
+        positive_int("num_classes", num_classes)
+        positive_int("in_channels", in_channels)
+        positive_int("input_size", input_size)
+        size = conv_out(conv_out(conv_out(conv_out(input_size, 5), 2, 2), 5), 2, 2)
+        if size < 1:
+            raise ValueError(f"input_size must be >= 16 for the ALQ LeNet-5, got {input_size!r}")
+        bn2 = (lambda c: [nn.BatchNorm2d(c)]) if batch_norm else (lambda c: [])
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 20, 5, bias=not batch_norm), *bn2(20), nn.MaxPool2d(2),
+            nn.ReLU(),
+            nn.Conv2d(20, 50, 5, bias=not batch_norm), *bn2(50), nn.MaxPool2d(2), nn.ReLU(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(50 * size * size, 500, bias=not batch_norm),
+            *([nn.BatchNorm1d(500)] if batch_norm else []), nn.ReLU(),
+            nn.Linear(500, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+@MODELS.register("lenet5_alq", "LeNet-5 of ALQ (Qu et al. 2020) / BLAQ Table 4: "
+                               "20C5-MP-50C5-MP-500-10, no BN, 431k params")
+def lenet5_alq(num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
+               batch_norm: bool = False) -> LeNet5ALQ:
+    """ALQ's LeNet-5 for 28x28 MNIST: 20C5-MP2-50C5-MP2-FC500-FC(num_classes)."""
+    return LeNet5ALQ(num_classes, in_channels, input_size, batch_norm)
+
+
+__all__ = ["LeNet5", "lenet5", "LeNet5ALQ", "lenet5_alq"]

@@ -10,7 +10,11 @@ cifar10-subset   ResNet-20 from the official FSG full-precision checkpoint,
                  5,085 shared CIFAR-10 training images, tested on the 1,017
                  shared test images.
 mnist-subset     4-layer MLP on the shared MNIST files (17,435 train / 10,000 test).
-mnist-lenet      LeNet-5 on the shared MNIST files.
+mnist-lenet      ALQ's LeNet-5 (20C5-MP-50C5-MP-500-10, ``lenet5_alq``; the network
+                 of BLAQ's Table 4) on the shared MNIST files. Until issue 12 this
+                 protocol used the classic ``lenet5`` (6C5-16C5-120-84 with BN); no
+                 recorded result used it, and the classic network stays available
+                 with ``--set model=lenet5``.
 digits           a small MLP on scikit-learn's embedded 8x8 digits (the demo; no files).
 
 The shared directory is found from ``$BNNOPT_SHARED``, else a ``shared``
@@ -75,8 +79,9 @@ _shared_protocol("mnist-subset",
                  "4-layer MLP on the shared MNIST subset (17,435 train / 10,000 test)",
                  _mnist("mlp"))
 _shared_protocol("mnist-lenet",
-                 "LeNet-5 on the shared MNIST subset (17,435 train / 10,000 test)",
-                 _mnist("lenet5"))
+                 "ALQ's LeNet-5 (BLAQ Table 4) on the shared MNIST subset (17,435 train / "
+                 "10,000 test)",
+                 _mnist("lenet5_alq"))
 
 
 @PROTOCOLS.register("digits", "small MLP on scikit-learn's embedded 8x8 digits (no files needed)")
