@@ -70,6 +70,7 @@ from bnnopt.hyper.learned import LearnedGradientMethod, MetaInputs, flat_cat, sp
 from bnnopt.hyper.lre import (LAYOUTS, LayerEmbedding, flat_slow_gradients,
                               per_weight_slow_gradients)
 from bnnopt.hyper.meta_nets import LinearStack
+from bnnopt.hyper.variants import SLOW_SCALES, slow_weight
 from bnnopt.registry import METHODS, choice
 
 VARIANTS = ("paper", "official")
@@ -131,7 +132,8 @@ class FSG(LearnedGradientMethod):
     hidden (fast-net width, 100); expand, d_state, d_conv (Mamba); normalize
     "none"|"rms"; meta_init "paper"|"ste"; fast_lr (None: 1e-3 / 1e-2), slow_lr (1e-3);
     slow_net_options (extra keyword arguments of the slow-net constructor, e.g.
-    {hidden = 20} for the LSTM); plus the common quantizer / bits / estimator / lookahead
+    {hidden = 20} for the LSTM); slow_scale "constant" (Eq. 9) | "lr-schedule" (β·η_t/η_0,
+    :mod:`bnnopt.hyper.variants`); plus the common quantizer / bits / estimator / lookahead
     options (:mod:`bnnopt.hyper.learned`).
     """
 
@@ -140,7 +142,7 @@ class FSG(LearnedGradientMethod):
         "variant": "paper", "preset": "cpu", "layout": None, "slow_net": "mamba",
         "history": None, "beta": None, "hidden": 100, "expand": None, "d_state": None,
         "d_conv": None, "normalize": None, "meta_init": None,
-        "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {},
+        "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {}, "slow_scale": "constant",
     }
 
     def __init__(self, **options: Any):
@@ -160,6 +162,10 @@ class FSG(LearnedGradientMethod):
         choice(opts["slow_net"], SLOW_NETS, "fsg slow_net")
         choice(opts["normalize"], NORMALIZE, "fsg normalize")
         choice(opts["meta_init"], META_INITS, "fsg meta_init")
+        choice(opts["slow_scale"], SLOW_SCALES, "fsg slow_scale")
+        if opts["slow_scale"] != "constant" and opts["variant"] != "paper":
+            raise ValueError(f"fsg slow_scale {opts['slow_scale']!r} applies to variant 'paper' "
+                             f"(the official variant's S is not in G); valid here: constant")
         for key, value in VARIANT_DEFAULTS[opts["variant"]].items():
             if opts[key] is None:
                 opts[key] = value
@@ -237,7 +243,9 @@ class FSG(LearnedGradientMethod):
         return scale * fast(torch.stack((g / scale, w_hat), dim=1))
 
     def generate(self, inputs: MetaInputs) -> tuple[list[Tensor], list[Tensor]]:
-        eta, beta = inputs.lr, float(self.options["beta"])
+        eta = inputs.lr  # β, or β·η/η_0 with slow_scale "lr-schedule" (bnnopt.hyper.variants)
+        beta = slow_weight(float(self.options["beta"]), eta, self.base_lr,
+                           self.options["slow_scale"])
         histories = [buf.sequence() for buf in self.hgs]  # newest row is g_{t-1}
         scales = self._scales(histories)
         per_elem = None

@@ -39,6 +39,11 @@ Option ``lookahead`` (common to the family; not in either paper):
   Adam that update is ~η per weight instead of η·|G|. Same as "plain" for plain
   SGD without weight decay.
 
+Option ``grad_norm`` (common; not in either paper): ``"learned"`` (default) hands
+G over as generated; ``"ste"`` rescales, per layer, G to the norm of STE's c⊙g and
+the look-ahead offset Δ to η times it, so only their direction is learned
+(:mod:`bnnopt.hyper.variants`).
+
 Subclasses implement :meth:`build_meta` (create meta-nets and their optimizers)
 and :meth:`generate`; optionally :meth:`record` (e.g. push g into a history) and
 :meth:`extra_state` / :meth:`load_extra_state`.
@@ -52,6 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bnnopt.hyper.variants import GRAD_NORMS, ste_normalized
 from bnnopt.registry import choice
 from bnnopt.train.method import Method, OptimConfig, StepOutput
 
@@ -59,7 +65,7 @@ POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer",
                "act_estimator")
 COMMON_DEFAULTS: dict[str, Any] = {
     "quantizer": "dorefa", "bits": 1, "estimator": "ste", "estimator_options": {},
-    "quantizer_options": {}, "meta_seed": None, "lookahead": "plain",
+    "quantizer_options": {}, "meta_seed": None, "lookahead": "plain", "grad_norm": "learned",
 }
 LOOKAHEADS = ("plain", "optimizer")
 
@@ -152,6 +158,7 @@ class LearnedGradientMethod(Method):
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
             raise ValueError(f"invalid meta_seed {seed!r}; must be an integer or None")
         choice(self.options["lookahead"], LOOKAHEADS, f"{self.method_name} lookahead")
+        choice(self.options["grad_norm"], GRAD_NORMS, f"{self.method_name} grad_norm")
 
     def _positive(self, key: str, integer: bool = False) -> None:
         value = self.options[key]
@@ -231,6 +238,9 @@ class LearnedGradientMethod(Method):
             c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
             lr = float(self.optimizer.param_groups[0]["lr"])
             deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
+            if self.options["grad_norm"] == "ste":
+                deltas, grads = ste_normalized(deltas, grads,
+                                               [ci * gi for ci, gi in zip(c, self._g)], lr)
             if self.options["lookahead"] == "optimizer" and lr > 0:
                 deltas = [self._optimizer_update(layer.weight, -d / lr, lr)
                           for layer, d in zip(layers, deltas)]
