@@ -92,7 +92,9 @@ def test_summary_reports_32x_for_binarized_resnet20(capsys):
     text = json.dumps(info)
     assert "compression" in text
     code, out, _ = run(capsys, "summary", "--model", "resnet20")
-    ratio = float(out.split("quantized layers:")[1].split("compression")[1].strip().rstrip("x"))
+    line = out.split("quantized layers:")[1].splitlines()[0]
+    ratio = float(line.split("compression")[1].strip().rstrip("x"))
+    assert "MACs per 3x32x32 sample: 40,813,184" in out
     assert ratio >= 31.0
 
 

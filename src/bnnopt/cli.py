@@ -1,14 +1,14 @@
 """Command-line interface: ``bnnopt <command> ...`` (also ``python -m bnnopt``).
 
 list      registered estimators, quantizers, methods, models, datasets, protocols
-summary   per-layer bits / memory of a (binarized) model, checkpoint or packed file
+summary   per-layer bits, memory, MACs and BOPs of a model, checkpoint or packed file
 train     train one run (flags < --protocol < --config < flags < --set key=value)
 eval      accuracy of a checkpoint, run directory, packed file or float state dict
 compare   several methods x optimizers x seeds on one protocol -> report.md + PNG
 report    table of finished run directories (with zig-zag statistics if recorded)
 demo      the embedded default: binarized MLP on digits, two methods, offline, <2 min
 toy       BLAQ's toy problems: LAQ vs BLAQ trajectories and oscillation counts
-export    pack a trained binary network into a deployable file of packed bits
+export    ship a trained binary network: packed bits, ONNX or QONNX
 
 Every error from bad input is one line on stderr and exit status 2.
 """
@@ -179,7 +179,8 @@ def cmd_report(args) -> int:
 def cmd_summary(args) -> int:
     from bnnopt.summarize import summarize_target
 
-    print(summarize_target(args.target, model=args.model, method=args.method, json_out=args.json))
+    print(summarize_target(args.target, model=args.model, method=args.method, json_out=args.json,
+                           input_shape=args.input_shape))
     return 0
 
 
@@ -249,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", nargs="?", help="checkpoint, run directory or packed file")
     p.add_argument("--model", help="registered model name (binarized with --method)")
     p.add_argument("--method", default="ste", help="method whose quantization to apply")
+    p.add_argument("--input-shape", dest="input_shape", metavar="C,H,W",
+                   help="input of one sample for the MAC count (default: the run's data / model's)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 

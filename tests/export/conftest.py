@@ -32,3 +32,27 @@ def make_quantized(name: str, options: dict, config: QuantConfig, seed: int) -> 
 @pytest.fixture(scope="session")
 def quantized():
     return make_quantized
+
+
+@torch.no_grad()
+def calibrate_bn(model: nn.Module, shape: list[int], seed: int = 0, batches: int = 2) -> nn.Module:
+    """Set every BatchNorm's running statistics to those of random N(0, 1) inputs (one
+    cumulative average over ``batches`` batches of 64), so activations stay O(1) through a
+    deep randomly initialised network and logits are O(1)-O(10). Returns ``model`` in eval mode."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None
+    model.train()
+    for _ in range(batches):
+        model(torch.randn([64, *shape], generator=gen))
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.momentum = 0.1
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def calibrated():
+    return calibrate_bn

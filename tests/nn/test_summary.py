@@ -65,3 +65,70 @@ def test_zoo_resnet20_summary():
     s = summary(model)
     assert s.quantized_compression >= 31
     assert s.quantized_params > 0.95 * s.total_params - 1000
+
+
+def _resnet20_hand_count(num_classes: int = 10, width: int = 16, size: int = 32) -> dict[str, int]:
+    """MACs of CIFAR ResNet-20 per 3x32x32 image from the architecture (He et al. 2016,
+    Sec. 4.2): a 3x3 stem conv, three stages of three basic blocks (two 3x3 convs each),
+    the first block of stages 2 and 3 striding by 2 with a 1x1 projection shortcut, and
+    a linear classifier. MACs of a conv = H_out * W_out * C_out * C_in * k * k."""
+    def conv(h, c_out, c_in, k):
+        return h * h * c_out * c_in * k * k
+
+    counts = {"stem": conv(size, width, 3, 3), "blocks": 0, "shortcuts": 0}
+    c_in, h = width, size
+    for stage in range(3):
+        c_out = width * 2 ** stage
+        for block in range(3):
+            if stage > 0 and block == 0:
+                h //= 2
+                counts["shortcuts"] += conv(h, c_out, c_in, 1)
+            counts["blocks"] += conv(h, c_out, c_in, 3) + conv(h, c_out, c_out, 3)
+            c_in = c_out
+    counts["fc"] = 4 * width * num_classes
+    return counts
+
+
+def test_resnet20_macs_equal_the_hand_count():
+    from bnnopt.models import create_model
+
+    model = create_model("resnet20", num_classes=10)
+    binarize_(model, QuantConfig())  # first conv and fc stay float
+    s = summary(model, [3, 32, 32])
+    hand = _resnet20_hand_count()
+    assert s.total_macs == sum(hand.values())
+    assert s.float_macs == hand["stem"] + hand["fc"]
+    assert s.binary_macs == hand["blocks"] + hand["shortcuts"]
+    assert s.kbit_macs == 0 and s.xnor_macs == 0
+    assert s.binary_mac_share == pytest.approx(s.binary_macs / s.total_macs)
+    assert s.bops == s.binary_macs * 32 + s.float_macs * 32 * 32
+    text = str(s)
+    assert f"{s.total_macs:,}" in text and "BOPs" in text
+
+
+def test_w1a1_macs_are_xnor_and_k_bit_macs_are_counted():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Linear(8, 8), nn.Linear(8, 4))
+    binarize_(model, QuantConfig(weight_bits=1, act_quantizer="sign", keep_first=False, keep_last=True,
+                                 include="^1$"))
+    binarize_(model, QuantConfig(weight_bits=4, keep_first=False, keep_last=False, include="^2$"))
+    s = summary(model, [16])
+    assert (s.xnor_macs, s.binary_macs, s.kbit_macs, s.float_macs) == (128, 128, 64, 32)
+    assert s.bops == 128 * 1 * 1 + 64 * 4 * 32 + 32 * 32 * 32
+    assert s.input_shape == [16] and s.to_dict()["macs"] == 224
+
+
+def test_packed_model_summary_equals_the_training_model(tmp_path):
+    from bnnopt.export import export_packed, load_packed
+    from bnnopt.models import create_model
+
+    model = create_model("lenet5")
+    binarize_(model, QuantConfig(weight_bits=2, keep_first=False))
+    export_packed(model.eval(), tmp_path / "m.bnnpk", {"model": "lenet5"})
+    a = summary(model, [1, 28, 28])
+    b = summary(load_packed(tmp_path / "m.bnnpk"), [1, 28, 28])
+    assert [(r.name, r.bits, r.params, r.macs) for r in a.layers] == \
+        [(r.name, r.bits, r.params, r.macs) for r in b.layers]
+    assert (a.total_macs, a.kbit_macs, a.bops) == (b.total_macs, b.kbit_macs, b.bops)
+    model.train()
+    summary(model, [1, 28, 28])
+    assert model.training

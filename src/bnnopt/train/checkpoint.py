@@ -68,16 +68,23 @@ def is_checkpoint(path: str | Path) -> bool:
     return True
 
 
+def model_options(config: RunConfig, data_info: dict[str, Any]) -> dict[str, Any]:
+    """The registered model's keyword arguments for ``config`` on data ``data_info``:
+    the config's model_options plus num_classes, in_channels and input_size from the
+    data (every registered model accepts these three)."""
+    options = dict(config.model_options)
+    options.setdefault("num_classes", data_info["num_classes"])
+    if "in_channels" in data_info:
+        options.setdefault("in_channels", data_info["in_channels"])
+        options.setdefault("input_size", data_info["image_size"][0])
+    return options
+
+
 def build_model(config: RunConfig, data_info: dict[str, Any]) -> tuple[nn.Module, Any]:
     """Instantiate the (not yet quantized) model and the method for ``config``."""
     from bnnopt.registry import METHODS, MODELS
 
-    options = dict(config.model_options)
-    options.setdefault("num_classes", data_info["num_classes"])
-    if "in_channels" in data_info:  # every registered model accepts these two
-        options.setdefault("in_channels", data_info["in_channels"])
-        options.setdefault("input_size", data_info["image_size"][0])
-    model = MODELS.get(config.model)(**options)
+    model = MODELS.get(config.model)(**model_options(config, data_info))
     method = METHODS.get(config.method)(**config.method_options)
     return model, method
 
