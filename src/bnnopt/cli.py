@@ -47,6 +47,9 @@ def _add_run_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None
     p.add_argument("--device", help="auto | cpu | cuda")
     p.add_argument("--init", help="initial weights: FP state dict or bnnopt checkpoint")
     p.add_argument("--zigzag", type=int, help="track N weights for oscillation statistics")
+    p.add_argument("--zigzag-every", dest="zigzag_every",
+                   help="zig-zag sampling: after every step (default) or once per epoch "
+                        "(BLAQ Table 1); window: --set zigzag_options.last_k=K")
     p.add_argument("--train-limit", dest="train_limit", type=int)
     p.add_argument("--test-limit", dest="test_limit", type=int)
     p.add_argument("--val-fraction", dest="val_fraction", type=float,
@@ -74,6 +77,8 @@ def resolve_config(args: argparse.Namespace):
             cfg.update({key: value})
     if getattr(args, "download", False):
         cfg.download = True
+    if getattr(args, "zigzag_every", None):
+        cfg.update({"zigzag_options": {"every": args.zigzag_every}})
     if getattr(args, "optimizer", None):
         cfg.update({"optim": {"name": args.optimizer}})
     if getattr(args, "lr", None) is not None:

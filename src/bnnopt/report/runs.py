@@ -106,7 +106,9 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
     zig = [(r["label"], _flat(r["zigzag"].get("last_k", r["zigzag"])))
            for r in runs if r.get("zigzag")]
     if zig:
-        keys = sorted(zig[0][1])
+        from bnnopt.train.zigzag import REPORT_KEYS
+
+        keys = [k for k in REPORT_KEYS if k in zig[0][1]] or sorted(zig[0][1])
         text += ("\nzig-zag over the last epochs (tracked weights):\n\n| run | "
                  + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1) + "\n")
         for label, stats in zig:

@@ -44,6 +44,8 @@ class RunConfig:
                                validation split chosen by the seed (0 = none;
                                bnnopt.data.split); every choice is made on it
     zigzag                     number of weights tracked for oscillation stats (0 = off)
+    zigzag_options             {every = "step"|"epoch", last_k = 5, lock = 0}: sampling
+                               cadence, summary window, locked weight (bnnopt.train.zigzag)
     """
 
     model: str = "resnet20"
@@ -68,6 +70,7 @@ class RunConfig:
     test_limit: int = 0
     val_fraction: float = 0.0
     zigzag: int = 0
+    zigzag_options: dict[str, Any] = field(default_factory=dict)
     protocol: str | None = None
 
     # -- validation --------------------------------------------------------------
@@ -90,6 +93,9 @@ class RunConfig:
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
                 or not 0 <= self.val_fraction < 1:
             raise ValueError(f"invalid val_fraction {self.val_fraction!r}; must be a number in [0, 1)")
+        from bnnopt.train.zigzag import check_options
+
+        check_options(self.zigzag_options)
         if not 0 < self.gamma <= 1:
             raise ValueError(f"invalid gamma {self.gamma!r}; must be in (0, 1]")
         self.optim_config().validate()

@@ -117,7 +117,8 @@ class Trainer:
         if cfg.zigzag:
             from bnnopt.train.zigzag import ZigZagTracker
 
-            self.zigzag = ZigZagTracker(self.model, num_weights=cfg.zigzag, seed=cfg.seed)
+            self.zigzag = ZigZagTracker(self.model, num_weights=cfg.zigzag, seed=cfg.seed,
+                                        **cfg.zigzag_options)
 
     @classmethod
     def resume(cls, run_dir: str | Path, **kwargs: Any) -> "Trainer":
@@ -183,7 +184,7 @@ class Trainer:
         if self.val_loader is not None:
             row["val_loss"], row["val_acc"] = evaluate(model, self.val_loader.epoch(0))
         if self.zigzag is not None:
-            row["zigzag"] = self.zigzag.end_epoch(epoch)
+            row["zigzag"] = self.zigzag.end_epoch(epoch, self.model)
         return row
 
     def save(self, epoch: int) -> None:

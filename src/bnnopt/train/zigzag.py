@@ -6,8 +6,12 @@ the quantized weights. This tracker measures both for ANY method on a fixed
 random sample of weights of the model's quantized layers (every module with a
 ``weight`` and a ``weight_quantizer``: QConv2d / QLinear).
 
-A *record* is taken at construction and after every ``after_step`` (or
-whenever the caller records, e.g. once per epoch). For a tracked weight with
+A *record* is taken at construction and then, with ``every="step"`` (default),
+after every ``after_step``, or, with ``every="epoch"``, once at each
+``end_epoch`` (``after_step`` does nothing). Per-epoch sampling is what BLAQ's
+Table 1 counts ("the last 150 epochs"); per-step sampling also sees the
+oscillation inside an epoch and so counts more (e.g. 988 flips per step vs 358
+per epoch on one MNIST run). For a tracked weight with
 records w_0, w_1, ... (latent value ``layer.weight``) and codes c_0, c_1, ...
 (the quantizer's integer code, i.e. its quantization level):
 
@@ -26,7 +30,14 @@ reports: ``max_amplitude`` (largest swing of any tracked weight),
 ``mean_amplitude`` (mean over tracked weights of each one's largest swing, 0 if
 none), ``flips`` (total over tracked weights), ``flips_per_weight``,
 ``flipped_fraction`` (share of tracked weights that flipped at least once),
-``reversals`` (turning points) and ``records``.
+``reversals`` (turning points) and ``records``; and per-weight statistics, the
+numbers that can stand beside BLAQ Table 1 (which reports ONE weight):
+``amplitude_median`` / ``amplitude_max`` and ``flips_median`` / ``flips_max``
+(median and max over the tracked weights of each weight's largest swing / number
+of flips in the window), and ``locked_amplitude`` / ``locked_flips`` of one
+*locked* weight (``lock``: its position in the sorted sample, default 0; with the
+same model, seed and sample size every method locks the same weight, as Table 1
+does for LAQ and BLAQ), whose place is ``locked`` = "layer[index]".
 
 Codes come from ``weight_quantizer.encode(W)["codes"]`` of the latent weight W
 (a learned-gradient method's look-ahead ``delta`` is ignored); a quantizer
@@ -35,9 +46,13 @@ no-grad encode of each layer that holds a tracked weight.
 
 Wiring (the Trainer)::
 
-    tracker = ZigZagTracker(model, num_weights=256, seed=seed)   # after prepare()
+    tracker = ZigZagTracker(model, num_weights=256, seed=seed, every="epoch")  # after prepare()
     ... after each method.train_step(...):  tracker.after_step(model)
-    ... at the end of each epoch:           row["zigzag"] = tracker.end_epoch(epoch)
+    ... at the end of each epoch:           row["zigzag"] = tracker.end_epoch(epoch, model)
+
+Options from a run config: ``zigzag = N`` (weights) and the table
+``zigzag_options = {every = "epoch", last_k = 150, lock = 0}`` (CLI:
+``--zigzag N --zigzag-every epoch --set zigzag_options.last_k=150``).
     checkpoint["zigzag"] = tracker.state_dict(); tracker.load_state_dict(...) on resume
 """
 from __future__ import annotations
@@ -47,7 +62,33 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ZigZagTracker", "ZigZagStream", "sequence_stats", "stats", "tracked_layers"]
+__all__ = ["ZigZagTracker", "ZigZagStream", "sequence_stats", "stats", "tracked_layers",
+           "EVERY", "OPTION_KEYS", "check_options", "REPORT_KEYS"]
+
+EVERY = ("step", "epoch")
+OPTION_KEYS = ("every", "last_k", "lock")
+# the columns `bnnopt report` shows (Table-1 comparable first)
+REPORT_KEYS = ("epochs", "records", "flips_median", "flips_max", "amplitude_median",
+               "amplitude_max", "locked", "locked_flips", "locked_amplitude", "flips",
+               "flipped_fraction")
+
+
+def check_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Validate a ``zigzag_options`` table (ValueError naming the bad key or value)."""
+    if not isinstance(options, dict):
+        raise ValueError(f"invalid zigzag_options {options!r}; must be a table with keys "
+                         f"{', '.join(OPTION_KEYS)}")
+    unknown = set(options) - set(OPTION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown zigzag_options key {sorted(unknown)[0]!r}; valid keys: "
+                         f"{', '.join(OPTION_KEYS)}")
+    if "every" in options and options["every"] not in EVERY:
+        raise ValueError(f"invalid zigzag every {options['every']!r}; valid: {', '.join(EVERY)}")
+    for key, low in (("last_k", 1), ("lock", 0)):
+        value = options.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"invalid zigzag {key} {value!r}; must be an integer >= {low}")
+    return options
 
 
 def tracked_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -117,14 +158,31 @@ class ZigZagStream:
         self.reversals, self.records = int(state["reversals"]), int(state["records"])
 
 
-def stats(swing: torch.Tensor, flips: torch.Tensor, reversals: int, records: int) -> dict[str, Any]:
-    """The reported numbers from per-weight largest swings and flip counts."""
+def _median(x: torch.Tensor) -> float:
+    """The median (mean of the two middle values for an even count; 0 if empty)."""
+    if not x.numel():
+        return 0.0
+    v = x.double().sort().values
+    k = v.numel()
+    return float((v[(k - 1) // 2] + v[k // 2]) / 2)
+
+
+def stats(swing: torch.Tensor, flips: torch.Tensor, reversals: int, records: int,
+          lock: int | None = None) -> dict[str, Any]:
+    """The reported numbers from per-weight largest swings [n] and flip counts [n];
+    ``lock``: position of the locked weight (None: no locked-weight entries)."""
     n = swing.numel()
-    return {"max_amplitude": float(swing.max()) if n else 0.0,
-            "mean_amplitude": float(swing.mean()) if n else 0.0,
-            "flips": int(flips.sum()), "flips_per_weight": float(flips.sum()) / max(n, 1),
-            "flipped_fraction": float((flips > 0).float().mean()) if n else 0.0,
-            "reversals": int(reversals), "records": int(records), "tracked": int(n)}
+    out = {"max_amplitude": float(swing.max()) if n else 0.0,
+           "mean_amplitude": float(swing.mean()) if n else 0.0,
+           "flips": int(flips.sum()), "flips_per_weight": float(flips.sum()) / max(n, 1),
+           "flipped_fraction": float((flips > 0).float().mean()) if n else 0.0,
+           "reversals": int(reversals), "records": int(records), "tracked": int(n),
+           "amplitude_median": _median(swing), "amplitude_max": float(swing.max()) if n else 0.0,
+           "flips_median": _median(flips), "flips_max": int(flips.max()) if n else 0}
+    if lock is not None and 0 <= lock < n:
+        out["locked_amplitude"] = float(swing[lock])
+        out["locked_flips"] = int(flips[lock])
+    return out
 
 
 def sequence_stats(values: torch.Tensor, codes: torch.Tensor) -> dict[str, Any]:
@@ -141,14 +199,16 @@ class ZigZagTracker:
     """Track ``num_weights`` weights sampled uniformly (seeded) over all quantized layers.
 
     ``last_k``: the window of the summary that ``end_epoch`` attaches (key "last_k").
+    ``every``: "step" (record after every step) or "epoch" (once per epoch).
+    ``lock``: position in the sorted sample of the locked weight (< num_weights).
     """
 
     def __init__(self, model: nn.Module, num_weights: int = 256, seed: int = 0,
-                 last_k: int = 5):
+                 last_k: int = 5, every: str = "step", lock: int = 0):
         if num_weights < 1:
             raise ValueError(f"invalid num_weights {num_weights!r}; must be >= 1")
-        if last_k < 1:
-            raise ValueError(f"invalid last_k {last_k!r}; must be >= 1")
+        check_options({"last_k": last_k, "every": every, "lock": lock})
+        self.every = every
         layers = tracked_layers(model)
         if not layers:
             raise ValueError("model has no quantized layer (no module with a weight_quantizer)"
@@ -164,6 +224,12 @@ class ZigZagTracker:
         self.groups = {li: torch.tensor([fi for l2, fi in self.index if l2 == li])
                        for li in sorted({li for li, _ in self.index})}
         self.n = len(self.index)
+        if lock >= self.n:
+            raise ValueError(f"invalid zigzag lock {lock!r}; must be < the {self.n} tracked "
+                             "weights")
+        self.lock = int(lock)
+        li, fi = self.index[self.lock]
+        self.locked = f"{self.names[li]}[{fi}]"
         self.history: list[dict[str, Any]] = []
         self.stream = ZigZagStream(*self._read(model))
 
@@ -184,17 +250,27 @@ class ZigZagTracker:
         self.stream.record(w, codes)
 
     def after_step(self, model: nn.Module) -> None:
-        """Record the tracked weights of ``model`` now (call after every train step)."""
-        self.stream.record(*self._read(model))
+        """Record the tracked weights of ``model`` now (call after every train step;
+        does nothing when sampling per epoch)."""
+        if self.every == "step":
+            self.stream.record(*self._read(model))
 
     # -- reports -----------------------------------------------------------------------
-    def end_epoch(self, epoch: int) -> dict[str, Any]:
-        """Close epoch ``epoch`` (0-based); returns its stats plus ``last_k``'s summary."""
+    def end_epoch(self, epoch: int, model: nn.Module | None = None) -> dict[str, Any]:
+        """Close epoch ``epoch`` (0-based); returns its stats plus ``last_k``'s summary.
+
+        With ``every="epoch"`` the epoch's one record is taken here, from ``model``
+        (required then).
+        """
+        if self.every == "epoch":
+            if model is None:
+                raise ValueError("end_epoch needs the model when sampling once per epoch")
+            self.stream.record(*self._read(model))
         closed = {"epoch": int(epoch), **self.stream.close()}
         self.history.append(closed)
-        out = {"epoch": int(epoch) + 1, **stats(torch.tensor(closed["swing"]),
-                                                torch.tensor(closed["flips"]),
-                                                closed["reversals"], closed["records"])}
+        out = {"epoch": int(epoch) + 1, "every": self.every, "locked": self.locked,
+               **stats(torch.tensor(closed["swing"]), torch.tensor(closed["flips"]),
+                       closed["reversals"], closed["records"], self.lock)}
         out["last_k"] = self.summary(self.last_k)
         return out
 
@@ -206,16 +282,19 @@ class ZigZagTracker:
         """
         window = self.history if last_k is None else self.history[-int(last_k):]
         if not window:
-            return {"epochs": 0, **stats(torch.zeros(0), torch.zeros(0, dtype=torch.long), 0, 0)}
+            return {"epochs": 0, "every": self.every,
+                    **stats(torch.zeros(0), torch.zeros(0, dtype=torch.long), 0, 0)}
         swing = torch.tensor([h["swing"] for h in window]).max(0).values
         flips = torch.tensor([h["flips"] for h in window]).sum(0)
         out = stats(swing, flips, sum(h["reversals"] for h in window),
-                    sum(h["records"] for h in window))
-        return {"epochs": len(window), "first_epoch": window[0]["epoch"] + 1, **out}
+                    sum(h["records"] for h in window), self.lock)
+        return {"epochs": len(window), "first_epoch": window[0]["epoch"] + 1,
+                "every": self.every, "locked": self.locked, **out}
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "index": list(self.index), "last_k": self.last_k,
+                "every": self.every, "lock": self.lock,
                 "history": [dict(h) for h in self.history], "stream": self.stream.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -225,3 +304,6 @@ class ZigZagTracker:
         self.history = [dict(h) for h in state["history"]]
         self.stream.load_state_dict(state["stream"])
         self.last_k = int(state["last_k"])
+        if state.get("every", "step") != self.every:
+            raise ValueError(f"zig-zag tracker state samples every {state.get('every', 'step')!r},"
+                             f" this run every {self.every!r}")
