@@ -187,3 +187,26 @@ def test_defaults_and_bad_options():
     for options, message in bad:
         with pytest.raises(ValueError, match=message):
             METHODS.get("fsg")(**options)
+
+
+def test_docstring_table_of_variant_and_preset_is_what_runs():
+    """Every row of the variant x preset table in the fsg docstring equals the resolved options."""
+    import bnnopt.hyper.fsg as fsg_module
+
+    lines = [ln for ln in fsg_module.__doc__.splitlines() if ln.startswith(("paper  ", "official  "))]
+    assert len(lines) == 4
+    keys = ("variant", "preset", "layout", "expand", "d_state", "d_conv", "normalize", "meta_init",
+            "history", "beta", "fast_lr", "first_step", "adam_eps", "bias_lookahead")
+    for line in lines:
+        cells = line.replace("(*)", "").split()
+        assert len(cells) == len(keys), line
+        given = {"variant": cells[0]}
+        if "(*)" not in line:
+            given["preset"] = cells[1]
+        opts = METHODS.get("fsg")(**given).options
+        for key, cell in zip(keys, cells):
+            value = opts[key]
+            expected = {"true": True, "false": False}.get(cell, cell)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                expected = float(cell)
+            assert value == expected, (line, key)

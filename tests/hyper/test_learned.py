@@ -94,9 +94,13 @@ def test_sgd_step_equals_hand_computed_metaquant_update(name):
 
 
 def test_lookahead_weight_paper_and_official():
-    """Ŵ recorded at step t is A(W̃): paper W̃ = W - η·G; official W̃ = W - (previous step)."""
+    """Ŵ recorded at step t is A(W̃): paper W̃ = W - η·G; official W̃ = W - (previous step).
+
+    (first_step "ste" so that there is a previous applied step; the official first
+    iteration, with no update, is in test_official_transcription.py.)
+    """
     for variant in ("paper", "official"):
-        model, method = make("multifc", variant=variant, lr=0.05)
+        model, method = make("multifc", variant=variant, lr=0.05, first_step="ste")
         data = batches(3)
         w0 = weights(method)
         step(model, method, data[0])

@@ -19,12 +19,20 @@ the sequence layouts in :mod:`.lre`):
     generated gradient G = c⊙F - (β/η)·S, so plain SGD (W - η·G) is exactly Eq. 9;
     SGD-M and Adam receive the same G. Defaults l = 6, β = 0.3, Adam lr 1e-3 for both nets.
 
-``variant="official"`` -- what github two-tiger/FSG does:
+``variant="official"`` -- what github two-tiger/FSG does (``meta-quantize.py
+-meta MetaFastAndSlow``), exactly (tests/hyper/test_official_transcription.py):
 
     F = g ⊙ fast(u)            input u = (Ŵ+1)/2 only (its [0,1] DoReFa form), default init
     look-ahead W̃ = W - η·(β·S + (1-β)·c⊙F)     (its ``alpha``, default β = 0.9)
     generated gradient G = c⊙F   (S only shapes the look-ahead)
-    Defaults l = 5 (newest included), Adam lr 1e-2 (fast) and 1e-3 (slow).
+    Defaults l = 5 (newest included), Adam lr 1e-2 (fast) and 1e-3 (slow), and its own
+    preset "official": flat layout, Mamba expand 100, d_state 16, d_conv 8, no
+    normalisation, the nets' default init. Also its first iteration (no update at all),
+    its Adam ε placement and its bias look-ahead (options ``first_step``, ``adam_eps``,
+    ``bias_lookahead`` of :mod:`bnnopt.hyper.learned`). With ``slow_net="lstmfc"`` it is
+    the official ``MetaFastAndLSTM``: S = g ⊙ LSTMFC(u), hidden 100, state carried per
+    weight, no HGS and no LRE. The official ResNet is ``model_options.fc_bn = true`` with
+    ``policy keep_first = false, keep_last = false``.
 
 ``layout``: "flat" (Eq. 10-11, one sequence of length l·ξ+1 per layer, as the
 paper and the official code) or "per-weight" (one (l+1)-token sequence per
@@ -45,9 +53,10 @@ Two options that are not in the paper (``normalize``, ``meta_init``):
   slow-net's own initialisation, whose random sign makes the first updates ascend
   as often as descend (measured correlation with c⊙g at start: -0.6 with "rms").
 
-``preset`` fills every one of these left unset (an explicit option always wins):
+``preset`` fills every one of these left unset (an explicit option always wins);
+None (the default) means "cpu" for the paper variant and "official" for the official one:
 
-* ``"cpu"`` (default): layout per-weight, Mamba expand 1, d_state 4, d_conv 8,
+* ``"cpu"``: layout per-weight, Mamba expand 1, d_state 4, d_conv 8,
   normalize "rms", meta_init "ste". Chosen with bench/bench_metagrad.py on
   ResNet-20 / cifar10-subset (1 CPU thread, steps interleaved with STE's):
   1.35-1.6x the time of an STE step with the paper's l = 6 (expand 1 / d_state 16:
@@ -55,8 +64,22 @@ Two options that are not in the paper (``normalize``, ``meta_init``):
   per-weight), and after 2 epochs 80.4 % test accuracy vs 79.8 % for STE (seed 1:
   83.0 vs 82.2 %), where the literal paper settings of normalize/meta_init reach
   57.3 % and larger expand / d_state did not do better (79.2 %, 77.7 %).
-* ``"paper"``: layout flat, expand 100, d_state 16, d_conv 8, normalize "none",
-  meta_init "paper": the paper and the official code, nothing added.
+* ``"paper"`` and ``"official"`` (same values): layout flat, expand 100, d_state 16,
+  d_conv 8, normalize "none", meta_init "paper": the paper and the official code,
+  nothing added.
+
+What runs, variant x preset (``bnnopt train ... --dry-run`` prints every option):
+
+=========  ========  =========  ======  =======  ======  =========  =========  ==  ====  =======  ==========  ========  ==============
+variant    preset    layout     expand  d_state  d_conv  normalize  meta_init  l   beta  fast_lr  first_step  adam_eps  bias_lookahead
+=========  ========  =========  ======  =======  ======  =========  =========  ==  ====  =======  ==========  ========  ==============
+paper      cpu (*)   per-weight 1       4        8       rms        ste        6   0.3   1e-3     ste         torch     false
+paper      paper     flat       100     16       8       none       paper      6   0.3   1e-3     ste         torch     false
+official   official  flat       100     16       8       none       paper      5   0.9   1e-2     skip        official  true
+official   cpu       per-weight 1       4        8       rms        ste        5   0.9   1e-2     skip        official  true
+=========  ========  =========  ======  =======  ======  =========  =========  ==  ====  =======  ==========  ========  ==============
+
+(*) default. slow_lr is 1e-3 and the fast-net hidden width 100 everywhere.
 """
 from __future__ import annotations
 
@@ -74,7 +97,7 @@ from bnnopt.hyper.variants import SLOW_SCALES, slow_weight
 from bnnopt.registry import METHODS, choice
 
 VARIANTS = ("paper", "official")
-SLOW_NETS = ("mamba", "lstm")
+SLOW_NETS = ("mamba", "lstm", "lstmfc")
 NORMALIZE = ("none", "rms")
 META_INITS = ("paper", "ste")
 # Per-variant defaults for options left as None.
@@ -83,7 +106,11 @@ PRESETS = {
             "normalize": "rms", "meta_init": "ste"},
     "paper": {"layout": "flat", "expand": 100, "d_state": 16, "d_conv": 8,
               "normalize": "none", "meta_init": "paper"},
+    # the official code's own settings (the default of variant "official")
+    "official": {"layout": "flat", "expand": 100, "d_state": 16, "d_conv": 8,
+                 "normalize": "none", "meta_init": "paper"},
 }
+DEFAULT_PRESET = {"paper": "cpu", "official": "official"}
 VARIANT_DEFAULTS = {
     "paper": {"history": 6, "beta": 0.3, "fast_lr": 1e-3},
     "official": {"history": 5, "beta": 0.9, "fast_lr": 1e-2},
@@ -139,7 +166,7 @@ class FSG(LearnedGradientMethod):
 
     method_name = "fsg"
     option_defaults: dict[str, Any] = {
-        "variant": "paper", "preset": "cpu", "layout": None, "slow_net": "mamba",
+        "variant": "paper", "preset": None, "layout": None, "slow_net": "mamba",
         "history": None, "beta": None, "hidden": 100, "expand": None, "d_state": None,
         "d_conv": None, "normalize": None, "meta_init": None,
         "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {}, "slow_scale": "constant",
@@ -154,6 +181,8 @@ class FSG(LearnedGradientMethod):
         super().validate_options()
         opts = self.options
         choice(opts["variant"], VARIANTS, "fsg variant")
+        if opts["preset"] is None:
+            opts["preset"] = DEFAULT_PRESET[opts["variant"]]
         choice(opts["preset"], tuple(PRESETS), "fsg preset")
         for key, value in PRESETS[opts["preset"]].items():
             if opts[key] is None:
@@ -189,6 +218,13 @@ class FSG(LearnedGradientMethod):
         self.meta_modules["fast"] = LinearStack(2 if paper else 1, opts["hidden"], depth=3,
                                                 init="orthogonal" if paper else "default")
         kw = dict(opts["slow_net_options"])
+        if opts["slow_net"] == "lstmfc":  # official MetaFastAndLSTM: S = g ⊙ LSTMFC(u), no HGS/LRE
+            from bnnopt.hyper.meta_nets import LSTMFCNet
+
+            self.meta_modules["slow"] = LSTMFCNet(**{"hidden": opts["hidden"], **kw})
+            self._lstm_state = None
+            self.hgs = []
+            return
         if opts["slow_net"] == "mamba":
             kw = {"d_model": 1, "d_state": opts["d_state"], "d_conv": opts["d_conv"],
                   "expand": opts["expand"], **kw}
@@ -204,7 +240,8 @@ class FSG(LearnedGradientMethod):
 
     def _make_meta_optimizers(self) -> None:
         slow_params = list(self.meta_modules["slow"].parameters())
-        slow_params += list(self.meta_modules["lre"].parameters())
+        if "lre" in self.meta_modules:
+            slow_params += list(self.meta_modules["lre"].parameters())
         self.meta_optimizers = {
             "fast": torch.optim.Adam(self.meta_modules["fast"].parameters(),
                                      lr=self.options["fast_lr"]),
@@ -223,6 +260,16 @@ class FSG(LearnedGradientMethod):
             return None
         rms = [h.pow(2).mean().sqrt() for h in histories]
         return [torch.where(r > 0, r, torch.ones_like(r)) for r in rms]
+
+    def lstm_slow_gradients(self, g: Tensor, w_hat: Tensor) -> Tensor:
+        """slow_net "lstmfc" (official MetaFastAndLSTM): S = g ⊙ fc(LSTM(u; h)), u = (Ŵ+1)/2.
+
+        One LSTM step per iteration with every weight a batch item; (h, c) carried
+        across iterations per weight, detached (as :class:`bnnopt.hyper.LSTMFC`).
+        """
+        out, (h, c) = self.meta_modules["slow"](0.5 * w_hat + 0.5, self._lstm_state)
+        self._lstm_state = (h.detach(), c.detach())
+        return g * out
 
     def slow_gradients(self, histories: list[Tensor], scales: list[Tensor] | None) -> Tensor:
         """S (N,) for all layers, flattened and concatenated: slow-net over [LRE, H_i / r_i], x r_i."""
@@ -246,15 +293,24 @@ class FSG(LearnedGradientMethod):
         eta = inputs.lr  # β, or β·η/η_0 with slow_scale "lr-schedule" (bnnopt.hyper.variants)
         beta = slow_weight(float(self.options["beta"]), eta, self.base_lr,
                            self.options["slow_scale"])
-        histories = [buf.sequence() for buf in self.hgs]  # newest row is g_{t-1}
-        scales = self._scales(histories)
-        per_elem = None
-        if scales is not None:
-            sizes = torch.tensor([g.numel() for g in inputs.g], device=histories[0].device)
-            per_elem = torch.repeat_interleave(torch.stack(scales), sizes)
         g, w_hat = flat_cat(inputs.g), flat_cat(inputs.w_hat)
-        cf = flat_cat(inputs.c) * self.fast_gradients(g, w_hat, per_elem)
-        slow = self.slow_gradients(histories, scales)
+        if self.options["slow_net"] == "lstmfc":  # no HGS: "rms" uses each layer's newest g
+            scales = self._scales([t.reshape(1, -1) for t in inputs.g])
+            per_elem = None
+            if scales is not None:
+                sizes = torch.tensor([t.numel() for t in inputs.g], device=g.device)
+                per_elem = torch.repeat_interleave(torch.stack(scales), sizes)
+            cf = flat_cat(inputs.c) * self.fast_gradients(g, w_hat, per_elem)
+            slow = self.lstm_slow_gradients(g, w_hat)
+        else:
+            histories = [buf.sequence() for buf in self.hgs]  # newest row is g_{t-1}
+            scales = self._scales(histories)
+            per_elem = None
+            if scales is not None:
+                sizes = torch.tensor([t.numel() for t in inputs.g], device=histories[0].device)
+                per_elem = torch.repeat_interleave(torch.stack(scales), sizes)
+            cf = flat_cat(inputs.c) * self.fast_gradients(g, w_hat, per_elem)
+            slow = self.slow_gradients(histories, scales)
         if self.options["variant"] == "paper":
             delta = -eta * cf + beta * slow                 # Eq. 9 / Eq. 12
             # W - η·G == Eq. 9 (with η = 0 no optimizer step can carry β·S: drop it)
@@ -266,9 +322,13 @@ class FSG(LearnedGradientMethod):
 
     # -- checkpoints -------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
-        return {"hgs": [buf.state_dict() for buf in self.hgs]}
+        lstm = getattr(self, "_lstm_state", None)
+        return {"hgs": [buf.state_dict() for buf in self.hgs],
+                "lstm_state": None if lstm is None else tuple(t.clone() for t in lstm)}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        lstm = state.get("lstm_state")
+        self._lstm_state = None if lstm is None else tuple(t.clone() for t in lstm)
         if len(state["hgs"]) != len(self.hgs):
             raise ValueError(f"method state has {len(state['hgs'])} HGS buffers; "
                              f"this model has {len(self.hgs)} quantized layers")

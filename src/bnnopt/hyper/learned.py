@@ -44,6 +44,20 @@ G over as generated; ``"ste"`` rescales, per layer, G to the norm of STE's c⊙g
 the look-ahead offset Δ to η times it, so only their direction is learned
 (:mod:`bnnopt.hyper.variants`).
 
+Three options reproduce details of the official codes (github two-tiger/FSG and
+csyhhu/MetaQuant); each defaults to the official behaviour under
+``variant="official"`` and to bnnopt's otherwise (an explicit value always wins):
+
+* ``first_step``: "ste" (bnnopt: the first step, with nothing stored yet, is a
+  plain STE step) or "skip" (official: the first iteration runs forward and
+  backward to store g and Ŵ but updates nothing at all, no weight, no BN).
+* ``adam_eps``: "torch" or "official": with an Adam base optimizer, the official
+  code's ε placement m̂/(√v̂ + ε/√(1-β₂ᵗ)) (:mod:`bnnopt.hyper.official_adam`).
+* ``bias_lookahead``: False or True: the forward of a quantized layer uses the
+  bias b - η_t·r_b, r_b its previous refined gradient (the previous applied step
+  divided by that step's η; after a skipped first step, its raw gradient), as the
+  official layers do (their ``meta_bias = bias - bias.grad * lr``).
+
 Subclasses implement :meth:`build_meta` (create meta-nets and their optimizers)
 and :meth:`generate`; optionally :meth:`record` (e.g. push g into a history) and
 :meth:`extra_state` / :meth:`load_extra_state`.
@@ -51,6 +65,7 @@ and :meth:`generate`; optionally :meth:`record` (e.g. push g into a history) and
 from __future__ import annotations
 
 import copy as copy_module
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,8 +81,11 @@ POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer",
 COMMON_DEFAULTS: dict[str, Any] = {
     "quantizer": "dorefa", "bits": 1, "estimator": "ste", "estimator_options": {},
     "quantizer_options": {}, "meta_seed": None, "lookahead": "plain", "grad_norm": "learned",
+    "first_step": None, "adam_eps": None, "bias_lookahead": None,
 }
 LOOKAHEADS = ("plain", "optimizer")
+FIRST_STEPS = ("ste", "skip")
+ADAM_EPS = ("torch", "official")
 
 
 def calibration(quantizer: nn.Module, weight: Tensor) -> Tensor:
@@ -143,12 +161,15 @@ class LearnedGradientMethod(Method):
         merged.update(options)
         super().__init__(**merged)
         self.validate_options()
+        self.resolve_official_details()
         self.layers: list[tuple[str, nn.Module]] = []
         self.meta_modules = nn.ModuleDict()
         self.meta_optimizers: dict[str, torch.optim.Optimizer] = {}
         self._g: list[Tensor] | None = None
         self._w_hat: list[Tensor] | None = None
         self._prev_step: list[Tensor] | None = None
+        self._prev_bias_step: list[Tensor | None] | None = None
+        self._prev_lr: float | None = None
         self.steps = 0
 
     # -- options -------------------------------------------------------------------
@@ -159,6 +180,25 @@ class LearnedGradientMethod(Method):
             raise ValueError(f"invalid meta_seed {seed!r}; must be an integer or None")
         choice(self.options["lookahead"], LOOKAHEADS, f"{self.method_name} lookahead")
         choice(self.options["grad_norm"], GRAD_NORMS, f"{self.method_name} grad_norm")
+
+    def resolve_official_details(self) -> None:
+        """Fill first_step / adam_eps / bias_lookahead left None from the variant."""
+        opts = self.options
+        official = opts.get("variant") == "official"
+        for key, value in (("first_step", "skip" if official else "ste"),
+                           ("adam_eps", "official" if official else "torch"),
+                           ("bias_lookahead", official)):
+            if opts[key] is None:
+                opts[key] = value
+        choice(opts["first_step"], FIRST_STEPS, f"{self.method_name} first_step")
+        choice(opts["adam_eps"], ADAM_EPS, f"{self.method_name} adam_eps")
+        if not isinstance(opts["bias_lookahead"], bool):
+            raise ValueError(f"invalid bias_lookahead {opts['bias_lookahead']!r} for method "
+                             f"{self.method_name!r}; must be true or false")
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option after presets and variants (what will run)."""
+        return copy_module.deepcopy(self.options)
 
     def _positive(self, key: str, integer: bool = False) -> None:
         value = self.options[key]
@@ -192,6 +232,13 @@ class LearnedGradientMethod(Method):
         from bnnopt.nn import quantized_layers
 
         super().build(model, optim)
+        if self.options["adam_eps"] == "official" and type(self.optimizer) is torch.optim.Adam:
+            from bnnopt.hyper.official_adam import OfficialEpsAdam
+
+            group = self.optimizer.param_groups[0]
+            self.optimizer = OfficialEpsAdam(model.parameters(), lr=group["lr"],
+                                             betas=group["betas"], eps=group["eps"],
+                                             weight_decay=group["weight_decay"])
         self.layers = list(quantized_layers(model))
         if not self.layers:
             raise ValueError(f"method {self.method_name!r} needs at least one quantized layer "
@@ -231,12 +278,13 @@ class LearnedGradientMethod(Method):
         assert self.optimizer is not None, "build() first"
         layers = [layer for _, layer in self.layers]
         meta = self._g is not None
+        skip = not meta and self.options["first_step"] == "skip"
+        lr = float(self.optimizer.param_groups[0]["lr"])
         grads: list[Tensor] = []
         if meta:
             for opt in self.meta_optimizers.values():
                 opt.zero_grad(set_to_none=True)
             c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
-            lr = float(self.optimizer.param_groups[0]["lr"])
             deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
             if self.options["grad_norm"] == "ste":
                 deltas, grads = ste_normalized(deltas, grads,
@@ -246,6 +294,10 @@ class LearnedGradientMethod(Method):
                           for layer, d in zip(layers, deltas)]
             for layer, delta in zip(layers, deltas):
                 layer.delta = delta
+            if self.options["bias_lookahead"] and self._prev_bias_step is not None:
+                for layer, step in zip(layers, self._prev_bias_step):
+                    if step is not None:
+                        layer.bias_delta = -(lr / self._prev_lr) * step
         try:
             self.optimizer.zero_grad(set_to_none=True)
             logits = model(x)
@@ -263,6 +315,7 @@ class LearnedGradientMethod(Method):
         finally:
             for layer in layers:
                 layer.delta = None
+                layer.bias_delta = None
         if meta:
             for opt in self.meta_optimizers.values():
                 opt.step()
@@ -270,12 +323,41 @@ class LearnedGradientMethod(Method):
                 layer.weight.grad = grad.detach().to(layer.weight.dtype).reshape(layer.weight.shape)
         self._g, self._w_hat = new_g, new_w
         self.record(new_g, new_w)
-        before = [layer.weight.detach().clone() for layer in layers] if self.needs_prev_step else None
+        track_w, track_b = self.needs_prev_step, self.options["bias_lookahead"]
+        if skip:  # official first iteration: no update; the raw gradients stand for the step
+            def raw(p):
+                return torch.zeros_like(p) if p.grad is None else lr * p.grad.detach()
+            if track_w:
+                self._prev_step = [raw(layer.weight) for layer in layers]
+            if track_b:
+                self._prev_bias_step = [None if layer.bias is None else raw(layer.bias)
+                                        for layer in layers]
+            self._prev_lr = lr
+            self.steps += 1
+            return StepOutput(loss.detach(), logits.detach(), {"meta_step": 0.0})
+        before = [layer.weight.detach().clone() for layer in layers] if track_w else None
+        before_b = ([None if layer.bias is None else layer.bias.detach().clone() for layer in layers]
+                    if track_b else None)
         self.optimizer.step()
         if before is not None:
             self._prev_step = [b - layer.weight.detach() for b, layer in zip(before, layers)]
+        if before_b is not None:
+            self._prev_bias_step = [None if b is None else b - layer.bias.detach()
+                                    for b, layer in zip(before_b, layers)]
+        self._prev_lr = lr
         self.steps += 1
         return StepOutput(loss.detach(), logits.detach(), {"meta_step": float(meta)})
+
+    def previous_offsets(self, lr: float) -> list[Tensor] | None:
+        """-(η/η_prev)·(W_prev - W) per layer: minus η times the previous refined gradient.
+
+        The official look-ahead value offset (its ``- lr * weight.grad``, where
+        weight.grad holds the previous step's refined gradient); None before any step.
+        """
+        if self._prev_step is None:
+            return None
+        scale = lr / self._prev_lr if self._prev_lr else 1.0
+        return [-scale * s for s in self._prev_step]
 
     def _optimizer_update(self, weight: Tensor, grad: Tensor, lr: float) -> Tensor:
         """The base optimizer's coming update of ``weight`` from ``grad``, differentiable in it.
@@ -297,7 +379,10 @@ class LearnedGradientMethod(Method):
             m = (1 - beta1) * grad if m is None else beta1 * m.reshape(grad.shape) + (1 - beta1) * grad
             g2 = grad.detach().square()
             v = (1 - beta2) * g2 if v is None else beta2 * v.reshape(grad.shape) + (1 - beta2) * g2
-            denom = (v / (1 - beta2 ** step)).sqrt() + group["eps"]
+            eps = group["eps"]
+            if type(opt).__name__ == "OfficialEpsAdam":  # ε added to √v, before bias correction
+                eps = eps / math.sqrt(1 - beta2 ** step)
+            denom = (v / (1 - beta2 ** step)).sqrt() + eps
             return -lr * (m / (1 - beta1 ** step)) / denom
         if isinstance(opt, torch.optim.SGD) and group.get("momentum", 0):
             mu, damp = group["momentum"], group.get("dampening", 0)
@@ -323,6 +408,9 @@ class LearnedGradientMethod(Method):
             "layers": [name for name, _ in self.layers],
             "steps": self.steps,
             "g": copy(self._g), "w_hat": copy(self._w_hat), "prev_step": copy(self._prev_step),
+            "prev_bias_step": (None if self._prev_bias_step is None else
+                               [None if t is None else t.clone() for t in self._prev_bias_step]),
+            "prev_lr": self._prev_lr,
             "meta_modules": self.meta_modules.state_dict(),
             "meta_optimizers": {k: opt.state_dict() for k, opt in self.meta_optimizers.items()},
             "extra": self.extra_state(),
@@ -337,6 +425,8 @@ class LearnedGradientMethod(Method):
         super().load_state_dict(state)
         self.steps = int(state["steps"])
         self._g, self._w_hat, self._prev_step = state["g"], state["w_hat"], state["prev_step"]
+        self._prev_bias_step = state.get("prev_bias_step")
+        self._prev_lr = state.get("prev_lr")
         self.meta_modules.load_state_dict(state["meta_modules"])
         for key, opt in self.meta_optimizers.items():
             opt.load_state_dict(state["meta_optimizers"][key])

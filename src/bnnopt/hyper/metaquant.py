@@ -22,9 +22,12 @@ Variants of the look-ahead weight (the update G = c ⊙ M is the same):
 
 * ``variant="paper"``: W̃ = W - η·c ⊙ M, value and gradient from the current M.
 * ``variant="official"``: the official code's forward weight has the VALUE of
-  W minus the previous actually applied step (the optimizer-refined update of
-  step t-1) and only the GRADIENT path -η·c ⊙ M:
-  W̃ = W - η·(c⊙M + stopgrad(step_{t-1}/η - c⊙M)).
+  W minus η_t times the previous refined gradient r_{t-1} (the optimizer-refined
+  update of step t-1 divided by its η; after the skipped first iteration, the raw
+  STE gradient) and only the GRADIENT path -η·c ⊙ M:
+  W̃ = W - η·(c⊙M + stopgrad(r_{t-1} - c⊙M)). It also takes the official
+  first iteration (no update), Adam ε placement and bias look-ahead
+  (``first_step``, ``adam_eps``, ``bias_lookahead`` in :mod:`bnnopt.hyper.learned`).
 """
 from __future__ import annotations
 
@@ -70,8 +73,9 @@ class MetaQuantMethod(LearnedGradientMethod):
         u = 0.5 * flat_cat(inputs.w_hat) + 0.5
         grad = flat_cat(inputs.c) * self.meta_gradient(g, u)  # G = c ⊙ M
         delta = -inputs.lr * grad
-        if self.options["variant"] == "official" and self._prev_step is not None:
-            delta = delta + (-flat_cat(self._prev_step) - delta).detach()
+        offsets = self.previous_offsets(inputs.lr) if self.options["variant"] == "official" else None
+        if offsets is not None:
+            delta = delta + (flat_cat(offsets) - delta).detach()
         return split_like(delta, inputs.g), split_like(grad.detach(), inputs.g)
 
 

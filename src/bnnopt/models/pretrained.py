@@ -79,9 +79,15 @@ def _listing(keys: list[str]) -> str:
 
 
 def check_compatible(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "") -> None:
-    """Raise ValueError unless ``state`` has exactly the model's keys with equal shapes."""
+    """Raise ValueError unless ``state`` has exactly the model's keys with equal shapes.
+
+    Keys under a prefix in ``model.optional_init_prefixes`` (e.g. the official FSG
+    ResNet's extra ``bn2``, absent from its own full-precision checkpoints, which it
+    loads with strict=False) may be missing; they keep their initial values.
+    """
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
+    optional = tuple(getattr(model, "optional_init_prefixes", ()))
+    missing = [k for k in own if k not in state and not (optional and k.startswith(optional))]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
@@ -114,7 +120,7 @@ def load_pretrained(model: nn.Module, checkpoint: str | os.PathLike | Mapping[st
         source = ""
         state = extract_state_dict(checkpoint)
     check_compatible(model, state, source)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not getattr(model, "optional_init_prefixes", ()))
     return model
 
 

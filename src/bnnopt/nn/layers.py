@@ -12,6 +12,8 @@ Hooks for the learned-gradient methods (FCGrad, LSTMFC, FSG):
   latent weight in the forward pass; None costs nothing. Do not assign an
   ``nn.Parameter`` (nn.Module would register it as a parameter): wrap it, e.g.
   ``layer.delta = p * 1``.
+- ``bias_delta``: the same for the bias (None by default): the forward uses
+  bias + bias_delta (the official FSG/MetaQuant code's bias look-ahead).
 - ``track_quantized``: when True, forward keeps Q as ``last_quantized`` with
   ``retain_grad()``, so after backward ``last_quantized.grad`` is dL/dQ(W~).
 
@@ -49,6 +51,7 @@ class QLayer(nn.Module):
         self.weight_quantizer = weight_quantizer
         self.act_quantizer = act_quantizer
         self.delta: torch.Tensor | None = None
+        self.bias_delta: torch.Tensor | None = None
         self.track_quantized = False
         self.last_quantized: torch.Tensor | None = None
 
@@ -61,6 +64,13 @@ class QLayer(nn.Module):
     def effective_weight(self) -> torch.Tensor:
         """W~ = weight + delta (or weight when delta is None)."""
         return self.weight if self.delta is None else self.weight + self.delta
+
+    def effective_bias(self) -> torch.Tensor | None:
+        """bias + bias_delta (bias when bias_delta is None; None without a bias)."""
+        bias_delta = getattr(self, "bias_delta", None)  # absent in layers pickled before it
+        if self.bias is None or bias_delta is None:
+            return self.bias
+        return self.bias + bias_delta
 
     def quantized_weight(self) -> torch.Tensor:
         """Q(W~): the tensor the forward pass uses (shape of ``weight``)."""
@@ -96,9 +106,10 @@ class QLayer(nn.Module):
         # (tensors with autograd history cannot be deep-copied).
         state = self.__dict__.copy()
         state["last_quantized"] = None
-        delta = state.get("delta")
-        if delta is not None and delta.grad_fn is not None:
-            state["delta"] = delta.detach()
+        for key in ("delta", "bias_delta"):
+            delta = state.get(key)
+            if delta is not None and delta.grad_fn is not None:
+                state[key] = delta.detach()
         return state
 
     # -- conversion ----------------------------------------------------------------
@@ -135,7 +146,7 @@ class QConv2d(QLayer, nn.Conv2d):
         self._init_quant(config, weight_quantizer, act_quantizer)
 
     def _apply_weight(self, x, w):
-        return self._conv_forward(x, w, self.bias)
+        return self._conv_forward(x, w, self.effective_bias())
 
     @classmethod
     def _float_kwargs(cls, m: nn.Conv2d) -> dict[str, Any]:
@@ -155,7 +166,7 @@ class QLinear(QLayer, nn.Linear):
         self._init_quant(config, weight_quantizer, act_quantizer)
 
     def _apply_weight(self, x, w):
-        return F.linear(x, w, self.bias)
+        return F.linear(x, w, self.effective_bias())
 
     @classmethod
     def _float_kwargs(cls, m: nn.Linear) -> dict[str, Any]:
