@@ -6,7 +6,7 @@ train     train one run (flags < --protocol < --config < flags < --set key=value
 eval      accuracy of a checkpoint, run directory, packed file or float state dict
 compare   several methods x optimizers x seeds on one protocol -> report.md + PNG
 report    table of finished run directories (with zig-zag statistics if recorded)
-demo      the embedded default: binarized MLP on digits, two methods, offline, <2 min
+demo      the embedded default: binarized MLP on digits, three methods (fp, ste, irnet), offline
 toy       BLAQ's toy problems: LAQ vs BLAQ trajectories and oscillation counts
 export    ship a trained binary network: packed bits, ONNX or QONNX
 
@@ -44,7 +44,7 @@ def _add_run_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None
     p.add_argument("--lr", type=float)
     p.add_argument("--schedule", help="step | cosine | constant")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto | cpu | cuda")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--init", help="initial weights: FP state dict or bnnopt checkpoint")
     p.add_argument("--zigzag", type=int, help="track N weights for oscillation statistics")
     p.add_argument("--zigzag-every", dest="zigzag_every",
@@ -67,10 +67,22 @@ def resolve_config(args: argparse.Namespace):
     from bnnopt.train.protocols import protocol_config
 
     cfg = RunConfig()
-    if getattr(args, "protocol", None):
-        cfg.update(protocol_config(args.protocol))
+    protocol = getattr(args, "protocol", None)
+    if protocol:
+        cfg.update(protocol_config(protocol))
     if getattr(args, "config", None):
-        cfg.update(load_toml(args.config))
+        data = load_toml(args.config)
+        file_protocol = data.pop("protocol", None)
+        if file_protocol is not None:  # honoured: the protocol lies beneath the file's keys
+            if not isinstance(file_protocol, str):
+                raise ValueError(f"invalid protocol {file_protocol!r} in {args.config}; "
+                                 "expected a protocol name (bnnopt list protocol)")
+            if protocol and protocol != file_protocol:
+                raise ValueError(f"--protocol {protocol} conflicts with protocol = "
+                                 f"{file_protocol!r} in {args.config}; give one of them")
+            if not protocol:
+                cfg.update(protocol_config(file_protocol))
+        cfg.update(data)
     for dest, key in FLAG_KEYS.items():
         value = getattr(args, dest, None)
         if value is not None:
@@ -84,8 +96,24 @@ def resolve_config(args: argparse.Namespace):
     if getattr(args, "lr", None) is not None:
         cfg.update({"optim": {"lr": args.lr}})
     for assignment in getattr(args, "set", []) or []:
+        if assignment.split("=", 1)[0].strip() == "protocol":
+            raise ValueError(f"--set {assignment} would only relabel the run; "
+                             "choose a protocol with --protocol NAME")
         cfg.set(assignment)
     return cfg.validate()
+
+
+# flags that define a new run's config: with --resume the run's own config is used
+_CONFIG_FLAGS = ("protocol", "config", *FLAG_KEYS, "optimizer", "lr", "set", "download", "out")
+
+
+def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
+    given = [d for d in _CONFIG_FLAGS if d != "epochs" and getattr(args, d, None)
+             not in (None, False, [])]
+    if given:
+        names = ", ".join("--" + d.replace("_", "-") for d in given)
+        raise ValueError(f"--resume continues a run with its own config; {names} cannot be "
+                         "changed (only --epochs N, to extend it)")
 
 
 # -- commands ----------------------------------------------------------------------
@@ -106,14 +134,24 @@ def cmd_train(args) -> int:
     from bnnopt.train import Trainer
 
     if args.resume:
-        trainer = Trainer.resume(args.resume, progress=args.progress, log=print)
+        _refuse_flags_with_resume(args)
+        trainer = Trainer.resume(args.resume, epochs=args.epochs, progress=args.progress,
+                                 log=print)
     else:
         cfg = resolve_config(args)
         if args.out and (Path(args.out) / "checkpoint.pt").exists():
             raise ValueError(f"run directory {args.out} already holds a run; use --resume {args.out}")
         trainer = Trainer(cfg, args.out, progress=args.progress, log=print)
     print(f"run directory: {trainer.run_dir}")
-    summary = trainer.run()
+    try:
+        summary = trainer.run()
+    except KeyboardInterrupt:
+        if (Path(trainer.run_dir) / "checkpoint.pt").exists():
+            hint = f"continue with: bnnopt train --resume {trainer.run_dir}"
+        else:
+            hint = "no epoch had finished, so there is nothing to resume; start it again"
+        print(f"bnnopt: interrupted; {hint}", file=sys.stderr)
+        return 130
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -136,6 +174,7 @@ COMPARE_VAL_FRACTION = 0.1  # compare's default validation split (train's is 0)
 
 def cmd_compare(args) -> int:
     from bnnopt.train.compare import build_arms, parse_tune, run_compare
+    from bnnopt.train.io import check_output_dir
 
     cfg = resolve_config(args)
     if args.val_fraction is None and not any(a.split("=")[0].strip() == "val_fraction"
@@ -149,8 +188,14 @@ def cmd_compare(args) -> int:
         raise ValueError(f"invalid --seeds {args.seeds}; must be >= 1")
     out = Path(args.out or f"runs/compare-{cfg.protocol or cfg.dataset}")
     reference = None if args.reference in ("", "none") else args.reference
-    run_compare(cfg, arms, args.seeds, out, progress=args.progress, target_acc=args.target,
-                tune=tune, reference=reference)
+    check_output_dir(out)
+    try:
+        run_compare(cfg, arms, args.seeds, out, progress=args.progress, target_acc=args.target,
+                    tune=tune, reference=reference)
+    except KeyboardInterrupt:
+        print("bnnopt: interrupted; run the same command again to continue (finished runs "
+              "are reused, the interrupted one resumes from its last epoch)", file=sys.stderr)
+        return 130
     print((out / "report.md").read_text())
     print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'curves.png'}")
     return 0
@@ -260,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("demo", help="offline demo: binarized MLP on digits, two methods")
+    p = sub.add_parser("demo", help="offline demo: binarized MLP on digits, three methods "
+                       "(fp = float ceiling, ste, irnet)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -302,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"bnnopt: error: {msg}", file=sys.stderr)
+        return 2
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as err:
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        print(f"bnnopt: error: {where}{err.strerror or type(err).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bnnopt: interrupted", file=sys.stderr)

@@ -142,7 +142,9 @@ def run_toy(out_dir: str | Path = "runs/toy", steps: int = 200, last: int = 100,
     if steps < 2 or not 1 <= last <= steps:
         raise ValueError(f"invalid steps/last {steps!r}/{last!r}; "
                          "need steps >= 2 and 1 <= last <= steps")
-    out = Path(out_dir)
+    from bnnopt.train.io import check_output_dir
+
+    out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     quad = {m: trajectory(m, quadratic_loss, list(w0), steps, lr, a) for m in ("laq", "blaq")}
     power = {m: trajectory(m, lambda v: power_loss(v, power_c), [power_w0], steps, power_lr, a)

@@ -65,13 +65,22 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, fmt):
     bad = {"mnist": Source("mnist", (Resource(r0.filename, "0" * 32, r0.urls),))}
     with pytest.raises(DataError, match=f"checksum mismatch for {r0.filename}.*expected 0{{32}}"):
         download("mnist", tmp_path / "root", sources=bad, quiet=True)
-    assert list((tmp_path / "root" / "mnist").iterdir()) == []
+    assert not (tmp_path / "root").exists()  # no empty directory left behind either
 
 
 def test_offline_is_a_clear_error(tmp_path):
     table = {"mnist": Source("mnist", (Resource("x.gz", "0" * 32, ((tmp_path / "gone").as_uri() + "/x.gz",)),))}
     with pytest.raises(DataError, match=r"could not download x.gz \(offline\?\).*place the file at"):
         download("mnist", tmp_path / "root", sources=table, quiet=True)
+    assert not (tmp_path / "root").exists()  # a failed download leaves no empty directory
+
+
+def test_failed_download_keeps_existing_root(tmp_path):
+    (tmp_path / "root").mkdir()
+    table = {"mnist": Source("mnist", (Resource("x.gz", "0" * 32, ((tmp_path / "gone").as_uri() + "/x.gz",)),))}
+    with pytest.raises(DataError):
+        download("mnist", tmp_path / "root", sources=table, quiet=True)
+    assert (tmp_path / "root").is_dir() and list((tmp_path / "root").iterdir()) == []
 
 
 def test_cifar_download_extracts_and_reader_uses_it(tmp_path, fmt, monkeypatch):

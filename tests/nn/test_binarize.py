@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from bnnopt.nn.convert import NothingSwappedWarning
 from bnnopt.nn import (
     QLayer,
     QuantConfig,
@@ -185,7 +186,8 @@ def test_multihead_attention_out_proj_is_not_swapped():
 def test_binarize_twice_is_a_no_op_and_shared_modules():
     model = TinyResNet()
     assert binarize_(model) == RESNET_ALL[1:-1]
-    assert binarize_(model) == []  # first/last stay, nothing new to swap
+    with pytest.warns(NothingSwappedWarning, match="keep_first=True, keep_last=True excluded all"):
+        assert binarize_(model) == []  # first/last stay, nothing new to swap
     shared = nn.Linear(4, 4)
     m = nn.Sequential(nn.Linear(4, 4), shared, nn.ReLU(), shared, nn.Linear(4, 4))
     assert binarize_(m) == ["1"]
@@ -239,3 +241,16 @@ def test_zoo_vgg_small_swaps_exactly_what_it_reports():
     model = make(num_classes=10)
     assert binarize_(model) == all_names[1:-1]
     assert [n for n, _ in quantized_layers(model)] == all_names[1:-1]
+
+
+def test_binarize_refuses_a_non_module():
+    with pytest.raises(ValueError, match="binarize_ expects a torch.nn.Module, got list"):
+        binarize_([nn.Linear(2, 2)])
+
+
+def test_binarize_that_swaps_nothing_warns():
+    with pytest.warns(NothingSwappedWarning, match="has no unquantized Conv2d or Linear"):
+        assert binarize_(nn.Sequential(nn.ReLU())) == []
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2))
+    with pytest.warns(NothingSwappedWarning, match=r"include='nomatch'.*3 candidate"):
+        assert binarize_(model, QuantConfig(include="nomatch")) == []

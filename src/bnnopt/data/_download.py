@@ -154,17 +154,40 @@ def download(name: str, root: str | os.PathLike | None = None, *, sources: dict[
     src = table[name]
     base = resolve_data_root(root)
     folder = base / src.folder
-    for res in src.resources:
-        target_dir = base if res.extract else folder
-        target_dir.mkdir(parents=True, exist_ok=True)
-        dest = target_dir / res.filename
-        if not (dest.is_file() and md5sum(dest) == res.md5):
-            _fetch_verified(res, dest, quiet)
-        if res.extract:
-            if not quiet:
-                print(f"extracting {dest} -> {base}", file=sys.stderr)
-            _safe_extract(dest, base)
+    created: list[Path] = []  # directories this call made: removed again if left empty
+    try:
+        for res in src.resources:
+            target_dir = base if res.extract else folder
+            _mkdirs(target_dir, created)
+            dest = target_dir / res.filename
+            if not (dest.is_file() and md5sum(dest) == res.md5):
+                _fetch_verified(res, dest, quiet)
+            if res.extract:
+                if not quiet:
+                    print(f"extracting {dest} -> {base}", file=sys.stderr)
+                _safe_extract(dest, base)
+    except BaseException:
+        for d in reversed(created):  # deepest first; only if still empty
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        raise
     return folder
+
+
+def _mkdirs(path: Path, created: list[Path]) -> None:
+    """``mkdir -p`` that records each directory it creates (parents first)."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+        created.append(d)
 
 
 def _fetch_verified(res: Resource, dest: Path, quiet: bool) -> None:

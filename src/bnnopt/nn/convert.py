@@ -17,12 +17,17 @@ candidate is swapped when all of these hold:
 First/last are decided on the candidate list *before* include/exclude/filter_fn,
 so "first layer" always means the network's first quantizable layer.
 
+``model`` must be an ``nn.Module`` (ValueError otherwise). When no layer is
+swapped, binarize_ emits a :class:`NothingSwappedWarning` naming the candidates
+(the returned list is then empty).
+
 ``nn.MultiheadAttention.out_proj`` (``NonDynamicallyQuantizableLinear``) is not a
 candidate: attention reads its weight directly, so swapping it would be a no-op.
 """
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Callable
 
 from torch import nn
@@ -31,7 +36,12 @@ from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 from bnnopt.nn.config import QuantConfig
 from bnnopt.nn.layers import QConv2d, QLayer, QLinear
 
-__all__ = ["binarize_", "quantizable_layers", "quantized_layers", "set_progress"]
+__all__ = ["binarize_", "quantizable_layers", "quantized_layers", "set_progress",
+           "NothingSwappedWarning"]
+
+
+class NothingSwappedWarning(UserWarning):
+    """binarize_ found no layer to swap (no candidates, or all were filtered out)."""
 
 FilterFn = Callable[[str, nn.Module], bool]
 
@@ -85,18 +95,39 @@ def binarize_(model: nn.Module, config: QuantConfig | None = None,
     under several names is swapped once, under its first name, and every reference
     to it is replaced (weight sharing is preserved).
     """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"binarize_ expects a torch.nn.Module, got {type(model).__name__}")
     config = (config or QuantConfig()).validate()
     if filter_fn is not None and not callable(filter_fn):
         raise ValueError(f"invalid filter_fn {filter_fn!r}; must be callable(name, module) -> bool")
     swapped = []
-    for name, module in _selected(config, filter_fn, quantizable_layers(model)):
+    candidates = quantizable_layers(model)
+    for name, module in _selected(config, filter_fn, candidates):
         new = _qclass(module).from_float(module, config)
         for parent in list(model.modules()):
             for key, sub in list(parent._modules.items()):
                 if sub is module:
                     setattr(parent, key, new)
         swapped.append(name)
+    if not swapped:
+        warnings.warn(nothing_swapped_message(model, config, candidates, filter_fn),
+                      NothingSwappedWarning, stacklevel=2)
     return swapped
+
+
+def nothing_swapped_message(model: nn.Module, config: QuantConfig,
+                            candidates: list[tuple[str, nn.Module]],
+                            filter_fn: FilterFn | None = None) -> str:
+    if not candidates:
+        return (f"binarize_ swapped no layer: {type(model).__name__} has no unquantized "
+                "Conv2d or Linear module")
+    names = ", ".join(n for n, _ in candidates[:6]) + (" ..." if len(candidates) > 6 else "")
+    rules = [f"{k}={getattr(config, k)!r}" for k in ("keep_first", "keep_last", "include", "exclude")
+             if getattr(config, k, None) not in (None, False)]
+    if filter_fn is not None:
+        rules.append("filter_fn")
+    return (f"binarize_ swapped no layer: {', '.join(rules) or 'the selection'} excluded all "
+            f"{len(candidates)} candidate(s) ({names})")
 
 
 def quantized_layers(model: nn.Module) -> list[tuple[str, QLayer]]:

@@ -3,8 +3,10 @@
 Each arm is a *method spec* ``name[:key=value[:key=value...]]`` (options go to
 ``method_options``), optionally crossed with base optimizers and with a sweep of
 one config key (``--sweep method_options.beta=0.1,0.3,0.5``). Every (arm, seed)
-trains into ``OUT/<label>/s<seed>``; a run whose summary.json exists is reused,
-so an interrupted comparison continues where it stopped. At the end OUT gets
+trains into ``OUT/<label>/s<seed>``; a finished run is reused, and an unfinished
+one resumed, only when its resolved config equals the requested one (otherwise
+it is trained again from scratch), so an interrupted comparison continues where
+it stopped. ``OUT`` is locked (:mod:`bnnopt.train.lock`) while compare runs. At the end OUT gets
 ``report.md`` (mean +- std over seeds), ``report.json`` and ``curves.png``
 (train loss and test accuracy per epoch, FSG Fig. 2 style).
 
@@ -63,6 +65,11 @@ def build_arms(methods: list[str], optimizers: list[str] | None = None,
     An optimizer spec is ``name[:key=value...]`` with OptimConfig keys, e.g.
     ``sgd:lr=0.05`` or ``adam``.
     """
+    if not methods:
+        from bnnopt.registry import METHODS
+
+        raise ValueError(f"--methods lists no method; give a comma list, valid methods: "
+                         f"{', '.join(METHODS.names())}")
     sweep_key, sweep_values = None, [None]
     if sweep:
         if "=" not in sweep:
@@ -158,6 +165,15 @@ def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *
     docstring). ``reference``: method name the others are compared with.
     ``train(cfg, run_dir) -> (summary, metrics)`` defaults to training (or reusing) a run.
     """
+    from bnnopt.train.lock import RunLock
+
+    with RunLock(out):
+        return _run_compare(base, arms, seeds, Path(out), log=log, progress=progress,
+                            target_acc=target_acc, tune=tune, reference=reference, train=train)
+
+
+def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, reference,
+                 train) -> dict[str, Any]:
     from bnnopt.report import aggregate, markdown_table, plot_curves
     from bnnopt.report.stats import reference_pairs, significance_markdown, significance_rows
     from bnnopt.report.tables import COLUMNS, group_runs
@@ -252,18 +268,74 @@ def _train_or_reuse(cfg: RunConfig, run_dir: Path, *, log: Callable[[str], None]
     """Train ``cfg`` into ``run_dir``, resume it, or reuse it when finished."""
     from bnnopt.train.trainer import Trainer, read_metrics
 
-    summary_file = run_dir / "summary.json"
-    if summary_file.exists():
+    state = reuse_state(run_dir, cfg)
+    if state == "finished":
         log(f"[compare] reuse {run_dir}")
-        summary = json.loads(summary_file.read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
     else:
+        if state.startswith("stale"):
+            log(f"[compare] {run_dir} holds a run of another config ({state[7:]}); "
+                "training it again")
+            clear_run(run_dir)
         log(f"[compare] {cfg.method} seed {cfg.seed} -> {run_dir}")
-        if (run_dir / "checkpoint.pt").exists():
+        if state == "partial":
             trainer = Trainer.resume(run_dir, progress=progress, log=log)
         else:
             trainer = Trainer(cfg, run_dir, progress=progress, log=log)
         summary = trainer.run()
     return summary, read_metrics(run_dir)
+
+
+def _normal(config: dict[str, Any]) -> dict[str, Any]:
+    from bnnopt.train.io import _jsonable
+
+    return json.loads(json.dumps(config, sort_keys=True, default=_jsonable))
+
+
+def config_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """``["epochs 1 -> 3", "optim.lr 0.003 -> 0.0001", ...]`` between two config dicts."""
+    stored, wanted = _normal(stored), _normal(wanted)
+    diffs = []
+    for key in sorted(set(stored) | set(wanted)):
+        a, b = stored.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            diffs += [f"{key}.{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                      if a.get(k) != b.get(k)]
+        elif a != b:
+            diffs.append(f"{key} {a!r} -> {b!r}")
+    return diffs
+
+
+def reuse_state(run_dir: Path, cfg: RunConfig) -> str:
+    """``"finished"`` (summary + equal config), ``"partial"`` (checkpoint of an equal
+    config), ``"new"`` (nothing there) or ``"stale: <differences>"``."""
+    from bnnopt.train.checkpoint import load_checkpoint
+
+    wanted = cfg.to_dict()
+    if (run_dir / "summary.json").exists():
+        try:
+            stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "stale: config.json missing or unreadable"
+        diffs = config_difference(stored, wanted)
+        return "finished" if not diffs else "stale: " + ", ".join(diffs[:4])
+    if (run_dir / "checkpoint.pt").exists():
+        try:
+            stored = load_checkpoint(run_dir)["config"]
+        except ValueError as err:
+            return f"stale: {err}"
+        diffs = config_difference(stored, wanted)
+        return "partial" if not diffs else "stale: " + ", ".join(diffs[:4])
+    return "new"
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove a stale run's records so it can be trained again in the same place."""
+    for name in ("summary.json", "checkpoint.pt", "metrics.jsonl", "config.json", "argv.json"):
+        try:
+            (run_dir / name).unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _safe(label: str) -> str:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
+import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +26,15 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 SCHEDULES = ("step", "cosine", "constant")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+_CUDA_INDEX = re.compile(r"^cuda:(0|[1-9][0-9]*)$")
+
+
+def check_device_name(name: Any) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether it exists is checked when used)."""
+    if isinstance(name, str) and (name in ("auto", "cpu", "cuda") or _CUDA_INDEX.match(name)):
+        return name
+    raise ValueError(f"invalid device {name!r}; valid: {', '.join(DEVICES)}")
 
 
 @dataclass
@@ -77,11 +88,16 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         from bnnopt.registry import DATASETS, METHODS, MODELS
 
-        MODELS.get(self.model)
+        from bnnopt.registry import PROTOCOLS
+
+        _check_options(MODELS.get(self.model), self.model_options, f"model {self.model!r}",
+                       "model_options")
         DATASETS.get(self.dataset)
-        METHODS.get(self.method)
+        METHODS.get(self.method)(**self.method_options)  # unknown options: ValueError
+        if self.protocol is not None:
+            PROTOCOLS.get(self.protocol)
         choice(self.schedule, SCHEDULES, "schedule")
-        choice(self.device, DEVICES, "device")
+        check_device_name(self.device)
         for name in ("epochs", "batch_size", "step_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -96,7 +112,8 @@ class RunConfig:
         from bnnopt.train.zigzag import check_options
 
         check_options(self.zigzag_options)
-        if not 0 < self.gamma <= 1:
+        if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) \
+                or not 0 < self.gamma <= 1:
             raise ValueError(f"invalid gamma {self.gamma!r}; must be in (0, 1]")
         self.optim_config().validate()
         return self
@@ -110,7 +127,7 @@ class RunConfig:
             raise ValueError(
                 f"unknown optim key {sorted(unknown)[0]!r}; valid keys: {', '.join(sorted(known))}"
             )
-        return OptimConfig(**self.optim)
+        return OptimConfig(**{k: _check_optim_value(k, v) for k, v in self.optim.items()})
 
     # -- (de)serialisation ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -157,13 +174,67 @@ class RunConfig:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file (ValueError on a missing, unreadable or malformed file).
+
+    A ``protocol = "name"`` key is kept; :func:`bnnopt.cli.resolve_config` applies
+    that protocol beneath the file's other keys.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file not found: {path}")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"malformed config file {path}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise ValueError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"malformed config file {path}: {err}") from None
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"malformed config file {path}: {msg}") from None
+
+
+def _check_options(fn: Any, options: Any, owner: str, key: str) -> None:
+    """Refuse option names that ``fn`` does not accept (unless it takes ``**kwargs``)."""
+    if not isinstance(options, dict):
+        raise ValueError(f"config key {key!r} must be a table, got {options!r}")
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items()
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    for name in options:
+        if name not in valid:
+            raise ValueError(f"unknown {key} key {name!r} for {owner}; valid: {', '.join(valid)}")
+
+
+def _check_optim_value(key: str, value: Any) -> Any:
+    """Type-check one ``optim`` entry: name a string, numbers finite, betas a pair."""
+    def number(v: Any, what: str) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"invalid value {v!r} for {what!r}; expected a finite number")
+        return float(v)
+
+    if key == "name":
+        if not isinstance(value, str):
+            raise ValueError(f"invalid value {value!r} for 'optim.name'; expected a string")
+        return value
+    if key == "betas":
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise ValueError(f"invalid value {value!r} for 'optim.betas'; expected two numbers "
+                             "in [0, 1), e.g. [0.9, 0.999]")
+        betas = tuple(number(b, "optim.betas") for b in value)
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"invalid value {list(value)!r} for 'optim.betas'; each must be in [0, 1)")
+        return betas
+    value = number(value, f"optim.{key}")
+    if key == "momentum" and not 0 <= value < 1:
+        raise ValueError(f"invalid value {value!r} for 'optim.momentum'; must be in [0, 1)")
+    return value
 
 
 def _parse_literal(raw: str) -> Any:
@@ -182,7 +253,7 @@ def _parse_literal(raw: str) -> Any:
         return raw
     try:
         return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return raw
 
 
@@ -204,8 +275,9 @@ def _coerce(key: str, value: Any, current: Any, f: dataclasses.Field) -> Any:
             raise ValueError(f"invalid value {value!r} for {key!r}; expected an integer")
         return value
     if annotation == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"invalid value {value!r} for {key!r}; expected a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value):
+            raise ValueError(f"invalid value {value!r} for {key!r}; expected a finite number")
         return float(value)
     if annotation.startswith("str"):
         if not isinstance(value, str):

@@ -17,8 +17,9 @@ mnist-lenet      ALQ's LeNet-5 (20C5-MP-50C5-MP-500-10, ``lenet5_alq``; the netw
                  with ``--set model=lenet5``.
 digits           a small MLP on scikit-learn's embedded 8x8 digits (the demo; no files).
 
-The shared directory is found from ``$BNNOPT_SHARED``, else a ``shared``
-directory beside the current directory or beside any of its parents.
+The shared directory is found from ``$BNNOPT_SHARED`` (an error if it has no
+``data/``), else a ``shared`` directory beside the current directory or beside
+any of its parents.
 """
 from __future__ import annotations
 
@@ -32,7 +33,12 @@ from bnnopt.registry import PROTOCOLS
 def find_shared() -> Path:
     """Locate the read-only ``shared`` directory with ``data/`` and ``pretrained/``."""
     env = os.environ.get("BNNOPT_SHARED")
-    candidates = [Path(env)] if env else []
+    if env:  # an explicit choice: never fall back silently to another directory
+        if not (Path(env) / "data").is_dir():
+            raise ValueError(f"BNNOPT_SHARED={env} has no data/ directory; point it at the "
+                             "shared directory (with data/ and pretrained/) or unset it")
+        return Path(env)
+    candidates = []
     here = Path.cwd().resolve()
     for base in (here, *here.parents):
         candidates += [base / "shared", base.parent / "shared"]

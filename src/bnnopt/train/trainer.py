@@ -18,10 +18,18 @@ Everything a run writes lives in its run directory (all writes atomic)::
     config.json     resolved RunConfig        argv.json   command line + git revision
     metrics.jsonl   one row per epoch         summary.json final/best accuracy, timings
     checkpoint.pt   model + method + RNG state after the last finished epoch
+    .lock           PID + host of the process writing it (bnnopt.train.lock)
+
+The output location is checked before any data or model setup; a second process
+on a locked directory is refused. A non-finite training loss stops the run
+(``NonFiniteLossError``, naming epoch and step) and keeps the last checkpoint.
 
 Resume (``Trainer.resume(run_dir)``) reloads checkpoint.pt and continues; since the
-batches of an epoch depend only on (seed, epoch) and the RNG state is restored,
-the final weights equal those of an uninterrupted run bit for bit.
+batches of an epoch depend only on (seed, epoch) and the RNG states (CPU and, when
+present, CUDA) are restored, the final weights equal those of an uninterrupted run
+bit for bit. ``Trainer.resume(run_dir, epochs=N)`` extends (or shortens an
+unfinished) run to N epochs; the learning-rate schedule is then that of an N-epoch
+run from the next epoch on.
 """
 from __future__ import annotations
 
@@ -37,17 +45,32 @@ from torch import nn
 
 from bnnopt.train.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint, save_checkpoint
 from bnnopt.train.config import RunConfig
-from bnnopt.train.io import read_jsonl, write_json, write_jsonl
+from bnnopt.train.io import check_output_dir, read_jsonl, write_json, write_jsonl
+from bnnopt.train.rundir import (check_finite, check_finite_row, open_run_dir, record_argv,
+                                 resume_dir)
 from bnnopt.train.schedule import lr_at
 
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> torch.device (ValueError if unusable here)."""
+    from bnnopt.train.config import check_device_name
+
+    name = check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available; valid here: cpu, auto")
+    if name == "cpu":
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ValueError(f"device {name!r} requested but CUDA is not available; "
+                         "valid here: auto, cpu")
+    index = int(name.split(":")[1]) if ":" in name else 0
+    if index >= count:
+        valid = ", ".join(["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(count)])
+        raise ValueError(f"device {name!r} does not exist ({count} CUDA device(s)); "
+                         f"valid here: {valid}")
     return torch.device(name)
 
 
@@ -89,8 +112,10 @@ class Trainer:
         self.log = log or (lambda msg: None)
         self.callbacks = list(callbacks or [])
         self.device = resolve_device(config.device)
+        check_output_dir(self.run_dir)  # before any expensive data / model setup
         self.metrics: list[dict[str, Any]] = []
         self.start_epoch = 0
+        self.resumed = False
         self._setup()
 
     # -- construction -------------------------------------------------------------
@@ -108,7 +133,7 @@ class Trainer:
         init_ckpt = None
         if cfg.init:
             init_ckpt = _load_init(self.model, cfg.init)
-        self.quantized_layers = self.method.prepare(self.model, dict(cfg.policy))
+        self.quantized_layers = prepare_model(self.method, self.model, cfg)
         if init_ckpt is not None:
             _load_init_state(self.model, init_ckpt["model"], cfg.init)
         self.model.to(self.device)
@@ -121,16 +146,28 @@ class Trainer:
                                         **cfg.zigzag_options)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, **kwargs: Any) -> "Trainer":
-        """Continue the run in ``run_dir`` from its last finished epoch."""
+    def resume(cls, run_dir: str | Path, epochs: int | None = None, **kwargs: Any) -> "Trainer":
+        """Continue the run in ``run_dir`` from its last finished epoch (to ``epochs``
+        epochs if given: extends a finished run; never fewer than already done)."""
+        run_dir = resume_dir(run_dir)
         ckpt = load_checkpoint(run_dir)
         config = RunConfig.from_dict(ckpt["config"])
+        if epochs is not None:
+            done = ckpt["epoch"] + 1
+            if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < done:
+                raise ValueError(f"invalid --epochs {epochs!r} for --resume {run_dir}: the run "
+                                 f"has already finished {done} epoch(s); give N >= {done}")
+            config.epochs = epochs
         trainer = cls(config, run_dir, **kwargs)
+        trainer.resumed = True
         trainer.model.load_state_dict(ckpt["model"])
         trainer.method.load_state_dict(ckpt["method"])
         if trainer.zigzag is not None and ckpt.get("zigzag") is not None:
             trainer.zigzag.load_state_dict(ckpt["zigzag"])
         torch.set_rng_state(ckpt["rng"])
+        cuda_rng = ckpt.get("cuda_rng")
+        if cuda_rng and torch.cuda.is_available() and len(cuda_rng) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_rng)
         trainer.metrics = list(ckpt["metrics"])
         trainer.start_epoch = ckpt["epoch"] + 1
         return trainer
@@ -138,19 +175,23 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / "config.json", cfg.to_dict())
-        write_json(self.run_dir / "argv.json", {"argv": self.argv, "git": git_revision(),
-                                                "quantized_layers": self.quantized_layers})
-        for epoch in range(self.start_epoch, cfg.epochs):
-            row = self.train_epoch(epoch)
-            self.metrics.append(row)
-            self.save(epoch)
-            self.log(_format_row(row, cfg.epochs))
-            for callback in self.callbacks:
-                callback(self, row)
-        summary = summarize(self.metrics, cfg)
-        write_json(self.run_dir / "summary.json", summary)
+        lock = open_run_dir(self.run_dir, log=self.log)
+        try:
+            write_json(self.run_dir / "config.json", cfg.to_dict())
+            record_argv(self.run_dir, self.argv, git_revision(),
+                        {"quantized_layers": self.quantized_layers}, resumed=self.resumed)
+            for epoch in range(self.start_epoch, cfg.epochs):
+                row = self.train_epoch(epoch)
+                check_finite_row(row, self.run_dir, epoch - 1)
+                self.metrics.append(row)
+                self.save(epoch)
+                self.log(_format_row(row, cfg.epochs))
+                for callback in self.callbacks:
+                    callback(self, row)
+            summary = summarize(self.metrics, cfg)
+            write_json(self.run_dir / "summary.json", summary)
+        finally:
+            lock.release()
         return summary
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -168,11 +209,13 @@ class Trainer:
                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
         start = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
-        for x, y in batches:
+        for step, (x, y) in enumerate(batches):
             out = method.train_step(model, x, y, F.cross_entropy)
+            loss = float(out.loss)
+            check_finite(loss, epoch, step, len(self.train_loader), self.run_dir, epoch - 1, lr)
             n = y.numel()
             seen += n
-            loss_sum += float(out.loss) * n
+            loss_sum += loss * n
             correct += (out.logits.argmax(1) == y).sum().item()
             if self.zigzag is not None:
                 self.zigzag.after_step(model)
@@ -194,9 +237,31 @@ class Trainer:
             "config": self.config.to_dict(), "data": self.data_info, "epoch": epoch,
             "model": self.model.state_dict(), "method": self.method.state_dict(),
             "metrics": self.metrics, "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "zigzag": self.zigzag.state_dict() if self.zigzag is not None else None,
         })
         write_jsonl(self.run_dir / "metrics.jsonl", self.metrics)
+
+
+def prepare_model(method, model: nn.Module, cfg: RunConfig) -> list[str]:
+    """``method.prepare`` that refuses a quantizing method whose policy swaps no layer."""
+    import warnings
+
+    from bnnopt.nn.convert import NothingSwappedWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NothingSwappedWarning)
+        names = method.prepare(model, dict(cfg.policy))
+    for w in caught:
+        if not issubclass(w.category, NothingSwappedWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not names and cfg.method != "fp":
+        why = next((str(w.message) for w in caught
+                    if issubclass(w.category, NothingSwappedWarning)), "")
+        raise ValueError(f"method {cfg.method!r} would quantize no layer of {cfg.model} with "
+                         f"policy {cfg.policy}{': ' + why if why else ''}; "
+                         "use method fp for a float run")
+    return names
 
 
 def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any]:
@@ -235,10 +300,10 @@ def default_run_dir(config: RunConfig) -> Path:
 def _load_init(model: nn.Module, path: str) -> dict[str, Any] | None:
     """Initialise from a bnnopt checkpoint (returned, loaded after prepare) or a plain
     float state dict such as the official FSG checkpoints (loaded now, strict)."""
-    try:
+    from bnnopt.train.checkpoint import is_checkpoint
+
+    if is_checkpoint(path):  # a damaged checkpoint raises here, not below
         return load_checkpoint(path)
-    except ValueError:  # not a bnnopt checkpoint: a plain float state dict
-        pass
     from bnnopt.models import load_pretrained
 
     load_pretrained(model, path)
