@@ -68,21 +68,19 @@ def resolve_config(args: argparse.Namespace):
 
     cfg = RunConfig()
     protocol = getattr(args, "protocol", None)
+    data = load_toml(args.config) if getattr(args, "config", None) else {}
+    file_protocol = data.pop("protocol", None)
+    if file_protocol is not None:  # honoured: the protocol lies beneath the file's keys
+        if not isinstance(file_protocol, str):
+            raise ValueError(f"invalid protocol {file_protocol!r} in {args.config}; "
+                             "expected a protocol name (bnnopt list protocol)")
+        if protocol and protocol != file_protocol:
+            raise ValueError(f"--protocol {protocol} conflicts with protocol = "
+                             f"{file_protocol!r} in {args.config}; give one of them")
+        protocol = file_protocol
     if protocol:
         cfg.update(protocol_config(protocol))
-    if getattr(args, "config", None):
-        data = load_toml(args.config)
-        file_protocol = data.pop("protocol", None)
-        if file_protocol is not None:  # honoured: the protocol lies beneath the file's keys
-            if not isinstance(file_protocol, str):
-                raise ValueError(f"invalid protocol {file_protocol!r} in {args.config}; "
-                                 "expected a protocol name (bnnopt list protocol)")
-            if protocol and protocol != file_protocol:
-                raise ValueError(f"--protocol {protocol} conflicts with protocol = "
-                                 f"{file_protocol!r} in {args.config}; give one of them")
-            if not protocol:
-                cfg.update(protocol_config(file_protocol))
-        cfg.update(data)
+    cfg.update(data)
     for dest, key in FLAG_KEYS.items():
         value = getattr(args, dest, None)
         if value is not None:

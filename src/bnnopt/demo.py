@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bnnopt.train.compare import build_arms, run_compare
 from bnnopt.train.config import RunConfig
+from bnnopt.train.io import check_output_dir
 from bnnopt.train.protocols import protocol_config
 
 DEMO_METHODS = ("fp", "ste", "irnet")
@@ -22,7 +23,7 @@ def run_demo(out: str | Path = "runs/demo", epochs: int | None = None,
         cfg.epochs = epochs
     cfg.device = "cpu"
     cfg.validate()
-    out = Path(out)
+    out = check_output_dir(out)
     report = run_compare(cfg, build_arms(list(methods)), seeds=1, out=out, log=log)
     log((out / "report.md").read_text())
     log(f"plot: {out / 'curves.png'}")

@@ -34,6 +34,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On any exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a directory")
+    _check_parents(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -118,6 +121,15 @@ def remove_orphan_temps(directory: str | os.PathLike) -> list[Path]:
                 continue
             removed.append(entry)
     return removed
+
+
+def _check_parents(directory: Path) -> None:
+    """ValueError if the nearest existing ancestor of ``directory`` is not a directory."""
+    probe = directory
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"cannot create {directory}: {probe} is a file, not a directory")
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:

@@ -1,0 +1,37 @@
+"""compare / demo reuse a run only when its resolved config equals the requested one."""
+import json
+
+from bnnopt.train.compare import build_arms, config_difference, run_compare
+from bnnopt.train.config import RunConfig
+
+
+def base(**changes) -> RunConfig:
+    return RunConfig(model="mlp", dataset="digits", epochs=1, batch_size=128,
+                     model_options={"hidden": 16}, optim={"name": "adam", "lr": 3e-3},
+                     augment=False, device="cpu", train_limit=128, test_limit=32).update(changes)
+
+
+def test_reuse_only_with_an_equal_config(tmp_path):
+    logs = []
+    run_compare(base(), build_arms(["ste"]), 1, tmp_path, log=logs.append)
+    first = json.loads((tmp_path / "ste" / "s0" / "summary.json").read_text())
+    assert first["epochs"] == 1
+
+    logs.clear()  # same request: reused, not retrained
+    run_compare(base(), build_arms(["ste"]), 1, tmp_path, log=logs.append)
+    assert any("[compare] reuse" in m for m in logs)
+
+    logs.clear()  # other epochs and lr: trained again, header and table agree
+    report = run_compare(base(epochs=2, optim={"name": "adam", "lr": 1e-4}), build_arms(["ste"]),
+                         1, tmp_path, log=logs.append)
+    assert any("holds a run of another config" in m and "epochs 1 -> 2" in m for m in logs)
+    assert report["runs"][0]["epochs"] == 2
+    stored = json.loads((tmp_path / "ste" / "s0" / "config.json").read_text())
+    assert stored["epochs"] == 2 and stored["optim"]["lr"] == 1e-4
+    assert "2 epochs" in (tmp_path / "report.md").read_text()
+
+
+def test_config_difference_names_keys():
+    a, b = base().to_dict(), base(epochs=3, optim={"lr": 1e-4}).to_dict()
+    assert config_difference(a, b) == ["epochs 1 -> 3", "optim.lr 0.003 -> 0.0001"]
+    assert config_difference(a, base().to_dict()) == []
