@@ -131,6 +131,9 @@ def cmd_list(args) -> int:
 def cmd_train(args) -> int:
     from bnnopt.train import Trainer
 
+    if getattr(args, "dry_run", False):
+        print(json.dumps(dry_run(args), indent=2, sort_keys=True, default=str))
+        return 0
     if args.resume:
         _refuse_flags_with_resume(args)
         trainer = Trainer.resume(args.resume, epochs=args.epochs, progress=args.progress,
@@ -152,6 +155,38 @@ def cmd_train(args) -> int:
         return 130
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def dry_run(args) -> dict[str, Any]:
+    """The fully resolved run of ``bnnopt train`` without running or writing anything.
+
+    The config after protocol < --config < flags < --set, with ``method_options``
+    replaced by every option of the method after its presets and variants
+    (``Method.resolved_options``), ``optim`` completed with the optimizer's
+    defaults and ``policy`` with the layer-selection defaults.
+    """
+    import dataclasses
+
+    from bnnopt.nn import QuantConfig
+    from bnnopt.registry import METHODS
+    from bnnopt.train import RunConfig
+    from bnnopt.train.checkpoint import load_checkpoint
+
+    if args.resume:
+        cfg = RunConfig.from_dict(load_checkpoint(args.resume)["config"]).validate()
+    else:
+        cfg = resolve_config(args)
+    method = METHODS.get(cfg.method)(**cfg.method_options)
+    resolved = cfg.to_dict()
+    resolved["method_options"] = method.resolved_options()
+    resolved["optim"] = cfg.optim_config().to_dict()
+    policy_defaults = {f.name: f.default for f in dataclasses.fields(QuantConfig)
+                       if f.name in ("keep_first", "keep_last", "include", "exclude",
+                                     "act_quantizer", "act_bits", "act_estimator")}
+    resolved["policy"] = {**policy_defaults, **cfg.policy}
+    return {"dry_run": True, "run_directory": str(args.resume or args.out or "runs/<method>-"
+                                                  "<model>-<dataset>-s<seed>-<time>"),
+            "config": resolved}
 
 
 def cmd_eval(args) -> int:
@@ -255,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p)
     p.add_argument("--out", help="run directory (default runs/<method>-<model>-...)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="print the fully resolved config (every method option after presets "
+                        "and variants) and exit; reads no data, writes nothing")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint / run dir / packed file")

@@ -109,6 +109,12 @@ class Method:
         self.optimizer: torch.optim.Optimizer | None = None
         self.base_lr: float | None = None
 
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option of this method after its defaults, presets and variants (what runs)."""
+        import copy
+
+        return copy.deepcopy(self.options)
+
     # -- model -----------------------------------------------------------------
     def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
         """Quantize ``model`` in place for this method; return the changed module names.
