@@ -61,8 +61,9 @@ def test_one_step_equals_hand_computed_update(variant, layout, normalize):
         w, c = before[i], dorefa_c(before[i])
         r = _rms(hist[i]) if normalize == "rms" else 1.0
         with torch.no_grad():
-            if variant == "paper":  # F = r fast(g/r, Ŵ) with Ŵ = A(W) in [-1, 1]
-                F = r * fast(torch.stack((g[i].reshape(-1) / r, w_hat[i].reshape(-1)), 1))
+            if variant == "paper":  # F = r fast(g/r, x), x = (Ŵ+1)/2 in [0, 1] (Eq. 1)
+                x = 0.5 * w_hat[i].reshape(-1) + 0.5
+                F = r * fast(torch.stack((g[i].reshape(-1) / r, x), 1))
             else:  # F = g * fast(u), u = (Ŵ + 1)/2
                 F = g[i].reshape(-1) * fast(0.5 * w_hat[i].reshape(-1, 1) + 0.5)
         cF, s = c * F.reshape(w.shape), S[i].reshape(w.shape)

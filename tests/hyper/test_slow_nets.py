@@ -58,7 +58,7 @@ def test_factory_and_defaults():
     with pytest.raises(ValueError, match="'gru'.*mamba, lstm"):
         make_slow_net("gru")
     with pytest.raises(ValueError, match="d_model"):
-        MambaSlowNet(d_model=2)
+        MambaSlowNet(d_model=0)
     with pytest.raises(ValueError, match="hidden"):
         LSTMSlowNet(hidden=0)
     with pytest.raises(ValueError, match="batch, length, 1"):

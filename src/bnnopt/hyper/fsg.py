@@ -34,6 +34,15 @@ the sequence layouts in :mod:`.lre`):
     weight, no HGS and no LRE. The official ResNet is ``model_options.fc_bn = true`` with
     ``policy keep_first = false, keep_last = false``.
 
+Paper forms (options, paper variant): ``fast_form`` "concat" (default: F = fast([g, x]),
+a bias-free linear net on the concatenation) or "product" (the convergence analysis
+and Fig. 1: M_f(G, x) = φ_f(x)·G, "learns the scale of the weights"; always so in the
+official variant); ``what_range`` "unit" (default, Eq. 1: x = Ŵ in [0, 1], i.e.
+(tanh W/max|tanh W| + 1)/2) or "symmetric" (x = tanh W/max|tanh W| in [-1, 1], the
+input before round 2); ``d_model`` d (Eq. 10-11: gradient tokens projected by W_a
+(1 x d), d-dim LRE tokens, Mamba of width d, read out by W_b (d x 1); d = 1, the
+default, has no projections and is the official code's d_model 1).
+
 ``layout``: "flat" (Eq. 10-11, one sequence of length l·ξ+1 per layer, as the
 paper and the official code) or "per-weight" (one (l+1)-token sequence per
 weight, all layers in one batched slow-net call).
@@ -100,6 +109,8 @@ VARIANTS = ("paper", "official")
 SLOW_NETS = ("mamba", "lstm", "lstmfc")
 NORMALIZE = ("none", "rms")
 META_INITS = ("paper", "ste")
+FAST_FORMS = ("concat", "product")
+WHAT_RANGES = ("unit", "symmetric")
 # Per-variant defaults for options left as None.
 PRESETS = {
     "cpu": {"layout": "per-weight", "expand": 1, "d_state": 4, "d_conv": 8,
@@ -117,21 +128,21 @@ VARIANT_DEFAULTS = {
 }
 
 
-def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, paper: bool) -> None:
+def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, concat: bool) -> None:
     """meta_init "ste": the first generated gradient equals STE's, G = c ⊙ g.
 
-    Fast-net (paper variant, input (g, Ŵ)): keep the orthogonal W_1 ... W_{d-1} and set
+    Fast-net, concat form (input (g, x)): keep the orthogonal W_1 ... W_{d-1} and set
     the last row to the first row of the pseudo-inverse of M = W_{d-1} ... W_1, so that
     the product is exactly (1, 0): F = g. (M has orthonormal columns, so that row is
-    (M e_1)ᵀ, a unit vector: the last layer stays orthogonal.) Official variant
-    (F = g ⊙ fast(u), u = (Ŵ+1)/2, bias-free, so fast(u) = k·u cannot be a constant 1):
-    the last layer is rescaled so that k = 2, i.e. F = g ⊙ (Ŵ + 1): STE at Ŵ = 0 and
-    on average over a symmetric weight distribution, and never of the wrong sign.
-    Slow-net: its last linear read-out is zeroed, so S = 0 until the task loss
-    trains it (its gradient is not zero: the read-out's inputs times ∂L/∂S).
+    (M e_1)ᵀ, a unit vector: the last layer stays orthogonal.) Product form
+    (F = g ⊙ φ_f(u), u = (Ŵ+1)/2 in [0, 1], bias-free, so φ_f(u) = k·u cannot be a
+    constant 1): the last layer is rescaled so that k = 2, i.e. F = g ⊙ (Ŵ_sym + 1):
+    STE at Ŵ_sym = 0 and on average over a symmetric weight distribution, and never
+    of the wrong sign. Slow-net: its last linear read-out is zeroed, so S = 0 until
+    the task loss trains it (its gradient is not zero: the read-out's inputs times ∂L/∂S).
     """
     with torch.no_grad():
-        if paper:
+        if concat:
             m = fast.layers[0].weight  # (hidden, 2)
             for layer in fast.layers[1:-1]:
                 m = layer.weight @ m
@@ -139,7 +150,7 @@ def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, paper: bool) -> None
         else:
             k = float(fast.collapsed().reshape(()))
             if k == 0:
-                raise ValueError("meta_init 'ste': the official fast-net's product is 0")
+                raise ValueError("meta_init 'ste': the product-form fast-net's product is 0")
             fast.layers[-1].weight.mul_(2.0 / k)
         linears = [m for m in slow.modules() if isinstance(m, torch.nn.Linear)]
         if not linears:
@@ -153,11 +164,12 @@ def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, paper: bool) -> None
 class FSG(LearnedGradientMethod):
     """Fast and Slow Gradient generation; options are listed in ``option_defaults``.
 
-    variant "paper"|"official"; preset "cpu"|"paper" (fills layout, expand, d_state,
-    d_conv, normalize, meta_init when None); layout "flat"|"per-weight"; slow_net
-    "mamba"|"lstm"; history l (None: 6 paper / 5 official); beta (None: 0.3 / 0.9);
+    variant "paper"|"official"; preset "cpu"|"paper"|"official" (None: "cpu" / "official";
+    fills layout, expand, d_state, d_conv, normalize, meta_init when None); layout
+    "flat"|"per-weight"; slow_net "mamba"|"lstm"|"lstmfc" (official MetaFastAndLSTM); history l (None: 6 paper / 5 official); beta (None: 0.3 / 0.9);
     hidden (fast-net width, 100); expand, d_state, d_conv (Mamba); normalize
-    "none"|"rms"; meta_init "paper"|"ste"; fast_lr (None: 1e-3 / 1e-2), slow_lr (1e-3);
+    "none"|"rms"; meta_init "paper"|"ste"; fast_form "concat"|"product" (None: concat /
+    product); what_range "unit"|"symmetric"; d_model (1); fast_lr (None: 1e-3 / 1e-2), slow_lr (1e-3);
     slow_net_options (extra keyword arguments of the slow-net constructor, e.g.
     {hidden = 20} for the LSTM); slow_scale "constant" (Eq. 9) | "lr-schedule" (β·η_t/η_0,
     :mod:`bnnopt.hyper.variants`); plus the common quantizer / bits / estimator / lookahead
@@ -170,6 +182,7 @@ class FSG(LearnedGradientMethod):
         "history": None, "beta": None, "hidden": 100, "expand": None, "d_state": None,
         "d_conv": None, "normalize": None, "meta_init": None,
         "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {}, "slow_scale": "constant",
+        "fast_form": None, "what_range": "unit", "d_model": 1,
     }
 
     def __init__(self, **options: Any):
@@ -191,6 +204,20 @@ class FSG(LearnedGradientMethod):
         choice(opts["slow_net"], SLOW_NETS, "fsg slow_net")
         choice(opts["normalize"], NORMALIZE, "fsg normalize")
         choice(opts["meta_init"], META_INITS, "fsg meta_init")
+        if opts["fast_form"] is None:
+            opts["fast_form"] = "concat" if opts["variant"] == "paper" else "product"
+        choice(opts["fast_form"], FAST_FORMS, "fsg fast_form")
+        choice(opts["what_range"], WHAT_RANGES, "fsg what_range")
+        if opts["variant"] == "official" and (opts["fast_form"], opts["what_range"]) != ("product", "unit"):
+            raise ValueError("fsg variant 'official' has fast_form 'product' and what_range 'unit' "
+                             f"(got {opts['fast_form']!r}, {opts['what_range']!r})")
+        if (opts["meta_init"] == "ste" and opts["fast_form"] == "product"
+                and opts["what_range"] == "symmetric"):
+            raise ValueError("fsg meta_init 'ste' with fast_form 'product' needs what_range 'unit'")
+        self._positive("d_model", integer=True)
+        if opts["d_model"] > 1 and opts["slow_net"] != "mamba":
+            raise ValueError(f"fsg d_model {opts['d_model']} needs slow_net 'mamba' (Eq. 10-11); "
+                             f"got slow_net {opts['slow_net']!r}")
         choice(opts["slow_scale"], SLOW_SCALES, "fsg slow_scale")
         if opts["slow_scale"] != "constant" and opts["variant"] != "paper":
             raise ValueError(f"fsg slow_scale {opts['slow_scale']!r} applies to variant 'paper' "
@@ -215,7 +242,8 @@ class FSG(LearnedGradientMethod):
 
         opts = self.options
         paper = opts["variant"] == "paper"
-        self.meta_modules["fast"] = LinearStack(2 if paper else 1, opts["hidden"], depth=3,
+        concat = opts["fast_form"] == "concat"
+        self.meta_modules["fast"] = LinearStack(2 if concat else 1, opts["hidden"], depth=3,
                                                 init="orthogonal" if paper else "default")
         kw = dict(opts["slow_net_options"])
         if opts["slow_net"] == "lstmfc":  # official MetaFastAndLSTM: S = g ⊙ LSTMFC(u), no HGS/LRE
@@ -226,17 +254,17 @@ class FSG(LearnedGradientMethod):
             self.hgs = []
             return
         if opts["slow_net"] == "mamba":
-            kw = {"d_model": 1, "d_state": opts["d_state"], "d_conv": opts["d_conv"],
+            kw = {"d_model": opts["d_model"], "d_state": opts["d_state"], "d_conv": opts["d_conv"],
                   "expand": opts["expand"], **kw}
         self.meta_modules["slow"] = make_slow_net(opts["slow_net"], **kw)
-        self.meta_modules["lre"] = LayerEmbedding(len(self.layers), 1)
+        self.meta_modules["lre"] = LayerEmbedding(len(self.layers), opts["d_model"])
         self.hgs = [HistoryBuffer(opts["history"], layer.weight.numel())
                     for _, layer in self.layers]
 
     def finish_meta(self) -> None:
         if self.options["meta_init"] == "ste":  # in the model's dtype, so F = g exactly
             _start_as_ste(self.meta_modules["fast"], self.meta_modules["slow"],
-                          self.options["variant"] == "paper")
+                          self.options["fast_form"] == "concat")
 
     def _make_meta_optimizers(self) -> None:
         slow_params = list(self.meta_modules["slow"].parameters())
@@ -281,13 +309,19 @@ class FSG(LearnedGradientMethod):
         return torch.cat([o * r for o, r in zip(out, scales)])
 
     def fast_gradients(self, g: Tensor, w_hat: Tensor, scale: Tensor | None) -> Tensor:
-        """F (N,): paper r·fast([g/r, Ŵ]); official g ⊙ fast((Ŵ+1)/2). ``scale``: r per element."""
+        """F (N,) from g, Ŵ (N,) of all layers; ``scale``: r per element (normalize "rms").
+
+        x = (Ŵ+1)/2 in [0, 1] (``what_range`` "unit", Eq. 1) or Ŵ in [-1, 1] ("symmetric").
+        fast_form "concat": F = r·fast([g/r, x]); "product" (the paper's convergence
+        analysis and Fig. 1, M_f(G, x) = φ_f(x)·G; the official code): F = g ⊙ φ_f(x).
+        """
         fast = self.meta_modules["fast"]
-        if self.options["variant"] == "official":
-            return g * fast((0.5 * w_hat + 0.5).unsqueeze(1))
+        x = 0.5 * w_hat + 0.5 if self.options["what_range"] == "unit" else w_hat
+        if self.options["fast_form"] == "product":
+            return g * fast(x.unsqueeze(1))
         if scale is None:
-            return fast(torch.stack((g, w_hat), dim=1))
-        return scale * fast(torch.stack((g / scale, w_hat), dim=1))
+            return fast(torch.stack((g, x), dim=1))
+        return scale * fast(torch.stack((g / scale, x), dim=1))
 
     def generate(self, inputs: MetaInputs) -> tuple[list[Tensor], list[Tensor]]:
         eta = inputs.lr  # β, or β·η/η_0 with slow_scale "lr-schedule" (bnnopt.hyper.variants)

@@ -2,8 +2,9 @@
 
 LRE: one learnable d_model-vector e_i per quantized layer i (``nn.Embedding``),
 prepended as the first token of the slow-net's input, so that one shared
-slow-net can produce layer-specific outputs. Here d_model = 1 (the slow-net
-reads one scalar per token, as in the official code).
+slow-net can produce layer-specific outputs. d_model = 1 (the official code) or
+d (Eq. 10: the gradient tokens are projected by W_a to d dimensions, the LRE
+token t_i is d-dimensional as it is; the slow-net does the projections).
 
 Given HGS sequences H_i of shape (k, ξ_i) (oldest first; ξ_i weights of layer i)
 the slow gradient S_i (ξ_i,) is read off the slow-net output:
@@ -45,9 +46,13 @@ def flat_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
     out = []
     for i, hist in enumerate(histories):  # hist: (k, ξ_i)
         numel = hist.shape[1]
-        tokens = torch.cat((lre.weight[i].reshape(1, 1, -1),
-                            hist.reshape(1, -1, 1).to(lre.weight.dtype)), dim=1)
-        out.append(slow_net(tokens)[0, -numel:, 0])
+        steps = hist.reshape(1, -1, 1).to(lre.weight.dtype)
+        first = lre.weight[i].reshape(1, 1, -1)
+        if getattr(slow_net, "d_model", 1) > 1:
+            seq = slow_net(steps, prefix=first)
+        else:
+            seq = slow_net(torch.cat((first, steps), dim=1))
+        out.append(seq[0, -numel:, 0])
     return out
 
 
@@ -61,8 +66,12 @@ def per_weight_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
     """
     sizes = [h.shape[1] for h in histories]
     counts = torch.tensor(sizes, device=histories[0].device)
+    steps = torch.cat(histories, dim=1).to(lre.weight.dtype)  # (k, N), oldest first
+    if getattr(slow_net, "d_model", 1) > 1:  # Eq. 10 with d > 1: a d-dim LRE prefix per weight
+        first = torch.repeat_interleave(lre.weight, counts, dim=0).unsqueeze(1)  # (N, 1, d)
+        out = slow_net(steps.t().unsqueeze(-1), prefix=first)  # (N, k+1, 1)
+        return list(torch.split(out[:, -1, 0], sizes))
     first = torch.repeat_interleave(lre.weight[:, 0], counts)  # (N,): e_i of each weight
-    steps = torch.cat(histories, dim=1).to(first.dtype)  # (k, N), oldest first
     tokens = torch.cat((first.unsqueeze(0), steps), dim=0)  # (k+1, N) time-major
     out = slow_net(tokens.t().unsqueeze(-1))  # (N, k+1, 1)
     return list(torch.split(out[:, -1, 0], sizes))

@@ -13,7 +13,11 @@ The output is causal in both nets: position t depends on tokens 0..t only.
 
 * :class:`MambaSlowNet` - one Mamba block with d_model = 1 (the official FSG
   code uses ``mamba_ssm.Mamba(d_model=1, d_state=16, d_conv=8, expand=100)``
-  directly, with no norm or residual; so does this class).
+  directly, with no norm or residual; so does this class). With d_model = d > 1
+  it is the paper's Eq. 10-11: each scalar token is projected by W_a (1 x d,
+  bias-free), an optional d-dim prefix token (the LRE t_i, not projected) goes
+  first, and the Mamba outputs are read out by W_b (d x 1, bias-free); d = 1 has
+  no projections (today's net, unchanged).
 * :class:`LSTMSlowNet` - a one-layer LSTM on the scalar tokens followed by a
   linear read-out per token (FSG Table 3's LSTM slow-net; the cell follows
   MetaQuant's MetaLSTMFC, hidden size 20 by default).
@@ -44,15 +48,29 @@ class MambaSlowNet(nn.Module):
     def __init__(self, d_model: int = 1, d_state: int = 16, d_conv: int = 8,
                  expand: float = 100, **mamba_kw):
         super().__init__()
-        if d_model != 1:
-            # tokens are scalars; a wider model would need an input embedding the
-            # papers do not describe.
-            raise ValueError(f"MambaSlowNet takes scalar tokens, so d_model must be 1, got {d_model!r}")
-        self.mamba = Mamba(d_model=1, d_state=d_state, d_conv=d_conv, expand=expand, **mamba_kw)
+        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 1:
+            raise ValueError(f"invalid slow-net d_model {d_model!r}; must be an integer >= 1")
+        self.d_model = d_model
+        self.mamba = Mamba(d_model=d_model, d_state=d_state, d_conv=d_conv, expand=expand,
+                           **mamba_kw)
+        if d_model > 1:  # Eq. 10 W_a (1 x d) and Eq. 11 W_b (d x 1)
+            self.w_a = nn.Linear(1, d_model, bias=False)
+            self.w_b = nn.Linear(d_model, 1, bias=False)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (batch, L, 1) [, prefix (batch, 1, d_model)] -> (batch, L (+1), 1).
+
+        With d_model = 1 a prefix is simply concatenated before the tokens.
+        """
         _check_tokens(tokens)
-        return self.mamba(tokens)
+        x = self.w_a(tokens) if self.d_model > 1 else tokens
+        if prefix is not None:
+            if prefix.shape != (tokens.shape[0], 1, self.d_model):
+                raise ValueError(f"slow-net prefix must be ({tokens.shape[0]}, 1, {self.d_model}), "
+                                 f"got {tuple(prefix.shape)}")
+            x = torch.cat((prefix.to(x.dtype), x), dim=1)
+        y = self.mamba(x)
+        return self.w_b(y) if self.d_model > 1 else y
 
 
 class LSTMSlowNet(nn.Module):
@@ -71,8 +89,12 @@ class LSTMSlowNet(nn.Module):
                             batch_first=True)
         self.readout = nn.Linear(hidden, 1)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    d_model = 1
+
+    def forward(self, tokens: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
         _check_tokens(tokens)
+        if prefix is not None:
+            tokens = torch.cat((prefix.to(tokens.dtype), tokens), dim=1)
         out, _ = self.lstm(tokens)
         return self.readout(out)
 
