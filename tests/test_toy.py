@@ -41,3 +41,23 @@ def test_toy_command_writes_json_and_pngs(tmp_path, capsys):
     data = json.loads((tmp_path / "toy.json").read_text())
     assert data["quadratic_sweep"]["starts"] == 5
     assert "quadratic" in capsys.readouterr().out
+
+
+def test_paper_mechanism_with_exact_hessian_laq_cycles_blaq_converges():
+    """f = c w^(3/2), Eq. 2-3 with D = f'': LAQ goes w -> -w forever; BLAQ (trial reading)
+    goes w -> (3 - 4a) w (module docstring)."""
+    from bnnopt.toy import newton_trajectory
+
+    laq = newton_trajectory("laq", [0.8], 12, c=2.0)
+    expected = torch.tensor([0.8 * (-1) ** t for t in range(13)], dtype=torch.float64)
+    assert torch.allclose(laq["w"][:, 0], expected)
+    assert torch.allclose(laq["w_hat"], laq["w"])                  # 1 bit scalar: exact
+    for a in (0.6, 0.9):
+        blaq = newton_trajectory("blaq", [0.8], 12, a=a, c=2.0)
+        factor = torch.tensor([(3 - 4 * a) ** t for t in range(13)], dtype=torch.float64)
+        assert torch.allclose(blaq["w"][:, 0], 0.8 * factor)
+        assert float(blaq["loss"][-1]) < 1e-3 * float(blaq["loss"][0])
+    rec = newton_trajectory("blaq", [0.8], 40, a=0.6, reading="recursive")
+    assert abs(float(rec["w"][-1, 0])) < 1e-2 * 0.8                 # converges too
+    with pytest.raises(ValueError, match="reading 'x'; valid: trial, recursive"):
+        newton_trajectory("blaq", [0.8], 2, reading="x")
