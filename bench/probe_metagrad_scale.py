@@ -10,7 +10,9 @@ Over all quantized weights it prints
     |G|          the generated gradient handed to the base optimizer
     |G|/|c*g|    its scale relative to STE's (a learned step-size factor under SGD)
     cos(G, c*g)  whether it still points where STE's does
-and for FSG the two parts of G = c*F - (beta/eta)*S separately (``fast``, ``slow``).
+and for FSG the two parts of G = c*F - (beta/eta)*S separately (``fast``, ``slow``; with
+``slow_scale=lr-schedule`` beta is beta*eta/eta_0). G is the raw generated gradient:
+a run with ``grad_norm=ste`` hands the base optimizer G rescaled to |c*g| per layer.
 
     PYTHONPATH=src python bench/probe_metagrad_scale.py runs/cmp/fsg_adam_/s0 ...
     PYTHONPATH=src python bench/probe_metagrad_scale.py RUN... --json out.json
@@ -53,7 +55,10 @@ def probe(run_dir: str) -> dict:
            "ste_norm": float(ste.norm()), "generated_norm": float(gen.norm()),
            "scale": float(gen.norm() / ste.norm().clamp_min(1e-30)), "cos": cos(gen, ste)}
     if cfg.method == "fsg" and method.options["variant"] == "paper" and lr > 0:
-        beta = float(method.options["beta"])
+        from bnnopt.hyper.variants import slow_weight
+
+        beta = slow_weight(float(method.options["beta"]), lr, method.base_lr,
+                           method.options.get("slow_scale", "constant"))
         with torch.no_grad():  # G = c*F - (beta/eta)*S: recover S from the look-ahead part
             hist = [buf.sequence() for buf in method.hgs]
             slow = -(beta / lr) * method.slow_gradients(hist, method._scales(hist))
