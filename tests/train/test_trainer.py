@@ -122,3 +122,15 @@ def test_validation_split_rows_and_choices(tmp_path):
 def test_bad_val_fraction():
     with pytest.raises(ValueError, match="invalid val_fraction 1.0"):
         tiny_config(val_fraction=1.0).validate()
+
+
+def test_early_stop_on_validation():
+    from bnnopt.train.trainer import stop_early
+
+    rows = [{"val_acc": a} for a in (50, 60, 59, 58)]
+    assert not stop_early(rows[:3], 2)   # only one epoch without a new best
+    assert stop_early(rows, 2)           # two epochs without beating 60
+    assert not stop_early(rows, 0) and not stop_early(rows, 3)
+    assert not stop_early([{"test_acc": 1}] * 5, 1)  # never on the test split
+    with pytest.raises(ValueError, match="early_stop 2 needs a validation split"):
+        tiny_config(early_stop=2).validate()

@@ -54,6 +54,8 @@ class RunConfig:
     val_fraction               hold this fraction of the training images out as a
                                validation split chosen by the seed (0 = none;
                                bnnopt.data.split); every choice is made on it
+    early_stop                 stop after this many epochs without a higher
+                               validation accuracy (0 = never; needs val_fraction)
     zigzag                     number of weights tracked for oscillation stats (0 = off)
     zigzag_options             {every = "step"|"epoch", last_k = 5, lock = 0}: sampling
                                cadence, summary window, locked weight (bnnopt.train.zigzag)
@@ -80,6 +82,7 @@ class RunConfig:
     train_limit: int = 0
     test_limit: int = 0
     val_fraction: float = 0.0
+    early_stop: int = 0
     zigzag: int = 0
     zigzag_options: dict[str, Any] = field(default_factory=dict)
     protocol: str | None = None
@@ -102,7 +105,7 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"invalid {name} {value!r}; must be an integer >= 1")
-        for name in ("train_limit", "test_limit", "zigzag", "seed"):
+        for name in ("train_limit", "test_limit", "zigzag", "seed", "early_stop"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"invalid {name} {value!r}; must be an integer >= 0")
@@ -112,6 +115,9 @@ class RunConfig:
         from bnnopt.train.zigzag import check_options
 
         check_options(self.zigzag_options)
+        if self.early_stop and not self.val_fraction:
+            raise ValueError(f"early_stop {self.early_stop} needs a validation split; "
+                             "valid: val_fraction in (0, 1), or early_stop 0")
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) \
                 or not 0 < self.gamma <= 1:
             raise ValueError(f"invalid gamma {self.gamma!r}; must be in (0, 1]")

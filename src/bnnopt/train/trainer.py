@@ -188,6 +188,9 @@ class Trainer:
                 self.log(_format_row(row, cfg.epochs))
                 for callback in self.callbacks:
                     callback(self, row)
+                if stop_early(self.metrics, cfg.early_stop):
+                    self.log(f"early stop: no better validation accuracy in {cfg.early_stop} epochs")
+                    break
             summary = summarize(self.metrics, cfg)
             write_json(self.run_dir / "summary.json", summary)
         finally:
@@ -264,6 +267,15 @@ def prepare_model(method, model: nn.Module, cfg: RunConfig) -> list[str]:
     return names
 
 
+def stop_early(metrics: list[dict[str, Any]], patience: int) -> bool:
+    """True when the last ``patience`` epochs (>= 1) brought no higher validation accuracy
+    than the best before them (0 = never stop)."""
+    if patience < 1 or len(metrics) <= patience or "val_acc" not in metrics[-1]:
+        return False
+    best_before = max(r["val_acc"] for r in metrics[:-patience])
+    return max(r["val_acc"] for r in metrics[-patience:]) <= best_before
+
+
 def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any]:
     """Final and best test accuracy, final train loss, mean seconds per epoch; with a
     validation split also the epoch chosen on it and the test accuracy there."""
@@ -283,6 +295,8 @@ def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any
                        selected_test_acc=chosen["test_acc"],
                        final_val_acc=metrics[-1]["val_acc"],
                        final_val_loss=metrics[-1]["val_loss"])
+    if len(metrics) < config.epochs and config.early_stop:
+        summary["stopped_early"] = True
     if "zigzag" in metrics[-1]:
         summary["zigzag"] = metrics[-1]["zigzag"]
     return summary
