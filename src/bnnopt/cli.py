@@ -57,7 +57,8 @@ def _add_run_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None
                         "the seed; every choice uses it (train: default 0; compare: 0.1)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set method_options.beta=0.5")
-    p.add_argument("--progress", action="store_true", help="show a tqdm progress bar")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="tqdm progress bar (default: on when stderr is a terminal and $CI is unset)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
@@ -130,19 +131,24 @@ def cmd_list(args) -> int:
 
 def cmd_train(args) -> int:
     from bnnopt.train import Trainer
+    from bnnopt.train.logging_tb import show_progress
 
     if getattr(args, "dry_run", False):
         print(json.dumps(dry_run(args), indent=2, sort_keys=True, default=str))
         return 0
+    progress = show_progress(args.progress)
     if args.resume:
         _refuse_flags_with_resume(args)
-        trainer = Trainer.resume(args.resume, epochs=args.epochs, progress=args.progress,
-                                 log=print)
+        trainer = Trainer.resume(args.resume, epochs=args.epochs, progress=progress, log=print)
     else:
         cfg = resolve_config(args)
         if args.out and (Path(args.out) / "checkpoint.pt").exists():
             raise ValueError(f"run directory {args.out} already holds a run; use --resume {args.out}")
-        trainer = Trainer(cfg, args.out, progress=args.progress, log=print)
+        trainer = Trainer(cfg, args.out, progress=progress, log=print)
+    if args.log == "tensorboard":
+        from bnnopt.train.logging_tb import TensorBoardLogger
+
+        print(f"tensorboard: {TensorBoardLogger.attach(trainer).log_dir}")
     print(f"run directory: {trainer.run_dir}")
     try:
         summary = trainer.run()
@@ -222,9 +228,11 @@ def cmd_compare(args) -> int:
     out = Path(args.out or f"runs/compare-{cfg.protocol or cfg.dataset}")
     reference = None if args.reference in ("", "none") else args.reference
     check_output_dir(out)
+    from bnnopt.train.logging_tb import show_progress
+
     try:
-        run_compare(cfg, arms, args.seeds, out, progress=args.progress, target_acc=args.target,
-                    tune=tune, reference=reference)
+        run_compare(cfg, arms, args.seeds, out, progress=show_progress(args.progress),
+                    target_acc=args.target, tune=tune, reference=reference)
     except KeyboardInterrupt:
         print("bnnopt: interrupted; run the same command again to continue (finished runs "
               "are reused, the interrupted one resumes from its last epoch)", file=sys.stderr)
@@ -293,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="print the fully resolved config (every method option after presets "
                         "and variants) and exit; reads no data, writes nothing")
+    p.add_argument("--log", choices=("none", "tensorboard"), default="none",
+                   help="also write per-epoch scalars to RUN_DIR/tensorboard (extra [tensorboard])")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="test accuracy of a checkpoint / run dir / packed file")

@@ -90,9 +90,10 @@ def bench_latency(packed: str | os.PathLike, onnx_path: str | os.PathLike | None
     note = (f"the packed file is {ratio:.1f}x smaller than the float32 state dict "
             f"({sizes['file_bytes']:,} vs {sizes['float32_state_dict_bytes']:,} bytes; ONNX "
             f"{onnx_bytes:,} bytes, since ONNX stores the quantized weights as float32). It is not "
-            "faster: load_packed decodes the bits to float once and runs the same float kernels, and "
-            "onnxruntime runs float kernels too; on a CPU without binary (XNOR-popcount) kernels "
-            "1-bit weights save memory and disk, not time.")
+            "faster: load_packed decodes the bits to float once and runs the same float kernels as the "
+            "float model, and onnxruntime's time is that of its own float kernels (the float32 network "
+            "would run as fast); on a CPU without binary (XNOR-popcount) kernels 1-bit weights save "
+            "memory and disk, not time.")
     return {"threads": torch.get_num_threads(), "rounds": rounds, "input_shape": shape, "rows": rows,
             "float32_state_dict_bytes": sizes["float32_state_dict_bytes"],
             "packed_bytes": sizes["file_bytes"], "onnx_bytes": onnx_bytes, "note": note}

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bnnopt.export.extras import require
+from bnnopt.extras import require
 from bnnopt.export.onnx_layers import QONNX_DOMAIN, onnx_ready
 
 OPSET = 17
@@ -226,16 +226,17 @@ def verify_graph(packed: str | os.PathLike, graph: str | os.PathLike, info: dict
     else the check is structural only (said so in ``verified_with``).
     Returns ``{"verified_with", "verified_max_abs_diff"}``; ValueError on a mismatch.
     """
-    from bnnopt.export.extras import available
+    from bnnopt.extras import available
     from bnnopt.export.reader import load_packed
 
     model = load_packed(packed)
     dtype = next((b.dtype for b in model.buffers() if b.is_floating_point()), torch.float32)
     x = example_input(info["input_shape"], batch=batch, seed=1, dtype=dtype)
     ref = model(x)
+    scale = f"max |logit| {float(ref.abs().max()):.3g}"
     if not qonnx:
         diff = compare_logits(ref, run_onnxruntime(graph, x), "onnxruntime", tol)
-        return {"verified_with": f"onnxruntime logits equal load_packed's (max |diff| {diff:.2g})",
+        return {"verified_with": f"onnxruntime logits equal load_packed's (max |diff| {diff:.2g}, {scale})",
                 "verified_max_abs_diff": diff}
     widths = qonnx_bit_widths(graph)
     for name, entry in info["layers"].items():
@@ -250,6 +251,6 @@ def verify_graph(packed: str | os.PathLike, graph: str | os.PathLike, info: dict
                                  "quantized weight goes through Quant/BipolarQuant with its bit width",
                 "verified_max_abs_diff": None}
     diff = compare_logits(ref, run_qonnx(graph, x), "qonnx executor", tol)
-    return {"verified_with": f"qonnx executor logits equal load_packed's (max |diff| {diff:.2g}); "
+    return {"verified_with": f"qonnx executor logits equal load_packed's (max |diff| {diff:.2g}, {scale}); "
                              "bit width of every quantized weight checked",
             "verified_max_abs_diff": diff}
