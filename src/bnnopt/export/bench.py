@@ -91,8 +91,8 @@ def bench_latency(packed: str | os.PathLike, onnx_path: str | os.PathLike | None
             f"({sizes['file_bytes']:,} vs {sizes['float32_state_dict_bytes']:,} bytes; ONNX "
             f"{onnx_bytes:,} bytes, since ONNX stores the quantized weights as float32). It is not "
             "faster: load_packed decodes the bits to float once and runs the same float kernels as the "
-            "float model, and onnxruntime's time is that of its own float kernels (the float32 network "
-            "would run as fast); on a CPU without binary (XNOR-popcount) kernels 1-bit weights save "
+            "float model, and onnxruntime's time is that of its own float kernels, whose cost does not "
+            "depend on the weight values; on a CPU without binary (XNOR-popcount) kernels 1-bit weights save "
             "memory and disk, not time.")
     return {"threads": torch.get_num_threads(), "rounds": rounds, "input_shape": shape, "rows": rows,
             "float32_state_dict_bytes": sizes["float32_state_dict_bytes"],
