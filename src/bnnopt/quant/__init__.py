@@ -1,8 +1,8 @@
 """bnnopt.quant: forward quantizers and backward (surrogate-gradient) estimators.
 
 Importing this package registers the estimators (``ESTIMATORS``: ste,
-clipped_ste, approx_sign, ede, reste), the weight quantizers (``QUANTIZERS``:
-sign, dorefa, bwn, uniform) and the activation quantizers (``ACT_QUANTIZERS``:
+clipped_ste, approx_sign, ede, reste, rbnn_sign), the weight quantizers (``QUANTIZERS``:
+sign, dorefa, bwn, uniform, rbnn) and the activation quantizers (``ACT_QUANTIZERS``:
 sign, dorefa). Convention: sign(0) := +1.
 
     from bnnopt.quant import make_weight_quantizer
@@ -56,6 +56,8 @@ from bnnopt.quant.weight import (
 )
 from bnnopt.registry import ESTIMATORS, QUANTIZERS
 
+from bnnopt.quant.rbnn import RBNNQuantizer, RBNNSignEstimator  # noqa: E402  (registers rbnn)
+
 __all__ = [
     "ESTIMATORS", "QUANTIZERS",
     # autograd Functions and helpers
@@ -67,7 +69,7 @@ __all__ = [
     "reste", "ede_schedule", "reste_schedule",
     # weight quantizers
     "WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer", "UniformQuantizer",
-    "make_weight_quantizer", "MULTIBIT_ESTIMATORS",
+    "make_weight_quantizer", "MULTIBIT_ESTIMATORS", "RBNNQuantizer", "RBNNSignEstimator",
     # activation quantizers
     "ACT_QUANTIZERS", "ActQuantizer", "SignActivation", "DoReFaActivation", "make_act_quantizer",
 ]

@@ -16,6 +16,8 @@ bwn           BWN/XNOR: mean|W| * sign(W), clipped STE
 approx_sign   Bi-Real's ApproxSign derivative 2 - 2|W|
 irnet         IR-Net's EDE estimator (t annealed 1e-3 -> 10, k = max(1/t, 1))
 reste         ReSTE's rectified power estimator (o annealed 1 -> 3)
+rbnn          RBNN: bi-rotated standardised weights, alpha*sign, training-aware sign
+              approximation (bnnopt.quant.rbnn)
 """
 from __future__ import annotations
 
@@ -107,3 +109,49 @@ _register("irnet", "sign(W) + IR-Net EDE estimator (t annealed 1e-3 -> 10)", qua
           estimator="ede")
 _register("reste", "sign(W) + ReSTE rectified power estimator (o annealed 1 -> 3)",
           quantizer="sign", estimator="reste")
+
+
+@METHODS.register("rbnn", "RBNN (NeurIPS 2020): bi-rotated weights, adjustable rotation, "
+                          "training-aware sign approximation")
+class RBNNMethod(EstimatorMethod):
+    """RBNN (Lin et al., NeurIPS 2020), see :mod:`bnnopt.quant.rbnn`.
+
+    ``prepare`` binarizes with the ``rbnn`` quantizer and creates each layer's R1, R2,
+    alpha and theta; every epoch starts with the alternating update of R1, R2 (every
+    ``rotation_update`` epochs, 1 as in the public code) and sets the sign
+    approximation's progress p = epoch / epochs (the public code's t schedule).
+    """
+
+    defaults = {"quantizer": "rbnn", "bits": 1, "estimator": "rbnn_sign"}
+
+    def __init__(self, **options: Any):
+        merged = dict(options)
+        every = merged.pop("rotation_update", 1)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"invalid rotation_update {every!r}; must be an integer >= 1")
+        super().__init__(**merged)
+        self.options["rotation_update"] = every
+
+    def quant_config(self, policy: dict[str, Any]):
+        opts = {k: v for k, v in self.options.items() if k != "rotation_update"}
+        saved, self.options = self.options, opts
+        try:
+            return super().quant_config(policy)
+        finally:
+            self.options = saved
+
+    def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
+        from bnnopt.nn import quantized_layers
+
+        names = super().prepare(model, policy)
+        for _, layer in quantized_layers(model):
+            layer.weight_quantizer.attach(layer.weight)
+        return names
+
+    def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
+        from bnnopt.nn import quantized_layers, set_progress
+
+        set_progress(self._model, epoch / max(total_epochs, 1))
+        if epoch % self.options["rotation_update"] == 0:
+            for _, layer in quantized_layers(self._model):
+                layer.weight_quantizer.update_rotation(layer.weight)
