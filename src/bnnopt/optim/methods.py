@@ -188,7 +188,7 @@ class LABMethod(LossAwareMethod):
 
 
 @METHODS.register("laq", "LAQ loss-aware quantization (Hou and Kwok 2018), 1/2/4 bits, "
-                         "linear|log levels")
+                         "linear|log|pow2 levels, per-layer bits")
 class LAQMethod(LossAwareMethod):
     name = "laq"
 
