@@ -5,8 +5,11 @@ into class folders, as the usual ``valprep.sh`` does). Class index = position of
 folder name in the sorted list of *train* class folders.
 
 ImageNet is far too large to hold in memory, so the loader decodes each batch with
-PIL in a thread pool (PIL releases the GIL while decoding and resizing), then
-normalises and flips the uint8 batch on the compute device. Per image: the shorter
+PIL in a pool of worker processes (``executor="process"``, the default; started once
+per loader, with the ``spawn`` method so that a CUDA parent is safe; ``"thread"``
+uses threads instead, which suits small folders and tests), keeping the next batch
+in flight, then normalises and flips the uint8 batch on the compute device. Under
+``torchrun`` each rank decodes only its shard of every global batch (``shard``). Per image: the shorter
 side is resized to ``resize`` (bilinear); training takes a random ``size x size``
 crop of that and a random horizontal flip, evaluation the centre crop (the classic
 "resize 256, crop 224" recipe; ``RandomResizedCrop`` is not used). Crop positions and
@@ -18,7 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +31,7 @@ import torch
 from bnnopt.data._augment import Normalizer
 from bnnopt.data._base import Augment, DataError, candidate_dirs, missing_data_error, resolve_data_root
 from bnnopt.data._download import download_hint
-from bnnopt.data._loader import as_augment, batches_per_epoch, epoch_generator, epoch_order
+from bnnopt.data._loader import Sharded, as_augment, epoch_generator, epoch_order
 from bnnopt.registry import DATASETS
 
 __all__ = [
@@ -42,6 +45,7 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+EXECUTORS = ("process", "thread")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
 
@@ -106,13 +110,14 @@ def decode_image(path: Path, resize: int, size: int, crop: tuple[float, float] |
     return np.ascontiguousarray(a[top:top + size, left:left + size].transpose(2, 0, 1))
 
 
-class ImageFolderLoader:
+class ImageFolderLoader(Sharded):
     """Same interface as :class:`InMemoryLoader` (``epoch``, ``eval``, ``__len__``), decoding lazily."""
 
     def __init__(self, folder: ImageFolder, batch_size: int, mean: Sequence[float], std: Sequence[float],
                  size: int = 224, resize: int = 256, augment: bool | Augment | None = False,
                  device: torch.device | str = "cpu", seed: int = 0, drop_last: bool = False, shuffle: bool = True,
-                 workers: int | None = None, dtype: torch.dtype = torch.float32):
+                 workers: int | None = None, dtype: torch.dtype = torch.float32,
+                 executor: str = "process"):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"invalid batch_size {batch_size!r}; valid: a positive integer")
         if not (isinstance(size, int) and isinstance(resize, int) and 0 < size <= resize):
@@ -122,6 +127,10 @@ class ImageFolderLoader:
         self.device = torch.device(device)
         self.seed, self.drop_last, self.shuffle = seed, drop_last, shuffle
         self.workers = workers or min(8, os.cpu_count() or 1)
+        if executor not in EXECUTORS:
+            raise ValueError(f"invalid executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+        self.executor = executor
+        self._pool: Executor | None = None
         self.normalize = Normalizer(mean, std, self.device, dtype)
         epoch_generator(seed, 0)
 
@@ -129,8 +138,28 @@ class ImageFolderLoader:
     def num_samples(self) -> int:
         return len(self.folder)
 
-    def __len__(self) -> int:
-        return batches_per_epoch(self.num_samples, self.batch_size, self.drop_last)
+    def pool(self) -> Executor:
+        """The decoding pool, created on first use and kept for the loader's lifetime."""
+        if self._pool is None:
+            if self.executor == "process":
+                import multiprocessing
+
+                self._pool = ProcessPoolExecutor(self.workers,
+                                                 mp_context=multiprocessing.get_context("spawn"))
+            else:
+                self._pool = ThreadPoolExecutor(self.workers)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def __del__(self):  # pragma: no cover - interpreter shutdown order varies
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
 
     def plan(self, epoch: int) -> dict[str, torch.Tensor]:
         g = epoch_generator(self.seed, epoch)
@@ -144,21 +173,20 @@ class ImageFolderLoader:
 
     def _batches(self, jobs: Iterable[list[tuple[Path, tuple[float, float] | None]]]) -> Iterator[torch.Tensor]:
         """Decode job lists into uint8 batches, keeping the next batch in flight."""
-        with ThreadPoolExecutor(self.workers) as pool:
-            pending = None
-            for job in itertools.chain(jobs, [None]):
-                nxt = None if job is None else [pool.submit(decode_image, p, self.resize, self.size, c)
-                                                for p, c in job]
-                if pending is not None:
-                    yield torch.from_numpy(np.stack([f.result() for f in pending]))
-                pending = nxt
+        pool, pending = self.pool(), None
+        for job in itertools.chain(jobs, [None]):
+            nxt = None if job is None else [pool.submit(decode_image, p, self.resize, self.size, c)
+                                            for p, c in job]
+            if pending is not None:
+                yield torch.from_numpy(np.stack([f.result() for f in pending]))
+            pending = nxt
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Training batches of ``epoch`` from batch ``start`` on; a pure function of (seed, epoch)."""
-        plan, b, s = self.plan(epoch), self.batch_size, self.folder.samples
+        plan, s = self.plan(epoch), self.folder.samples
         order = plan["order"].tolist()
         crop = plan["crop"].tolist() if "crop" in plan else None
-        ranges = [range(i * b, min((i + 1) * b, self.num_samples)) for i in range(start, len(self))]
+        ranges = [range(*self.local_range(lo, hi)) for lo, hi in self.global_ranges()[start:]]
         jobs = ([(s[order[k]][0], None if crop is None else tuple(crop[k])) for k in r] for r in ranges)
         for r, xb in zip(ranges, self._batches(jobs)):
             xb = xb.to(self.device)
@@ -170,7 +198,8 @@ class ImageFolderLoader:
 
     def eval(self, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         b, s = batch_size or self.batch_size, self.folder.samples
-        ranges = [range(i, min(i + b, self.num_samples)) for i in range(0, self.num_samples, b)]
+        first, last = self.eval_range()
+        ranges = [range(i, min(i + b, last)) for i in range(first, last, b)]
         for r, xb in zip(ranges, self._batches([(s[k][0], None) for k in r] for r in ranges)):
             yb = torch.tensor([s[k][1] for k in r], dtype=torch.int64, device=self.device)
             yield self.normalize(xb.to(self.device)), yb
@@ -189,6 +218,7 @@ class ImageFolderDataset:
     size: int = 224
     resize: int = 256
     workers: int | None = None
+    executor: str = "process"
     augment: Augment | None = field(default_factory=lambda: Augment(pad=0, flip=True))
     source: str = ""
 
@@ -202,9 +232,11 @@ class ImageFolderDataset:
     def image_size(self) -> tuple[int, int]:
         return self.size, self.size
 
-    def make_loaders(self, batch_size, device="cpu", seed=0, augment=None, drop_last=False, eval_batch_size=None):
+    def make_loaders(self, batch_size, device="cpu", seed=0, augment=None, drop_last=False, eval_batch_size=None,
+                     dtype=torch.float32):
         aug = self.augment if augment is None else augment
-        kw = {"size": self.size, "resize": self.resize, "device": device, "seed": seed, "workers": self.workers}
+        kw = {"size": self.size, "resize": self.resize, "device": device, "seed": seed,
+              "workers": self.workers, "executor": self.executor, "dtype": dtype}
         train = ImageFolderLoader(self.train, batch_size, self.mean, self.std, augment=aug,
                                   drop_last=drop_last, shuffle=True, **kw)
         test = ImageFolderLoader(self.test, eval_batch_size or batch_size, self.mean, self.std, augment=False,
@@ -214,7 +246,8 @@ class ImageFolderDataset:
 
 @DATASETS.register("imagenet", "ImageNet class folders (train/, val/), decoded lazily with PIL; 1000 classes")
 def read_imagenet(root: str | os.PathLike | None = None, download: bool = False, size: int = 224,
-                  resize: int = 256, workers: int | None = None) -> ImageFolderDataset:
+                  resize: int = 256, workers: int | None = None,
+                  executor: str = "process") -> ImageFolderDataset:
     """Index ``<root>/imagenet/{train,val}`` (or ``<root>/{train,val}``); images are decoded per batch."""
     root = resolve_data_root(root)
     dirs = candidate_dirs(root, ["imagenet", "ILSVRC2012"])
@@ -224,4 +257,4 @@ def read_imagenet(root: str | os.PathLike | None = None, download: bool = False,
     train = scan_image_folder(found / "train")
     test = scan_image_folder(found / "val", train.classes)
     return ImageFolderDataset("imagenet", train, test, train.classes, size=size, resize=resize,
-                              workers=workers, source=str(found))
+                              workers=workers, executor=executor, source=str(found))

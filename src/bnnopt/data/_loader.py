@@ -9,6 +9,13 @@ Exact resume: an epoch's order, crop offsets and flips come from a ``torch.Gener
 (on the CPU, so CPU and CUDA runs see the same batches) seeded with
 ``SeedSequence([seed, epoch])``. The batches of epoch ``e`` are therefore a pure
 function of ``(seed, epoch)``, whatever ran before.
+
+Several processes (``torchrun``): ``shard(rank, world)`` makes each loader yield only
+its rank's contiguous part of every *global* batch (``batch_size`` stays the global
+batch); the order and the augmentation of every image are drawn for the whole epoch
+exactly as in one process, so the ranks' shards concatenated are the one-process
+batch. A final global batch smaller than ``world`` images is dropped (no rank may be
+left empty). ``eval()`` yields the rank's contiguous part of the split.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import torch
 from bnnopt.data._augment import Normalizer, crop_flip_padded, draw_crop_flip, pad_images
 from bnnopt.data._base import ArrayDataset, Augment
 
-__all__ = ["InMemoryLoader", "as_augment", "epoch_generator", "make_loaders"]
+__all__ = ["InMemoryLoader", "Sharded", "as_augment", "epoch_generator", "make_loaders"]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -53,7 +60,55 @@ def epoch_order(n: int, shuffle: bool, generator: torch.Generator) -> torch.Tens
     return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
 
 
-class InMemoryLoader:
+class Sharded:
+    """Mixin: the global batches of an epoch and this rank's slice of each.
+
+    Needs ``num_samples``, ``batch_size``, ``drop_last``; ``rank``/``world_size`` default
+    to the single process.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    def shard(self, rank: int, world_size: int):
+        """Yield only rank ``rank`` of ``world_size``'s part of each batch (returns self)."""
+        if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
+            raise ValueError(f"invalid shard rank {rank!r} of world {world_size!r}; "
+                             "valid: 0 <= rank < world_size")
+        self.rank, self.world_size = rank, world_size
+        return self
+
+    def global_ranges(self) -> list[tuple[int, int]]:
+        """[start, stop) positions in the epoch's order of every global batch."""
+        n, b = self.num_samples, self.batch_size
+        ranges = [(i * b, min((i + 1) * b, n))
+                  for i in range(batches_per_epoch(n, b, self.drop_last))]
+        if self.world_size > 1 and ranges and ranges[-1][1] - ranges[-1][0] < self.world_size:
+            ranges.pop()  # too small to give every rank an image
+        return ranges
+
+    def global_sizes(self) -> list[int]:
+        """Images in each global batch (the same every epoch)."""
+        return [stop - start for start, stop in self.global_ranges()]
+
+    def local_range(self, start: int, stop: int) -> tuple[int, int]:
+        """This rank's contiguous part of the global batch [start, stop)."""
+        from bnnopt.train.distributed import shard_bounds
+
+        lo, hi = shard_bounds(stop - start, self.rank, self.world_size)
+        return start + lo, start + hi
+
+    def eval_range(self) -> tuple[int, int]:
+        """This rank's contiguous part of the whole split, for evaluation."""
+        from bnnopt.train.distributed import shard_bounds
+
+        return shard_bounds(self.num_samples, self.rank, self.world_size)
+
+    def __len__(self) -> int:
+        return len(self.global_ranges())
+
+
+class InMemoryLoader(Sharded):
     """Batches of normalised (optionally augmented) images from uint8 tensors on ``device``.
 
     Args:
@@ -104,9 +159,6 @@ class InMemoryLoader:
     def num_samples(self) -> int:
         return int(self.x.shape[0])
 
-    def __len__(self) -> int:
-        return batches_per_epoch(self.num_samples, self.batch_size, self.drop_last)
-
     def plan(self, epoch: int) -> dict[str, torch.Tensor]:
         """The epoch's order and augmentation parameters (CPU tensors), a pure function of (seed, epoch)."""
         g = epoch_generator(self.seed, epoch)
@@ -121,9 +173,9 @@ class InMemoryLoader:
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Training batches of ``epoch``, beginning at batch ``start`` (for mid-epoch resume)."""
         plan = {k: v.to(self.device) for k, v in self.plan(epoch).items()}
-        order, b = plan["order"], self.batch_size
-        for i in range(start, len(self)):
-            sl = slice(i * b, min((i + 1) * b, self.num_samples))
+        order = plan["order"]
+        for lo, hi in self.global_ranges()[start:]:
+            sl = slice(*self.local_range(lo, hi))
             idx = order[sl]
             if self._padded is None:
                 xb = self.x[idx]
@@ -133,10 +185,12 @@ class InMemoryLoader:
             yield self.normalize(xb), self.y[idx]
 
     def eval(self, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every image once, in stored order, no augmentation, last batch kept."""
+        """Every image once (this rank's part), in stored order, no augmentation, last batch kept."""
         b = batch_size or self.batch_size
-        for i in range(0, self.num_samples, b):
-            yield self.normalize(self.x[i:i + b]), self.y[i:i + b]
+        first, last = self.eval_range()
+        for i in range(first, last, b):
+            j = min(i + b, last)
+            yield self.normalize(self.x[i:j]), self.y[i:j]
 
     def __repr__(self) -> str:
         return (f"InMemoryLoader(n={self.num_samples}, batch_size={self.batch_size}, batches={len(self)}, "
@@ -145,17 +199,19 @@ class InMemoryLoader:
 
 def make_loaders(dataset: ArrayDataset, batch_size: int, device: torch.device | str = "cpu", seed: int = 0,
                  augment: bool | Augment | None = None, drop_last: bool = False,
-                 eval_batch_size: int | None = None) -> tuple[InMemoryLoader, InMemoryLoader]:
+                 eval_batch_size: int | None = None,
+                 dtype: torch.dtype = torch.float32) -> tuple[InMemoryLoader, InMemoryLoader]:
     """(train loader, test loader) for an :class:`ArrayDataset` or an ImageNet folder dataset.
 
     ``augment=None`` uses the dataset's own default (``dataset.augment``: crop+flip for
     CIFAR, none for the digit datasets). The test loader never shuffles or augments.
     """
     if hasattr(dataset, "make_loaders"):  # lazily decoded datasets (ImageNet) build their own
-        return dataset.make_loaders(batch_size, device, seed, augment, drop_last, eval_batch_size)
+        return dataset.make_loaders(batch_size, device, seed, augment, drop_last, eval_batch_size,
+                                    dtype=dtype)
     aug = dataset.augment if augment is None else augment
     train = InMemoryLoader(dataset.train_x, dataset.train_y, batch_size, dataset.mean, dataset.std,
-                           aug, device, seed, drop_last, shuffle=True)
+                           aug, device, seed, drop_last, shuffle=True, dtype=dtype)
     test = InMemoryLoader(dataset.test_x, dataset.test_y, eval_batch_size or batch_size, dataset.mean,
-                          dataset.std, False, device, seed, False, shuffle=False)
+                          dataset.std, False, device, seed, False, shuffle=False, dtype=dtype)
     return train, test

@@ -58,6 +58,13 @@ csyhhu/MetaQuant); each defaults to the official behaviour under
   divided by that step's η; after a skipped first step, its raw gradient), as the
   official layers do (their ``meta_bias = bias - bias.grad * lr``).
 
+Under torchrun (``set_distributed``) the model is DistributedDataParallel, which
+averages the task network's gradients; this step also averages, across ranks, the
+stored g_t (before it reaches ``record``, i.e. the HGS, and the meta-nets) and the
+meta-nets' gradients (LRE included) before their optimizers step, so every rank
+holds identical task weights, meta-nets and history (``sync_learned = False``
+switches that off, for the test that shows the ranks then diverge).
+
 Subclasses implement :meth:`build_meta` (create meta-nets and their optimizers)
 and :meth:`generate`; optionally :meth:`record` (e.g. push g into a history) and
 :meth:`extra_state` / :meth:`load_extra_state`.
@@ -149,6 +156,7 @@ class LearnedGradientMethod(Method):
     method_name = "learned-gradient"
     option_defaults: dict[str, Any] = {}
     needs_prev_step = False  # record the applied update W_before - W_after per layer
+    sync_learned = True  # average g and the meta-nets' gradients across torchrun ranks
 
     def __init__(self, **options: Any):
         merged = {**COMMON_DEFAULTS, **self.option_defaults}
@@ -316,7 +324,12 @@ class LearnedGradientMethod(Method):
             for layer in layers:
                 layer.delta = None
                 layer.bias_delta = None
+        syncing = self.dist is not None and self.dist.enabled and self.sync_learned
+        if syncing:
+            self.dist.average_(new_g)
         if meta:
+            if syncing:
+                self.dist.average_([p.grad for p in self.meta_modules.parameters()])
             for opt in self.meta_optimizers.values():
                 opt.step()
             for layer, grad in zip(layers, grads):

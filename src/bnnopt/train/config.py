@@ -59,6 +59,9 @@ class RunConfig:
     zigzag                     number of weights tracked for oscillation stats (0 = off)
     zigzag_options             {every = "step"|"epoch", last_k = 5, lock = 0}: sampling
                                cadence, summary window, locked weight (bnnopt.train.zigzag)
+    precision                  fp32 | bf16 | fp16 | fp64 (bnnopt.train.precision)
+    channels_last              NHWC memory format for the model and its inputs
+    sync_bn                    BatchNorm over the global batch of all torchrun ranks
     """
 
     model: str = "resnet20"
@@ -86,6 +89,9 @@ class RunConfig:
     zigzag: int = 0
     zigzag_options: dict[str, Any] = field(default_factory=dict)
     protocol: str | None = None
+    precision: str = "fp32"
+    channels_last: bool = False
+    sync_bn: bool = False
 
     # -- validation --------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -101,6 +107,9 @@ class RunConfig:
             PROTOCOLS.get(self.protocol)
         choice(self.schedule, SCHEDULES, "schedule")
         check_device_name(self.device)
+        from bnnopt.train.precision import PRECISIONS
+
+        choice(self.precision, PRECISIONS, "precision")
         for name in ("epochs", "batch_size", "step_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

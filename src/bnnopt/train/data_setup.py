@@ -21,7 +21,7 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
                      batch_size: int = 128, augment: bool = True, device: torch.device | str = "cpu",
                      seed: int = 0, train_limit: int = 0, test_limit: int = 0,
                      need_train: bool = True, eval_batch_size: int = 500,
-                     val_fraction: float = 0.0):
+                     val_fraction: float = 0.0, dtype: torch.dtype = torch.float32):
     """Read ``dataset`` and build ``(train, val or None, test, info)`` loaders.
 
     augment: True uses the dataset's usual training augmentation (crop + flip for
@@ -45,10 +45,10 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
                              "and cannot hold out a validation split; valid: val_fraction 0")
         ds, val_x, val_y = hold_out_validation(ds, val_fraction, seed)
         val = EvalLoader(InMemoryLoader(val_x, val_y, eval_batch_size, ds.mean, ds.std, False,
-                                        device, seed, False, shuffle=False))
+                                        device, seed, False, shuffle=False, dtype=dtype))
     aug = None if augment else False
     train, test = make_loaders(ds, batch_size, device=device, seed=seed, augment=aug,
-                               eval_batch_size=eval_batch_size)
+                               eval_batch_size=eval_batch_size, dtype=dtype)
     info: dict[str, Any] = {
         "dataset": dataset,
         "num_classes": ds.num_classes,
@@ -71,6 +71,11 @@ class EvalLoader:
 
     def epoch(self, epoch: int = 0):
         return self.loader.eval()
+
+    def shard(self, rank: int, world_size: int) -> "EvalLoader":
+        """Evaluate only this rank's contiguous part of the split (sums all-reduced by the caller)."""
+        self.loader.shard(rank, world_size)
+        return self
 
     def __len__(self) -> int:
         return len(self.loader)

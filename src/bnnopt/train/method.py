@@ -108,6 +108,8 @@ class Method:
         self.options = dict(options)
         self.optimizer: torch.optim.Optimizer | None = None
         self.base_lr: float | None = None
+        self.scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling (estimator family)
+        self.dist = None  # bnnopt.train.distributed.DistContext, set by set_distributed
 
     def resolved_options(self) -> dict[str, Any]:
         """Every option of this method after its defaults, presets and variants (what runs)."""
@@ -136,6 +138,13 @@ class Method:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
+    def set_distributed(self, ctx) -> None:
+        """Called by the Trainer under torchrun with its DistContext. The model handed
+        to ``train_step`` is then DistributedDataParallel, which averages the model's
+        gradients; a method that keeps other state derived from gradients averages
+        that itself (see bnnopt.train.distributed)."""
+        self.dist = ctx
+
     def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
         """Hook for annealed estimators; ``epoch`` counts from 0."""
 
@@ -146,15 +155,25 @@ class Method:
         self.optimizer.zero_grad(set_to_none=True)
         logits = model(x)
         loss = criterion(logits, y)
-        loss.backward()
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
         return StepOutput(loss.detach(), logits.detach())
 
     # -- checkpoints -------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything besides the model needed to resume exactly."""
-        return {"optimizer": self.optimizer.state_dict() if self.optimizer else None}
+        state = {"optimizer": self.optimizer.state_dict() if self.optimizer else None}
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.optimizer is not None and state.get("optimizer") is not None:
             self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])

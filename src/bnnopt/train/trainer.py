@@ -30,6 +30,14 @@ present, CUDA) are restored, the final weights equal those of an uninterrupted r
 bit for bit. ``Trainer.resume(run_dir, epochs=N)`` extends (or shortens an
 unfinished) run to N epochs; the learning-rate schedule is then that of an N-epoch
 run from the next epoch on.
+
+Under ``torchrun`` (``bnnopt.train.distributed``) every rank builds the same model and
+method; the model is wrapped in DistributedDataParallel for the training forwards,
+each rank takes its shard of every global batch (``batch_size`` is the global
+batch), evaluation is sharded and all-reduced (every rank reports the same numbers),
+and rank 0 alone writes (and locks) the run directory. ``precision`` /
+``channels_last`` / ``sync_bn`` (``bnnopt.train.precision``,
+``bnnopt.nn.sync_batchnorm``) apply in one process as well as in many.
 """
 from __future__ import annotations
 
@@ -43,8 +51,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bnnopt.train import distributed
 from bnnopt.train.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint, save_checkpoint
 from bnnopt.train.config import RunConfig
+from bnnopt.train.distributed import DistContext
+from bnnopt.train.precision import check_precision, param_dtype, with_precision
 from bnnopt.train.io import check_output_dir, read_jsonl, write_json, write_jsonl
 from bnnopt.train.rundir import (check_finite, check_finite_row, open_run_dir, record_argv,
                                  resume_dir)
@@ -53,25 +64,30 @@ from bnnopt.train.schedule import lr_at
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> torch.device (ValueError if unusable here)."""
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> torch.device (ValueError if unusable here).
+
+    Under torchrun (``local_rank`` given) ``cuda`` and ``auto`` mean ``cuda:LOCAL_RANK``.
+    """
     from bnnopt.train.config import check_device_name
 
     name = check_device_name(name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        name = "cuda"
     if name == "cpu":
         return torch.device("cpu")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count == 0:
         raise ValueError(f"device {name!r} requested but CUDA is not available; "
                          "valid here: auto, cpu")
-    index = int(name.split(":")[1]) if ":" in name else 0
+    index = int(name.split(":")[1]) if ":" in name else (local_rank or 0)
     if index >= count:
         valid = ", ".join(["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(count)])
         raise ValueError(f"device {name!r} does not exist ({count} CUDA device(s)); "
                          f"valid here: {valid}")
-    return torch.device(name)
+    return torch.device("cuda", index)
 
 
 def git_revision() -> str | None:
@@ -84,17 +100,28 @@ def git_revision() -> str | None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy (%) of ``model`` over ``batches``."""
+def evaluate(model: nn.Module, batches, dist: DistContext | None = None,
+             memory_format: torch.memory_format | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and top-1 accuracy (%) of ``model`` over ``batches``.
+
+    With ``dist`` (torchrun), ``batches`` is this rank's shard and the sums are
+    all-reduced, so every rank returns the numbers of the whole split.
+    """
     was_training = model.training
     model.eval()
     total, loss_sum, correct = 0, 0.0, 0
     for x, y in batches:
+        if memory_format is not None:
+            x = x.contiguous(memory_format=memory_format)
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         total += y.numel()
     model.train(was_training)
+    if dist is not None and dist.enabled:
+        device = next(model.parameters()).device
+        sums = dist.sum_(torch.tensor([loss_sum, correct, total], dtype=torch.float64, device=device))
+        loss_sum, correct, total = float(sums[0]), int(sums[1]), int(sums[2])
     return loss_sum / max(total, 1), 100.0 * correct / max(total, 1)
 
 
@@ -104,15 +131,22 @@ class Trainer:
     def __init__(self, config: RunConfig, run_dir: str | Path | None = None, *,
                  argv: list[str] | None = None, progress: bool = False,
                  log: Callable[[str], None] | None = None,
-                 callbacks: list[EpochCallback] | None = None):
+                 callbacks: list[EpochCallback] | None = None,
+                 dist: DistContext | None = None):
         self.config = config.validate()
-        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+        self.dist = distributed.current() if dist is None else dist
+        if run_dir is None:  # every rank must agree on the time stamp
+            run_dir = self.dist.broadcast_object(str(default_run_dir(config)))
+        self.run_dir = Path(run_dir)
         self.argv = list(sys.argv if argv is None else argv)
-        self.progress = progress
-        self.log = log or (lambda msg: None)
+        self.progress = progress and self.dist.is_main
+        quiet = not self.dist.is_main
+        self.log = (lambda msg: None) if quiet or log is None else log
         self.callbacks = list(callbacks or [])
-        self.device = resolve_device(config.device)
-        check_output_dir(self.run_dir)  # before any expensive data / model setup
+        self.device = resolve_device(config.device,
+                                     self.dist.local_rank if self.dist.enabled else None)
+        if self.dist.is_main:
+            check_output_dir(self.run_dir)  # before any expensive data / model setup
         self.metrics: list[dict[str, Any]] = []
         self.start_epoch = 0
         self.resumed = False
@@ -122,22 +156,47 @@ class Trainer:
     def _setup(self) -> None:
         from bnnopt.train.data_setup import load_run_loaders
 
-        cfg = self.config
+        cfg, dist = self.config, self.dist
+        distributed.check_global_batch(cfg.batch_size, dist.world_size)
         torch.manual_seed(cfg.seed)
         self.train_loader, self.val_loader, self.test_loader, self.data_info = load_run_loaders(
             cfg.dataset, root=cfg.data_root, download=cfg.download, batch_size=cfg.batch_size,
             augment=cfg.augment, device=self.device, seed=cfg.seed,
             train_limit=cfg.train_limit, test_limit=cfg.test_limit,
-            val_fraction=cfg.val_fraction)
+            val_fraction=cfg.val_fraction, dtype=param_dtype(cfg.precision))
+        for loader in (self.train_loader, self.val_loader, self.test_loader):
+            if loader is not None:
+                loader.shard(dist.rank, dist.world_size)
         self.model, self.method = build_model(cfg, self.data_info)
+        check_precision(cfg.precision, self.method.family, cfg.method)
         init_ckpt = None
         if cfg.init:
             init_ckpt = _load_init(self.model, cfg.init)
         self.quantized_layers = prepare_model(self.method, self.model, cfg)
         if init_ckpt is not None:
             _load_init_state(self.model, init_ckpt["model"], cfg.init)
+        self.memory_format = torch.channels_last if cfg.channels_last else None
+        if cfg.precision == "fp64":
+            self.model.to(dtype=torch.float64)
         self.model.to(self.device)
+        if self.memory_format is not None:
+            self.model.to(memory_format=self.memory_format)
+        if cfg.sync_bn and dist.enabled:
+            from bnnopt.nn.sync_batchnorm import convert_sync_batchnorm
+
+            convert_sync_batchnorm(self.model, self.device)
+        if cfg.precision == "fp16":
+            self.method.scaler = torch.amp.GradScaler(self.device.type)
         self.method.build(self.model, cfg.optim_config())
+        self.train_model = self.model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.method.set_distributed(dist)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+        self.train_model = with_precision(self.train_model, cfg.precision, self.device)
+        self.eval_model = with_precision(self.model, cfg.precision, self.device)
         self.zigzag = None
         if cfg.zigzag:
             from bnnopt.train.zigzag import ZigZagTracker
@@ -148,9 +207,24 @@ class Trainer:
     @classmethod
     def resume(cls, run_dir: str | Path, epochs: int | None = None, **kwargs: Any) -> "Trainer":
         """Continue the run in ``run_dir`` from its last finished epoch (to ``epochs``
-        epochs if given: extends a finished run; never fewer than already done)."""
-        run_dir = resume_dir(run_dir)
-        ckpt = load_checkpoint(run_dir)
+        epochs if given: extends a finished run; never fewer than already done).
+
+        Under torchrun rank 0 reads the checkpoint and broadcasts it, so the other
+        ranks (other nodes too) need not see the run directory.
+        """
+        dist = kwargs.get("dist") or distributed.current()
+        if dist.enabled:
+            try:
+                found = load_checkpoint(resume_dir(run_dir)) if dist.is_main else None
+            except ValueError as err:
+                found = err
+            found = dist.broadcast_object(found)
+            if isinstance(found, ValueError):
+                raise found
+            ckpt = found
+        else:
+            run_dir = resume_dir(run_dir)
+            ckpt = load_checkpoint(run_dir)
         config = RunConfig.from_dict(ckpt["config"])
         if epochs is not None:
             done = ckpt["epoch"] + 1
@@ -174,12 +248,14 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        cfg = self.config
-        lock = open_run_dir(self.run_dir, log=self.log)
+        cfg, main = self.config, self.dist.is_main
+        lock = open_run_dir(self.run_dir, log=self.log) if main else None
         try:
-            write_json(self.run_dir / "config.json", cfg.to_dict())
-            record_argv(self.run_dir, self.argv, git_revision(),
-                        {"quantized_layers": self.quantized_layers}, resumed=self.resumed)
+            if main:
+                write_json(self.run_dir / "config.json", cfg.to_dict())
+                record_argv(self.run_dir, self.argv, git_revision(),
+                            {"quantized_layers": self.quantized_layers,
+                             "world_size": self.dist.world_size}, resumed=self.resumed)
             for epoch in range(self.start_epoch, cfg.epochs):
                 row = self.train_epoch(epoch)
                 check_finite_row(row, self.run_dir, epoch - 1)
@@ -192,50 +268,79 @@ class Trainer:
                     self.log(f"early stop: no better validation accuracy in {cfg.early_stop} epochs")
                     break
             summary = summarize(self.metrics, cfg)
-            write_json(self.run_dir / "summary.json", summary)
+            if main:
+                write_json(self.run_dir / "summary.json", summary)
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
         return summary
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        cfg, method, model = self.config, self.method, self.model
+        cfg, method, model, dist = self.config, self.method, self.model, self.dist
         lr = lr_at(epoch, cfg.optim_config().lr, cfg.epochs, cfg.schedule, cfg.step_size,
                    cfg.gamma)
         method.on_epoch_start(epoch, cfg.epochs)
         method.set_lr(lr)
-        model.train()
+        self.train_model.train()
         batches = self.train_loader.epoch(epoch)
         if self.progress:
             from tqdm import tqdm
 
             batches = tqdm(batches, total=len(self.train_loader), leave=False,
                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        global_sizes = self.train_loader.global_sizes()
         start = time.perf_counter()
         seen, loss_sum, correct = 0, 0.0, 0
         for step, (x, y) in enumerate(batches):
-            out = method.train_step(model, x, y, F.cross_entropy)
-            loss = float(out.loss)
+            if self.memory_format is not None:
+                x = x.contiguous(memory_format=self.memory_format)
+            if dist.enabled:  # each rank: its shard's summed loss, scaled (distributed.py)
+                n = global_sizes[step]
+                criterion = distributed.sharded_criterion(n, dist.world_size)
+                out = method.train_step(self.train_model, x, y, criterion)
+                # the global batch's mean loss, identical on every rank (one scalar all-reduce)
+                loss = float(dist.sum_(out.loss.detach().double().reshape(1))) / dist.world_size
+            else:
+                out = method.train_step(self.train_model, x, y, F.cross_entropy)
+                loss, n = float(out.loss), y.numel()
             check_finite(loss, epoch, step, len(self.train_loader), self.run_dir, epoch - 1, lr)
-            n = y.numel()
             seen += n
             loss_sum += loss * n
             correct += (out.logits.argmax(1) == y).sum().item()
             if self.zigzag is not None:
                 self.zigzag.after_step(model)
+        if dist.enabled:
+            self._broadcast_buffers()
+            correct = int(dist.sum_(torch.tensor([correct], dtype=torch.float64,
+                                                 device=self.device)))
         seconds = time.perf_counter() - start
-        test_loss, test_acc = evaluate(model, self.test_loader.epoch(0))
+        test_loss, test_acc = evaluate(self.eval_model, self.test_loader.epoch(0), dist,
+                                       self.memory_format)
         row = {"epoch": epoch + 1, "lr": lr, "loss": loss_sum / max(seen, 1),
                "train_acc": 100.0 * correct / max(seen, 1), "test_loss": test_loss,
                "test_acc": test_acc, "seconds": seconds}
         if self.val_loader is not None:
-            row["val_loss"], row["val_acc"] = evaluate(model, self.val_loader.epoch(0))
+            row["val_loss"], row["val_acc"] = evaluate(self.eval_model, self.val_loader.epoch(0),
+                                                       dist, self.memory_format)
         if self.zigzag is not None:
             row["zigzag"] = self.zigzag.end_epoch(epoch, self.model)
         return row
 
+    def _broadcast_buffers(self) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank.
+
+        DDP broadcasts them before each forward; after an epoch's last forward each rank
+        holds its own shard's statistics (unless sync_bn), so evaluation and checkpoints
+        would differ between ranks without this.
+        """
+        for buf in self.model.buffers():
+            torch.distributed.broadcast(buf, src=0)
+
     def save(self, epoch: int) -> None:
         """Checkpoint first, then the metrics log: a kill in between loses nothing,
-        since resume restores the metrics from the checkpoint."""
+        since resume restores the metrics from the checkpoint. Rank 0 alone writes."""
+        if not self.dist.is_main:
+            return
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
             "config": self.config.to_dict(), "data": self.data_info, "epoch": epoch,
             "model": self.model.state_dict(), "method": self.method.state_dict(),

@@ -1,0 +1,191 @@
+"""Scale-out with PyTorch's own engine: ``torchrun`` + ``torch.distributed``.
+
+bnnopt never launches processes or moves bytes itself. Under ``torchrun`` (which
+sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``)
+:func:`init_from_env` joins the process group (NCCL for CUDA, gloo for CPU) with a
+finite collective timeout; without those variables, or with ``WORLD_SIZE=1``,
+everything stays a single process and nothing changes.
+
+What each method family keeps identical on every rank, per step (DESIGN.md):
+
+=================  =================================================================
+estimator          the model's gradients: DistributedDataParallel's all-reduce
+loss-aware         both BLAQ passes run through the DDP model, so the gradient (and
+                   from it D, alpha and the quantized weights) agree on every rank
+learned gradient   DDP's all-reduce, plus :meth:`DistContext.average_` of the stored
+                   g = dL/dQ (before it feeds the HGS and the meta-nets) and of the
+                   meta-nets' and LRE's gradients (before their optimizer steps)
+=================  =================================================================
+
+Data: the global batch of size B (``--batch-size``) is split into ``world``
+contiguous shards of B / world (:func:`shard_bounds`); each rank forwards its shard.
+The loss each rank differentiates is ``sum over its shard / n_global * world``
+(:func:`sharded_criterion`), so the averaged gradient equals the gradient of the
+global batch's mean loss, also for a final batch that does not split evenly.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+#: Seconds a collective may wait for a peer before the job fails (``--dist-timeout``).
+DEFAULT_TIMEOUT_S = 300.0
+
+
+@dataclass
+class DistContext:
+    """Who this process is in the job; ``world_size == 1`` is the plain single process."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # -- collectives (no-ops in a single process) -------------------------------------
+    def average_(self, tensors: Sequence[Tensor | None]) -> None:
+        """All-reduce the mean of ``tensors`` in place (one flat buffer per dtype/device)."""
+        if not self.enabled:
+            return
+        present = [t for t in tensors if t is not None]
+        groups: dict[tuple, list[Tensor]] = {}
+        for t in present:
+            groups.setdefault((t.dtype, t.device), []).append(t)
+        for group in groups.values():
+            flat = torch.cat([t.reshape(-1) for t in group])
+            torch.distributed.all_reduce(flat)
+            flat.div_(self.world_size)
+            offset = 0
+            for t in group:
+                n = t.numel()
+                t.copy_(flat[offset:offset + n].view_as(t))
+                offset += n
+
+    def sum_(self, tensor: Tensor) -> Tensor:
+        """All-reduce the sum of ``tensor`` in place and return it."""
+        if self.enabled:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+SINGLE = DistContext()
+_current: DistContext = SINGLE
+
+
+def current() -> DistContext:
+    """The context :func:`init_from_env` joined (the Trainer's default), else :data:`SINGLE`."""
+    return _current
+
+
+def env_world_size() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ValueError(f"invalid WORLD_SIZE {os.environ['WORLD_SIZE']!r}; expected an "
+                         "integer >= 1 (set by torchrun)") from None
+
+
+def init_from_env(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
+    """Join the process group that torchrun describes in the environment.
+
+    Returns :data:`SINGLE` when not launched by torchrun (or with one process).
+    ``device``: "cuda" or "auto" with CUDA available -> NCCL and ``cuda:LOCAL_RANK``;
+    otherwise gloo on the CPU. Idempotent: a process group already initialised (e.g. by
+    the user's own script) is reused.
+    """
+    global _current
+    world = env_world_size()
+    if world <= 1:
+        return SINGLE
+    if not timeout_s > 0:
+        raise ValueError(f"invalid dist timeout {timeout_s!r}; must be > 0 seconds")
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    backend = "nccl" if use_cuda else "gloo"
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+    else:
+        backend = dist.get_backend()
+    _current = DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(),
+                           local_rank=local_rank, backend=backend)
+    return _current
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group (after a finished run)."""
+    global _current
+    if ctx.enabled and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    _current = SINGLE
+
+
+def check_global_batch(batch_size: int, world_size: int) -> int:
+    """The per-rank batch; refuses a global batch that does not split evenly."""
+    if batch_size % world_size:
+        lower = batch_size - batch_size % world_size
+        raise ValueError(f"invalid --batch-size {batch_size}: the global batch must divide by the "
+                         f"{world_size} processes (e.g. {lower or world_size} or "
+                         f"{lower + world_size})")
+    return batch_size // world_size
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of rank ``rank``'s contiguous shard of ``n`` items.
+
+    The first ``n % world`` ranks get one item more (as ``torch.tensor_split``), so
+    concatenating the shards of ranks 0..world-1 gives back 0..n-1 in order.
+    """
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)
+
+
+def sharded_criterion(n_global: int, world_size: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """Cross-entropy whose gradient, averaged over ranks, is that of the global mean.
+
+    L_r = (world / n_global) * sum_{i in shard r} CE_i, so mean_r dL_r = d(mean_i CE_i).
+    """
+    scale = world_size / n_global
+
+    def criterion(logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y, reduction="sum") * scale
+
+    return criterion
+
+
+def describe_failure(err: BaseException, ctx: DistContext) -> str:
+    """One line for a collective that failed (usually: another rank died)."""
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return (f"rank {ctx.rank}/{ctx.world_size}: a collective failed ({text}); another rank "
+            "has probably died: torchrun's summary names it. Resume with the same torchrun "
+            "command and --resume RUN_DIR")
