@@ -25,6 +25,7 @@ FLAG_KEYS = {  # argparse dest -> RunConfig key (scalars)
     "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "device": "device",
     "init": "init", "schedule": "schedule", "zigzag": "zigzag",
     "train_limit": "train_limit", "test_limit": "test_limit", "val_fraction": "val_fraction",
+    "precision": "precision",
 }
 
 
@@ -60,6 +61,19 @@ def _add_run_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: on when stderr is a terminal and $CI is unset)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    _add_scale_flags(p)
+
+
+def _add_scale_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", help="fp32 (default) | bf16 | fp16 | fp64: autocast of the "
+                   "task network (meta-nets, HGS, loss-aware D/alpha stay fp32)")
+    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None,
+                   help="NHWC memory format for the model and its inputs")
+    p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None,
+                   help="under torchrun: BatchNorm statistics over the global batch")
+    p.add_argument("--dist-timeout", dest="dist_timeout", type=float, default=None,
+                   help="under torchrun: seconds a collective waits for a peer before the job "
+                        "fails (default 300)")
 
 
 def resolve_config(args: argparse.Namespace):
@@ -90,6 +104,9 @@ def resolve_config(args: argparse.Namespace):
         cfg.download = True
     if getattr(args, "zigzag_every", None):
         cfg.update({"zigzag_options": {"every": args.zigzag_every}})
+    for key in ("channels_last", "sync_bn"):
+        if getattr(args, key, None):
+            cfg.update({key: True})
     if getattr(args, "optimizer", None):
         cfg.update({"optim": {"name": args.optimizer}})
     if getattr(args, "lr", None) is not None:
@@ -103,7 +120,8 @@ def resolve_config(args: argparse.Namespace):
 
 
 # flags that define a new run's config: with --resume the run's own config is used
-_CONFIG_FLAGS = ("protocol", "config", *FLAG_KEYS, "optimizer", "lr", "set", "download", "out")
+_CONFIG_FLAGS = ("protocol", "config", *FLAG_KEYS, "optimizer", "lr", "set", "download", "out",
+                 "channels_last", "sync_bn")
 
 
 def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
@@ -129,6 +147,36 @@ def cmd_list(args) -> int:
     return 0
 
 
+def join_torchrun(args, device: str):
+    """Join torchrun's process group if this process was launched by it (else one process)."""
+    from bnnopt.train.distributed import DEFAULT_TIMEOUT_S, init_from_env
+
+    timeout = getattr(args, "dist_timeout", None)
+    ctx = init_from_env(device, DEFAULT_TIMEOUT_S if timeout is None else timeout)
+    if ctx.enabled:
+        _stop_quietly_on_sigterm(ctx)
+    return ctx
+
+
+def _stop_quietly_on_sigterm(ctx) -> None:
+    """torchrun SIGTERMs the surviving ranks when one fails: say so in one line, exit 143."""
+    import signal
+
+    def handler(signum, frame):  # noqa: ARG001
+        print(f"bnnopt: rank {ctx.rank}/{ctx.world_size} stopped by torchrun (another rank "
+              "failed; torchrun's summary names it)", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _resume_device(run_dir: str) -> str:
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text()).get("device", "auto")
+    except (OSError, ValueError):
+        return "auto"
+
+
 def cmd_train(args) -> int:
     from bnnopt.train import Trainer
     from bnnopt.train.logging_tb import show_progress
@@ -139,19 +187,24 @@ def cmd_train(args) -> int:
     progress = show_progress(args.progress)
     if args.resume:
         _refuse_flags_with_resume(args)
-        trainer = Trainer.resume(args.resume, epochs=args.epochs, progress=progress, log=print)
+        ctx = join_torchrun(args, _resume_device(args.resume))
+        trainer = Trainer.resume(args.resume, epochs=args.epochs, progress=progress,
+                                 log=print, dist=ctx)
     else:
         cfg = resolve_config(args)
         if args.out and (Path(args.out) / "checkpoint.pt").exists():
             raise ValueError(f"run directory {args.out} already holds a run; use --resume {args.out}")
-        trainer = Trainer(cfg, args.out, progress=progress, log=print)
-    if args.log == "tensorboard":
+        ctx = join_torchrun(args, cfg.device)
+        trainer = Trainer(cfg, args.out, progress=progress, log=print, dist=ctx)
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    if args.log == "tensorboard" and ctx.is_main:
         from bnnopt.train.logging_tb import TensorBoardLogger
 
         print(f"tensorboard: {TensorBoardLogger.attach(trainer).log_dir}")
-    print(f"run directory: {trainer.run_dir}")
+    say(f"run directory: {trainer.run_dir}" + (f" ({ctx.world_size} processes, {ctx.backend})"
+                                                 if ctx.enabled else ""))
     try:
-        summary = trainer.run()
+        summary = _run_collective(trainer.run, ctx)
     except KeyboardInterrupt:
         if (Path(trainer.run_dir) / "checkpoint.pt").exists():
             hint = f"continue with: bnnopt train --resume {trainer.run_dir}"
@@ -159,7 +212,7 @@ def cmd_train(args) -> int:
             hint = "no epoch had finished, so there is nothing to resume; start it again"
         print(f"bnnopt: interrupted; {hint}", file=sys.stderr)
         return 130
-    print(json.dumps(summary, indent=2))
+    say(json.dumps(summary, indent=2))
     return 0
 
 
@@ -195,6 +248,28 @@ def dry_run(args) -> dict[str, Any]:
             "config": resolved}
 
 
+def _run_collective(fn, ctx):
+    """Run ``fn``; under torchrun turn a failed collective into a one-line error."""
+    if not ctx.enabled:
+        return fn()
+    import torch.distributed as dist
+
+    from bnnopt.train.distributed import describe_failure, shutdown
+
+    try:
+        result = fn()
+    except (dist.DistError, RuntimeError) as err:
+        if isinstance(err, dist.DistError) or "gloo" in str(err).lower() or "nccl" in str(err).lower():
+            raise DistributedFailure(describe_failure(err, ctx)) from None
+        raise
+    shutdown(ctx)
+    return result
+
+
+class DistributedFailure(Exception):
+    """A collective failed under torchrun (exit status 1, one line)."""
+
+
 def cmd_eval(args) -> int:
     from bnnopt.evaluation import evaluate_path
 
@@ -227,18 +302,24 @@ def cmd_compare(args) -> int:
         raise ValueError(f"invalid --seeds {args.seeds}; must be >= 1")
     out = Path(args.out or f"runs/compare-{cfg.protocol or cfg.dataset}")
     reference = None if args.reference in ("", "none") else args.reference
-    check_output_dir(out)
     from bnnopt.train.logging_tb import show_progress
 
+    ctx = join_torchrun(args, cfg.device)
+    if ctx.is_main:
+        check_output_dir(out)
+    say = print if ctx.is_main else (lambda *a, **k: None)
     try:
-        run_compare(cfg, arms, args.seeds, out, progress=show_progress(args.progress),
-                    target_acc=args.target, tune=tune, reference=reference)
+        _run_collective(lambda: run_compare(cfg, arms, args.seeds, out,
+                                            progress=show_progress(args.progress),
+                                            target_acc=args.target, tune=tune,
+                                            reference=reference, log=say), ctx)
     except KeyboardInterrupt:
         print("bnnopt: interrupted; run the same command again to continue (finished runs "
               "are reused, the interrupted one resumes from its last epoch)", file=sys.stderr)
         return 130
-    print((out / "report.md").read_text())
-    print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'curves.png'}")
+    if ctx.is_main:
+        print((out / "report.md").read_text())
+        print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'curves.png'}")
     return 0
 
 
@@ -399,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
         print(f"bnnopt: error: {where}{err.strerror or type(err).__name__}", file=sys.stderr)
         return 2
+    except DistributedFailure as err:
+        print(f"bnnopt: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("bnnopt: interrupted", file=sys.stderr)
         return 130

@@ -19,6 +19,11 @@ is then trained with fresh seeds s+1 .. s+k into ``OUT/<label>/s<seed>``, and
 only those runs are reported (mean +- std, and each method's difference to the
 reference method with a 95 % Welch interval, :mod:`bnnopt.report.stats`).
 Tuning needs a validation split (``val_fraction`` > 0; compare's default 0.1).
+
+Under ``torchrun`` (``torchrun --nproc-per-node N -m bnnopt compare ...``) every run
+trains with all N processes, one after the other; rank 0 decides which runs are
+reused or resumed and broadcasts that (with the reused results), and alone locks
+and writes the runs and the report.
 """
 from __future__ import annotations
 
@@ -165,9 +170,12 @@ def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *
     docstring). ``reference``: method name the others are compared with.
     ``train(cfg, run_dir) -> (summary, metrics)`` defaults to training (or reusing) a run.
     """
+    from contextlib import nullcontext
+
+    from bnnopt.train.distributed import current
     from bnnopt.train.lock import RunLock
 
-    with RunLock(out):
+    with RunLock(out) if current().is_main else nullcontext():
         return _run_compare(base, arms, seeds, Path(out), log=log, progress=progress,
                             target_acc=target_acc, tune=tune, reference=reference, train=train)
 
@@ -218,6 +226,10 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
                     (r["epoch"] for r in metrics if r["test_acc"] >= target_acc), None)
             runs.append(summary)
             curves.setdefault(arm.label, []).append(metrics)
+    from bnnopt.train.distributed import current
+
+    if not current().is_main:
+        return {}
     columns = COLUMNS
     if any("final_val_acc" in r for r in runs):
         columns = (("final_val_acc", "final val acc (%)", 2), *COLUMNS)
@@ -266,24 +278,30 @@ def tuning_markdown(tuning: list[dict[str, Any]], grid: list[tuple[str, list[str
 def _train_or_reuse(cfg: RunConfig, run_dir: Path, *, log: Callable[[str], None] = print,
                     progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Train ``cfg`` into ``run_dir``, resume it, or reuse it when finished."""
+    from bnnopt.train.distributed import current
     from bnnopt.train.trainer import Trainer, read_metrics
 
-    state = reuse_state(run_dir, cfg)
+    dist = current()  # under torchrun rank 0 decides, and shares the reused results
+    state = dist.broadcast_object(reuse_state(run_dir, cfg) if dist.is_main else None)
     if state == "finished":
         log(f"[compare] reuse {run_dir}")
-        summary = json.loads((run_dir / "summary.json").read_text())
-    else:
-        if state.startswith("stale"):
-            log(f"[compare] {run_dir} holds a run of another config ({state[7:]}); "
-                "training it again")
+        found = None
+        if dist.is_main:
+            found = json.loads((run_dir / "summary.json").read_text()), read_metrics(run_dir)
+        return dist.broadcast_object(found)
+    if state.startswith("stale"):
+        log(f"[compare] {run_dir} holds a run of another config ({state[7:]}); "
+            "training it again")
+        if dist.is_main:
             clear_run(run_dir)
-        log(f"[compare] {cfg.method} seed {cfg.seed} -> {run_dir}")
-        if state == "partial":
-            trainer = Trainer.resume(run_dir, progress=progress, log=log)
-        else:
-            trainer = Trainer(cfg, run_dir, progress=progress, log=log)
-        summary = trainer.run()
-    return summary, read_metrics(run_dir)
+        dist.barrier()
+    log(f"[compare] {cfg.method} seed {cfg.seed} -> {run_dir}")
+    if state == "partial":
+        trainer = Trainer.resume(run_dir, progress=progress, log=log)
+    else:
+        trainer = Trainer(cfg, run_dir, progress=progress, log=log)
+    summary = trainer.run()
+    return summary, (read_metrics(run_dir) if dist.is_main else list(trainer.metrics))
 
 
 def _normal(config: dict[str, Any]) -> dict[str, Any]:

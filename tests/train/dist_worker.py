@@ -1,0 +1,35 @@
+"""Worker script for the multi-process tests (run by ``torchrun``, not by pytest).
+
+Usage: torchrun --standalone --nproc-per-node 2 dist_worker.py CASES.json OUT_DIR
+
+CASES.json maps a case name to ``{"config": RunConfig dict, "steps_epochs": E,
+"sync_learned": bool}``. For every case each rank builds a Trainer (under the
+process group torchrun describes), trains E epochs with ``train_epoch`` and saves
+its model state, method state and metrics rows to ``OUT_DIR/<case>-rank<r>.pt``.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    cases_file, out = Path(sys.argv[1]), Path(sys.argv[2])
+    from bnnopt.train import RunConfig, Trainer
+    from bnnopt.train.distributed import init_from_env, shutdown
+
+    ctx = init_from_env("cpu", timeout_s=60)
+    assert ctx.world_size > 1, "run me under torchrun with several processes"
+    for name, case in json.loads(cases_file.read_text()).items():
+        trainer = Trainer(RunConfig.from_dict(case["config"]), out / f"run-{name}", dist=ctx)
+        if not case.get("sync_learned", True):
+            trainer.method.sync_learned = False
+        rows = [trainer.train_epoch(e) for e in range(case.get("epochs", 1))]
+        torch.save({"model": trainer.model.state_dict(), "method": trainer.method.state_dict(),
+                    "rows": rows}, out / f"{name}-rank{ctx.rank}.pt")
+    shutdown(ctx)
+
+
+if __name__ == "__main__":
+    main()
