@@ -14,8 +14,9 @@ Several processes (``torchrun``): ``shard(rank, world)`` makes each loader yield
 its rank's contiguous part of every *global* batch (``batch_size`` stays the global
 batch); the order and the augmentation of every image are drawn for the whole epoch
 exactly as in one process, so the ranks' shards concatenated are the one-process
-batch. A final global batch smaller than ``world`` images is dropped (no rank may be
-left empty). ``eval()`` yields the rank's contiguous part of the split.
+batch. A final global batch smaller than ``2 * world`` images is dropped (every rank
+needs two images: BatchNorm cannot train on one). ``eval()`` yields the rank's
+contiguous part of the split.
 """
 from __future__ import annotations
 
@@ -83,8 +84,8 @@ class Sharded:
         n, b = self.num_samples, self.batch_size
         ranges = [(i * b, min((i + 1) * b, n))
                   for i in range(batches_per_epoch(n, b, self.drop_last))]
-        if self.world_size > 1 and ranges and ranges[-1][1] - ranges[-1][0] < self.world_size:
-            ranges.pop()  # too small to give every rank an image
+        if self.world_size > 1 and ranges and ranges[-1][1] - ranges[-1][0] < 2 * self.world_size:
+            ranges.pop()  # too small to give every rank two images
         return ranges
 
     def global_sizes(self) -> list[int]:

@@ -1,0 +1,87 @@
+"""torchrun: one rank killed mid-epoch -> every process exits non-zero, torchrun names
+the dead rank, and ``--resume`` under torchrun ends with the weights of an
+uninterrupted 2-rank run, bit for bit."""
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+spec = importlib.util.spec_from_file_location("bnnopt_test_dist", Path(__file__).with_name("_dist.py"))
+_dist = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(_dist)
+
+ARGS = ["-m", "bnnopt", "train", "--model", "mlp", "--dataset", "digits", "--method", "fcgrad",
+        "--set", "model_options.hidden=64", "--epochs", "3", "--batch-size", "16",
+        "--train-limit", "480",
+        "--device", "cpu", "--set", "augment=false", "--lr", "0.01", "--test-limit", "200",
+        "--dist-timeout", "30"]
+
+
+def _children(pid: int) -> dict[int, int]:
+    """{rank: pid} of the worker processes that torchrun ``pid`` started."""
+    ranks = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            ppid = int(re.search(r"PPid:\s+(\d+)", status).group(1))
+            if ppid != pid:
+                continue
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, AttributeError):
+            continue
+        for item in env:
+            if item.startswith(b"RANK="):
+                ranks[int(item[5:])] = int(entry.name)
+    return ranks
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_kill_one_rank_then_resume_is_exact(tmp_path):
+    full = _dist.torchrun([*ARGS, "--out", str(tmp_path / "full")])
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    killed_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           *ARGS, "--out", str(killed_dir)]
+    proc = subprocess.Popen(cmd, env=_dist.torchrun_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (killed_dir / "checkpoint.pt").exists():  # epoch 1 finished: now in epoch 2
+            assert time.monotonic() < deadline and proc.poll() is None, "no checkpoint appeared"
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert set(workers) == {0, 1}, workers
+        os.kill(workers[1], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert not _alive(workers[0])
+    assert re.search(r"rank\s*:\s*1\b", out), out[-2000:]  # torchrun's failure summary
+    assert not (killed_dir / "summary.json").exists()
+
+    resumed = _dist.torchrun(["-m", "bnnopt", "train", "--resume", str(killed_dir)])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(killed_dir / "checkpoint.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [r["loss"] for r in a["metrics"]] == [r["loss"] for r in b["metrics"]]
