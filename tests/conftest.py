@@ -24,6 +24,17 @@ def pytest_configure(config):
     """The suite's models are tiny: one torch thread is as fast and avoids the thread
     pool's spin-waiting when the machine is busy (results never depend on it)."""
     torch.set_num_threads(1)
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one; "
+                                       "bench/gpu_check.sh runs them with -m cuda)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 class Kill(Exception):
