@@ -103,6 +103,8 @@ def test_demo_runs_offline(tmp_path, capsys):
     assert code == 0, err
     assert "| fp | 1 |" in out and "| ste | 1 |" in out
     assert (tmp_path / "demo" / "curves.png").exists()
+    assert "![" not in out  # no raw markdown image line on the terminal
+    assert "accuracy ceiling" in out and "straight-through" in out and "IR-Net" in out
 
 
 def test_corrupt_data_file_is_one_line_error(tmp_path, capsys):
@@ -164,3 +166,12 @@ def test_compare_tune_end_to_end(tmp_path, capsys):
     code, out, err = run(capsys, "compare", *TINY, "--methods", "ste", "--tune", "lr=0.01",
                          "--val-fraction", "0", "--out", str(tmp_path / "cmp2"))
     assert code == 2 and "val_fraction is 0" in err
+
+
+def test_help_says_how_many_methods_the_demo_runs():
+    from bnnopt.cli import build_parser
+    from bnnopt.demo import DEMO_METHODS
+
+    text = " ".join(build_parser().format_help().split())
+    assert "three methods (fp, ste, irnet; fp = float ceiling)" in text
+    assert DEMO_METHODS == ("fp", "ste", "irnet")

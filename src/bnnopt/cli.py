@@ -432,8 +432,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
-    p = sub.add_parser("demo", help="offline demo: binarized MLP on digits, three methods "
-                       "(fp = float ceiling, ste, irnet)")
+    from bnnopt.demo import DEMO_METHODS
+
+    count = {2: "two", 3: "three", 4: "four"}.get(len(DEMO_METHODS), str(len(DEMO_METHODS)))
+    p = sub.add_parser("demo", help=f"offline demo: binarized MLP on digits, {count} methods "
+                       f"({', '.join(DEMO_METHODS)}; fp = float ceiling)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
