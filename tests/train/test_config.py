@@ -74,3 +74,40 @@ def test_schedules():
     assert lr_at(0, 1.0, 10, "cosine") == 1.0
     assert lr_at(5, 1.0, 10, "cosine") == pytest.approx(0.5)
     assert lr_at(7, 0.3, 10, "constant") == 0.3
+
+
+def test_toml_protocol_key_is_honoured(tmp_path):
+    """protocol = "digits" in a file applies the protocol beneath the file's own keys."""
+    from types import SimpleNamespace
+
+    from bnnopt.cli import resolve_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('protocol = "digits"\nepochs = 2\n')
+    args = SimpleNamespace(config=str(path), set=[])
+    cfg = resolve_config(args)
+    assert cfg.protocol == "digits" and cfg.model == "mlp" and cfg.dataset == "digits"
+    assert cfg.model_options == {"hidden": 256} and cfg.epochs == 2
+
+
+def test_device_names(monkeypatch):
+    import torch
+
+    from bnnopt.train.config import check_device_name
+    from bnnopt.train.trainer import resolve_device
+
+    for ok in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+        assert check_device_name(ok) == ok
+    for bad in ("gpu", "cuda:", "cuda:-1", "cuda:01", "cpu:0", "", None, 0):
+        with pytest.raises(ValueError, match="valid: auto, cpu, cuda, cuda:N"):
+            check_device_name(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match=r"'cuda:2' does not exist \(2 CUDA device\(s\)\); "
+                                         r"valid here: auto, cpu, cuda, cuda:0, cuda:1"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ValueError, match="CUDA is not available; valid here: auto, cpu"):
+        resolve_device("cuda:0")
