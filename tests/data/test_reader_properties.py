@@ -14,7 +14,7 @@ from hypothesis import strategies as st  # noqa: E402
 from bnnopt.data._cifar import read_cifar_batch  # noqa: E402
 from bnnopt.data._idx import read_idx  # noqa: E402
 
-FAST = settings(max_examples=40, deadline=None, database=None,
+FAST = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

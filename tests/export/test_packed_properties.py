@@ -13,7 +13,7 @@ from hypothesis import strategies as st  # noqa: E402
 from bnnopt.export import export_packed, load_packed  # noqa: E402
 from bnnopt.nn import QuantConfig  # noqa: E402
 
-FAST = settings(max_examples=40, deadline=None, database=None,
+FAST = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from bnnopt.train.config import RunConfig, _parse_literal, load_toml  # noqa: E402
 
-FAST = settings(max_examples=40, deadline=None, database=None,
+FAST = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 KEYS = ["epochs", "batch_size", "seed", "gamma", "lr", "optim.lr", "optim.momentum",
         "optim.betas", "optim.name", "optim.weight_decay", "model_options.hidden",
