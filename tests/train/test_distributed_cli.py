@@ -1,6 +1,8 @@
-"""torchrun: one rank killed mid-epoch -> every process exits non-zero, torchrun names
-the dead rank, and ``--resume`` under torchrun ends with the weights of an
-uninterrupted 2-rank run, bit for bit."""
+"""``bnnopt`` under torchrun, end to end: one rank killed mid-epoch -> every process
+exits non-zero, torchrun names the dead rank, and ``--resume`` under torchrun ends
+with the weights of an uninterrupted 2-rank run, bit for bit; ``compare`` trains its
+arms with both processes and rank 0 alone writes the report."""
+import json
 import importlib.util
 import os
 import re
@@ -85,3 +87,18 @@ def test_kill_one_rank_then_resume_is_exact(tmp_path):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert [r["loss"] for r in a["metrics"]] == [r["loss"] for r in b["metrics"]]
+
+
+def test_compare_under_torchrun(tmp_path):
+    out = tmp_path / "cmp"
+    proc = _dist.torchrun(["-m", "bnnopt", "compare", "--model", "mlp", "--dataset", "digits",
+                           "--set", "model_options.hidden=32", "--epochs", "1",
+                           "--batch-size", "32", "--train-limit", "256", "--test-limit", "128",
+                           "--device", "cpu", "--set", "augment=false", "--methods", "fp,ste",
+                           "--out", str(out)])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("# bnnopt compare") == 1  # printed by rank 0 only
+    report = json.loads((out / "report.json").read_text())
+    assert sorted(r["method"] for r in report["runs"]) == ["fp", "ste"]
+    argv = json.loads((out / "ste" / "s0" / "argv.json").read_text())
+    assert argv["world_size"] == 2
