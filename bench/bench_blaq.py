@@ -5,9 +5,10 @@ so 2x LAQ's forward+backward is its floor. This script times, on MNIST-shaped
 random batches (the data do not change the cost), a small MLP and LeNet-5 with
 every layer quantized at 1 bit (``--bits`` for 2/4), for the methods
 
-    ste    DoReFa sign + identity STE, torch.optim.Adam     (the estimator baseline)
-    laq    LAQ/LAB (bnnopt.optim.LAQ)
-    blaq   BLAQ (bnnopt.optim.BLAQ, a = 0.6, m = 5)
+    ste       DoReFa sign + identity STE, torch.optim.Adam     (the estimator baseline)
+    laq       LAQ/LAB (bnnopt.optim.LAQ)
+    blaq      BLAQ (bnnopt.optim.BLAQ, a = 0.6, m = 5), the paper's two passes per step
+    blaq_rec  BLAQ with reading="recursive" (Eq. 9-10 over steps), one pass per step
 
 Methods are interleaved round-robin within each repeat (so load drift hits all
 of them alike); each repeat times ``--steps`` steps after ``--warmup`` untimed
@@ -36,8 +37,9 @@ from bnnopt.registry import METHODS, MODELS
 from bnnopt.train.method import OptimConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-METHOD_OPTIONS = {"ste": {}, "laq": {}, "blaq": {"a": 0.6, "m": 5}}
-PASSES = {"ste": 1, "laq": 1, "blaq": 2}
+ARMS = {"ste": ("ste", {}), "laq": ("laq", {}), "blaq": ("blaq", {"a": 0.6, "m": 5}),
+        "blaq_rec": ("blaq", {"a": 0.6, "m": 5, "reading": "recursive"})}
+PASSES = {"ste": 1, "laq": 1, "blaq": 2, "blaq_rec": 1}
 
 
 class _QuantTimer:
@@ -61,11 +63,12 @@ class _QuantTimer:
         LossAwareQuantizer.requantize = self._orig
 
 
-def build(model_name: str, method: str, bits: int, hidden: int, seed: int):
+def build(model_name: str, arm: str, bits: int, hidden: int, seed: int):
     torch.manual_seed(seed)
     kwargs = {"hidden": hidden} if model_name == "mlp" else {}
     model = MODELS.get(model_name)(num_classes=10, in_channels=1, input_size=28, **kwargs)
-    options = dict(METHOD_OPTIONS[method])
+    method, options = ARMS[arm]
+    options = dict(options)
     if method != "ste" or bits > 1:
         options["bits"] = bits
     m = METHODS.get(method)(**options)
@@ -98,8 +101,7 @@ def bench_model(model_name: str, args, timer: _QuantTimer) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     batches = [(torch.randn(args.batch_size, 1, 28, 28, generator=gen),
                 torch.randint(0, 10, (args.batch_size,), generator=gen)) for _ in range(8)]
-    runs = {name: build(model_name, name, args.bits, args.hidden, args.seed)
-            for name in METHOD_OPTIONS}
+    runs = {name: build(model_name, name, args.bits, args.hidden, args.seed) for name in ARMS}
     samples = {name: {"step": [], "quantize": [], "fwd_bwd": []} for name in runs}
     for name, (model, method) in runs.items():
         time_steps(model, method, batches, args.warmup, timer)
@@ -116,6 +118,7 @@ def bench_model(model_name: str, args, timer: _QuantTimer) -> dict:
         med["passes"] = PASSES[name]
         out[name] = med
     ratios = {"blaq/laq": out["blaq"]["step"] / out["laq"]["step"],
+              "blaq_rec/laq": out["blaq_rec"]["step"] / out["laq"]["step"],
               "blaq/ste": out["blaq"]["step"] / out["ste"]["step"],
               "laq/ste": out["laq"]["step"] / out["ste"]["step"]}
     params = sum(p.numel() for p in runs["laq"][0].parameters())
@@ -124,7 +127,7 @@ def bench_model(model_name: str, args, timer: _QuantTimer) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="mlp,lenet5")
+    parser.add_argument("--models", default="mlp,lenet5,lenet5_alq")
     parser.add_argument("--hidden", type=int, default=512, help="MLP width (paper: 2048)")
     parser.add_argument("--bits", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=100)
@@ -147,10 +150,10 @@ def main(argv=None) -> dict:
     for r in results:
         print(f"\n{r['model']} ({r['params']:,} params, {args.bits} bit, batch {args.batch_size};"
               f" median of {args.repeats} x {args.steps} steps)")
-        print(f"{'method':<6} {'ms/step':>8} {'fwd+bwd':>8} {'passes':>6} {'quantize':>9} "
+        print(f"{'method':<8} {'ms/step':>8} {'fwd+bwd':>8} {'passes':>6} {'quantize':>9} "
               f"{'other':>7}")
         for name, m in r["methods"].items():
-            print(f"{name:<6} {1e3 * m['step']:8.2f} {1e3 * m['fwd_bwd']:8.2f} {m['passes']:6d} "
+            print(f"{name:<8} {1e3 * m['step']:8.2f} {1e3 * m['fwd_bwd']:8.2f} {m['passes']:6d} "
                   f"{1e3 * m['quantize']:9.2f} {1e3 * m['other']:7.2f}")
         print("ratios: " + ", ".join(f"{k} {v:.2f}x" for k, v in r["ratios"].items()))
     out = Path(args.out)

@@ -66,6 +66,7 @@ statistics after the trial forward, so only the real point updates them.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -109,7 +110,7 @@ class BLAQ(LAQ):
         bufs = self._scratch.get(p)
         if bufs is None or bufs["w_t"].shape != p.shape:
             bufs = {k: torch.empty_like(p, memory_format=torch.preserve_format)
-                    for k in ("g", "v", "denom", "w_t", "tmp")}
+                    for k in ("v", "denom", "w_t", "tmp")}
             self._scratch[p] = bufs
         return bufs
 
@@ -154,10 +155,14 @@ class BLAQ(LAQ):
                              "see torch.optim.LBFGS for the convention")
         with torch.enable_grad():
             loss = closure()
-        # ---- stage 1: trial step = the LAQ step, remembering what to backtrack to
+        # ---- stage 1: trial step = the LAQ step, remembering what to backtrack to.
+        # A quantized layer's forward reads only its stored W_hat, so its trial latent W'
+        # goes to a scratch buffer and p keeps W_t (nothing to restore); other parameters
+        # are used as they are, so they move to W' and are copied back afterwards.
         saved = []
         for group in self.param_groups:
             b1, b2 = group["betas"]
+            quantized = group["quantized"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -165,42 +170,58 @@ class BLAQ(LAQ):
                 self._moments(state, p)
                 step = state["step"] + 1
                 buf = self._buffers(p)
-                g = buf["g"].copy_(p.grad)
+                g = p.grad                     # taken over: the trial backward gets a new one
+                p.grad = None
                 if group["weight_decay"]:
-                    g.add_(p, alpha=group["weight_decay"])
-                v = buf["v"].copy_(state["exp_avg_sq"]).mul_(b2).addcmul_(g, g, value=1 - b2)
+                    g = g.add(p, alpha=group["weight_decay"])
+                v = torch.mul(state["exp_avg_sq"], b2, out=buf["v"]).addcmul_(g, g, value=1 - b2)
                 denom = self._denom_into(buf["denom"], v, step, b2, group["eps"])
                 m_trial = torch.lerp(state["exp_avg"], g, 1 - b1, out=buf["tmp"])
-                buf["w_t"].copy_(p)
                 quantizer = self._quantizer.get(p)
-                snap = quantizer.snapshot() if quantizer is not None else None
-                saved.append((p, group, buf, snap))
-                self._move(p, m_trial, denom, step, group)
-                if group["quantized"]:
-                    self._quantize(p, denom, group)
+                snap = None
+                if quantizer is not None and quantizer.bits > 1:  # warm start of the solver
+                    snap = quantizer.snapshot()
+                step_size = group["lr"] / (1 - b1 ** step)
+                if quantized:
+                    w_trial = torch.addcdiv(p, m_trial, denom, value=-step_size, out=buf["w_t"])
+                    if group["clip"] is not None:
+                        w_trial.clamp_(-group["clip"], group["clip"])
+                    self._quantize(w_trial, denom, group, quantizer)
+                else:
+                    buf["w_t"].copy_(p)
+                    self._move(p, m_trial, denom, step, group)
+                saved.append((p, group, buf, g, snap))
         with torch.enable_grad():
             closure()
         # ---- stage 2: backtrack to W_t and take the mixed step
-        for p, group, buf, snap in saved:
+        for p, group, buf, g, snap in saved:
             b1, b2 = group["betas"]
             a = group["a"]
             state = self.state[p]
             step = state["step"] + 1
-            g, v, denom = buf["g"], buf["v"], buf["denom"]
+            v, denom = buf["v"], buf["denom"]
+            w_trial = buf["w_t"] if group["quantized"] else p
             if a < 1 and p.grad is not None:
                 g_trial = p.grad
                 if group["weight_decay"]:
-                    g_trial = g_trial.add(p, alpha=group["weight_decay"])  # at W'
-                v_trial = buf["tmp"].copy_(v).mul_(b2).addcmul_(g_trial, g_trial, value=1 - b2)
-                denom_trial = self._denom_into(v_trial, v_trial, step + 1, b2, group["eps"])
-                g.mul_(a).add_(g_trial, alpha=1 - a)
-                denom.mul_(a).add_(denom_trial, alpha=1 - a)
+                    g_trial = g_trial.add(w_trial, alpha=group["weight_decay"])  # at W'
+                v_trial = torch.mul(v, b2, out=buf["tmp"]).addcmul_(g_trial, g_trial,
+                                                                     value=1 - b2)
+                # D~ = a D + (1-a) D' with D' = sqrt(v'/(1-b2^(t+1))) + eps, in fewer passes:
+                # a D + (1-a)/sqrt(1-b2^(t+1)) sqrt(v') + (1-a) eps
+                sqrt_trial = torch.sqrt(v_trial, out=v_trial)
+                denom.mul_(a).add_(sqrt_trial, alpha=(1 - a) / math.sqrt(1 - b2 ** (step + 1)))
+                denom.add_((1 - a) * group["eps"])
+                g.lerp_(g_trial, 1 - a)                   # g~ = a g + (1-a) g'  (Eq. 9)
             state["step"] = step
             state["exp_avg"].lerp_(g, 1 - b1)
-            state["exp_avg_sq"].copy_(v)
-            p.copy_(buf["w_t"])
+            state["exp_avg_sq"], buf["v"] = v, state["exp_avg_sq"]   # v_t (swap, no copy)
+            if not group["quantized"]:
+                p.copy_(buf["w_t"])
             self._move(p, state["exp_avg"], denom, step, group)
-            if snap is not None:
-                self._quantizer[p].restore(snap)
-                self._quantize(p, denom, group)
+            if group["quantized"]:
+                quantizer = self._quantizer[p]
+                if snap is not None:
+                    quantizer.restore(snap)
+                self._quantize(p, denom, group, quantizer)
         return loss

@@ -139,8 +139,12 @@ class LAQ(torch.optim.Optimizer):
         if group["quantized"] and group["clip"] is not None:
             p.clamp_(-group["clip"], group["clip"])
 
-    def _quantize(self, p: nn.Parameter, denom: torch.Tensor, group: dict[str, Any]) -> None:
-        self._quantizer[p].requantize(p, denom, max_iter=group["max_iter"])
+    def _quantize(self, w: torch.Tensor, denom: torch.Tensor, group: dict[str, Any],
+                  quantizer: LossAwareQuantizer | None = None) -> None:
+        """Quantize latent ``w`` (a quantized parameter, or BLAQ's trial copy of one)
+        with D = ``denom`` into ``quantizer`` (default: the parameter's own)."""
+        quantizer = self._quantizer[w] if quantizer is None else quantizer
+        quantizer.requantize(w, denom, max_iter=group["max_iter"])
 
     # -- the step ---------------------------------------------------------------------
     @torch.no_grad()

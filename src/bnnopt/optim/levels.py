@@ -160,12 +160,13 @@ def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linea
         raise ValueError(f"invalid max_iter {max_iter!r}; must be >= 1")
     w = w.detach()
     d = torch.ones_like(w) if d is None else d.detach().to(w.dtype)
-    table = code_table(bits, kind).to(w.device, w.dtype)
     if bits == 1:  # closed form: sum d |w| / sum d  (= scale_for with b = sign(w))
         den = d.sum()
-        alpha = torch.where(den > 0, (d * w.abs()).sum() / den.clamp_min(torch.finfo(w.dtype).tiny),
+        num = torch.dot(d.reshape(-1), w.abs().reshape(-1))   # sum d |w| (one fused pass)
+        alpha = torch.where(den > 0, num / den.clamp_min(torch.finfo(w.dtype).tiny),
                             den.new_zeros(()))
-        return alpha, (w >= 0).to(torch.uint8), 1
+        return alpha, torch.ge(w, 0).view(torch.uint8), 1   # bool -> uint8 codes, no copy
+    table = code_table(bits, kind).to(w.device, w.dtype)
     alpha = w.new_zeros(())
     if init_codes is not None and init_codes.shape == w.shape:
         alpha = scale_for(w, d, levels_of(init_codes, table))
