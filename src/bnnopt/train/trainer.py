@@ -82,6 +82,9 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     if count == 0:
         raise ValueError(f"device {name!r} requested but CUDA is not available; "
                          "valid here: auto, cpu")
+    if ":" in name and local_rank is not None:
+        raise ValueError(f"device {name!r} under torchrun: each process takes cuda:LOCAL_RANK; "
+                         "valid: cuda, auto (limit the GPUs with CUDA_VISIBLE_DEVICES)")
     index = int(name.split(":")[1]) if ":" in name else (local_rank or 0)
     if index >= count:
         valid = ", ".join(["auto", "cpu", "cuda"] + [f"cuda:{i}" for i in range(count)])
