@@ -81,3 +81,15 @@ def test_shards_cover_the_batch_in_order(n, world):
     assert all(a[1] == b[0] for a, b in zip(parts, parts[1:]))
     sizes = [b - a for a, b in parts]
     assert max(sizes) - min(sizes) <= 1
+
+
+def test_cuda_devices_under_torchrun(monkeypatch):
+    from bnnopt.train.trainer import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert resolve_device("cuda", local_rank=3) == torch.device("cuda", 3)
+    assert resolve_device("auto", local_rank=2) == torch.device("cuda", 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # one process: as asked
+    with pytest.raises(ValueError, match="'cuda:1' under torchrun: each process takes cuda:LOCAL_RANK"):
+        resolve_device("cuda:1", local_rank=0)
