@@ -153,3 +153,16 @@ def test_failure_during_disk_write_leaves_nothing(tmp_path, monkeypatch):
         write_container(path, {}, _blobs())
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_exported_packed_file_respects_the_umask(tmp_path):
+    import os
+
+    from bnnopt.export.container import write_container
+
+    old = os.umask(0o022)
+    try:
+        write_container(tmp_path / "m.bnnpk", {"x": 1}, {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.bnnpk").stat().st_mode & 0o777 == 0o644

@@ -80,3 +80,4 @@ def test_check_output_dir(tmp_path):
         check_output_dir(tmp_path / "f" / "a" / "b")
     assert check_output_dir(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]  # nothing created
+

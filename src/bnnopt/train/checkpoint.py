@@ -100,9 +100,21 @@ def read_torch_file(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a corrupt file
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(f"{path} is not a checkpoint (cannot be read as a torch file: "
-                         f"{type(err).__name__}{': ' + msg[:200] if msg else ''})") from None
+        raise ValueError(f"{path} is not a checkpoint ({_load_failure(err)})") from None
+
+
+def _load_failure(err: Exception) -> str:
+    """A short reason for a failed weights_only load (torch's own text is paragraphs long)."""
+    import re
+
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds {found.group(1)}, which a weights-only load refuses to run"
+    if "Weights only load failed" in text:
+        return "not a torch file of tensors and plain containers"
+    first = text.strip().splitlines()[0][:120] if text.strip() else ""
+    return f"cannot be read as a torch file: {type(err).__name__}{': ' + first if first else ''}"
 
 
 def looks_like_checkpoint(obj: Any) -> bool:

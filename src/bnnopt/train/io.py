@@ -153,7 +153,8 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
             pass
     except OSError as err:
         reason = err.strerror or type(err).__name__
-        raise ValueError(f"{what} {path} is not writable: {probe_dir}: {reason}") from None
+        raise ValueError(f"{what} {path} is not writable: cannot create a file in {probe_dir} "
+                         f"({reason})") from None
     return path
 
 
