@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bnnopt.report.tables import aggregate, markdown_table
+from bnnopt.report.tables import aggregate, columns_for, markdown_table
 from bnnopt.train.io import read_jsonl, write_text
 
 
@@ -93,7 +93,8 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
     vary = varying_settings([r["config"] for r in runs])
     for r in runs:
         r["label"] = run_label(r["config"], vary)
-    text = markdown_table(aggregate(runs))
+    columns = columns_for(runs)
+    text = markdown_table(aggregate(runs, columns), columns)
     if published:
         text += _published_beside(runs, published)
     if reference:

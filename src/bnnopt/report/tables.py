@@ -18,6 +18,17 @@ COLUMNS = (
 )
 
 
+VAL_COLUMNS = (
+    ("final_val_acc", "final val acc (%)", 2),
+    ("selected_test_acc", "test acc at best val epoch (%)", 2),
+)
+
+
+def columns_for(runs: Iterable[dict[str, Any]]) -> tuple:
+    """COLUMNS, preceded by the validation columns when any run has a validation split."""
+    return (*VAL_COLUMNS, *COLUMNS) if any("final_val_acc" in r for r in runs) else COLUMNS
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     n = len(values)
     if n == 0:

@@ -184,7 +184,7 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
                  train) -> dict[str, Any]:
     from bnnopt.report import aggregate, markdown_table, plot_curves
     from bnnopt.report.stats import reference_pairs, significance_markdown, significance_rows
-    from bnnopt.report.tables import COLUMNS, group_runs
+    from bnnopt.report.tables import columns_for, group_runs
 
     out = Path(out)
     if train is None:
@@ -230,9 +230,7 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
 
     if not current().is_main:
         return {}
-    columns = COLUMNS
-    if any("final_val_acc" in r for r in runs):
-        columns = (("final_val_acc", "final val acc (%)", 2), *COLUMNS)
+    columns = columns_for(runs)
     rows = aggregate(runs, columns)
     title = f"protocol {base.protocol or base.dataset}: {base.model}, {seeds} seed(s)"
     table = markdown_table(rows, columns)
