@@ -146,3 +146,15 @@ def test_qonnx_refuses_non_uniform_levels(quantized, tmp_path):
     with pytest.raises(ValueError, match="not equally spaced.*--format onnx"):
         export_onnx(path, tmp_path / "laq.qonnx.onnx", qonnx=True)
     assert not (tmp_path / "laq.qonnx.onnx").exists()
+
+
+def test_qonnx_binary_activations_use_bipolar_quant(packed_files, tmp_path):
+    import onnx
+
+    out = tmp_path / "lenet.qonnx.onnx"
+    info = export_onnx(packed_files["lenet5_w1a1"], out, qonnx=True)
+    graph = onnx.load(out).graph
+    inits = {t.name for t in graph.initializer}
+    on_activations = [n for n in graph.node if n.op_type == "BipolarQuant" and n.input[0] not in inits]
+    assert len(on_activations) == info["quantized_layers"] == 5  # every layer's input is binarized
+    assert all(n.domain == "qonnx.custom_op.general" for n in on_activations)

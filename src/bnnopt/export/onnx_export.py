@@ -80,6 +80,11 @@ def example_input(shape: list[int], batch: int = 2, seed: int = 0, dtype=torch.f
     return torch.randn([batch, *shape], generator=gen).to(dtype)
 
 
+def _uses_qonnx_ops(layers: dict[str, dict[str, Any]]) -> bool:
+    """True if some rewritten layer emits a QONNX op (weight grid or quantized input)."""
+    return any(e["grid"] is not None or e["act_bits"] < 32 for e in layers.values())
+
+
 def export_onnx(packed: str | os.PathLike, out: str | os.PathLike, *, qonnx: bool = False,
                 fold_bn: bool = False, shape: list[int] | None = None, opset: int = OPSET) -> dict[str, Any]:
     """Write packed file ``packed`` as an ONNX (or QONNX) model to ``out`` (atomically).
@@ -106,7 +111,7 @@ def export_onnx(packed: str | os.PathLike, out: str | os.PathLike, *, qonnx: boo
             input_names=["input"], output_names=["logits"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
-            custom_opsets={QONNX_DOMAIN: 1} if qonnx else None)
+            custom_opsets={QONNX_DOMAIN: 1} if qonnx and _uses_qonnx_ops(layers) else None)
     proto = onnx.load_from_string(buf.getvalue())
     inline_identities(proto)
     remove_unused_initializers(proto)
