@@ -200,7 +200,9 @@ def cmd_train(args) -> int:
     if args.log == "tensorboard" and ctx.is_main:
         from bnnopt.train.logging_tb import TensorBoardLogger
 
-        print(f"tensorboard: {TensorBoardLogger.attach(trainer).log_dir}")
+        logger = TensorBoardLogger.attach(trainer)
+        if logger is not None:
+            print(f"tensorboard: {logger.log_dir}")
     say(f"run directory: {trainer.run_dir}" + (f" ({ctx.world_size} processes, {ctx.backend})"
                                                  if ctx.enabled else ""))
     try:

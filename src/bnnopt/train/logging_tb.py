@@ -104,9 +104,13 @@ class TensorBoardLogger:
             self._watch_generate(method)
 
     @classmethod
-    def attach(cls, trainer: Any, log_dir: str | Path | None = None) -> "TensorBoardLogger":
+    def attach(cls, trainer: Any, log_dir: str | Path | None = None) -> "TensorBoardLogger | None":
         """Create a logger for ``trainer`` (default dir ``<run_dir>/tensorboard``) and
-        append it to ``trainer.callbacks``."""
+        append it to ``trainer.callbacks``. Under torchrun only rank 0 logs (the others
+        get None), as only rank 0 writes the run directory."""
+        dist = getattr(trainer, "dist", None)
+        if dist is not None and not dist.is_main:
+            return None
         logger = cls(log_dir or Path(trainer.run_dir) / "tensorboard", trainer.model, trainer.method)
         trainer.callbacks.append(logger)
         return logger
