@@ -134,6 +134,8 @@ def test_hgs_order_and_length_after_1_lm1_l_lp3_steps(length):
 @pytest.mark.parametrize("options", [
     {"layout": "per-weight"}, {"layout": "flat", "variant": "official"},
     {"slow_net": "lstm", "slow_net_options": {}},
+    {"slow_net": "lstmfc", "variant": "official", "slow_net_options": {"hidden": 6}},
+    {"d_model": 2, "fast_form": "product"},
 ])
 def test_state_dict_round_trip_gives_identical_next_steps(options):
     data = batches(6, cnn=True)
