@@ -20,6 +20,7 @@ writes JSON (default bench/results/metagrad.json).
     PYTHONPATH=src python bench/bench_metagrad.py --grid           # + expand x history x d_state
     PYTHONPATH=src python bench/bench_metagrad.py --paper          # FSG at paper sizes too
     PYTHONPATH=src python bench/bench_metagrad.py --accuracy-epochs 3   # + short accuracy runs
+    PYTHONPATH=src python bench/bench_metagrad.py --quick 1,2 --rounds 3  # STE/FSG/LSTMFC only
 """
 from __future__ import annotations
 
@@ -228,6 +229,9 @@ def main(argv=None) -> int:
                    help="FSG expand:history:d_state[:option=value...] trained with "
                         "--accuracy-epochs (comma-separated)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
+    p.add_argument("--quick", metavar="THREADS", default=None,
+                   help="only STE, FSG (default) and LSTMFC, interleaved in this process, once per "
+                        "thread count of this comma list (e.g. 1,2); no memory column")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "metagrad.json"))
     args = p.parse_args(argv)
     if args.one:
@@ -239,6 +243,8 @@ def main(argv=None) -> int:
         return 1
     base = {"warmup": max(args.warmup, 2), "threads": args.threads, "seed": args.seed,
             "options": {}}
+    if args.quick:
+        return quick(args, base)
     result = {"protocol": "cifar10-subset: ResNet-20 (FP checkpoint, first/last FP), 5,085 "
                           "images, batch 128, Adam lr 1e-3, CPU",
               "steps_per_epoch": STEPS_PER_EPOCH, "settings": vars(args)}
@@ -289,6 +295,24 @@ def main(argv=None) -> int:
                   f"{acc['train_loss'][-1]:.4f}   {acc['train_seconds']:.0f} s"
                   if "accuracy" in acc else acc["error"]), flush=True)
             _write(args.out, result)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def quick(args, base: dict) -> int:
+    """--quick: [ste, fsg, lstmfc] timed round-robin at each thread count; ratios to STE."""
+    result = {"settings": vars(args), "quick": {}}
+    for threads in [int(t) for t in args.quick.split(",")]:
+        specs = [{**base, "threads": threads, "method": m} for m in ("ste", "fsg", "lstmfc")]
+        rows = time_interleaved(specs, args.rounds, base["warmup"], threads)
+        ste = rows[0]["sec_per_step"]
+        result["quick"][threads] = {}
+        for spec, row in zip(specs, rows):
+            row["ratio_to_ste"] = row["sec_per_step"] / ste
+            result["quick"][threads][spec["method"]] = row
+            print(f"threads {threads} {spec['method']:7s} {row['sec_per_step']:8.3f} s/step "
+                  f"{row['sec_per_epoch']:8.1f} s/epoch x{row['ratio_to_ste']:.2f}", flush=True)
+        _write(args.out, result)
     print(f"\nwrote {args.out}")
     return 0
 
