@@ -203,6 +203,10 @@ class BLAQ(LAQ):
             w_trial = buf["w_t"] if group["quantized"] else p
             if a < 1 and p.grad is not None:
                 g_trial = p.grad
+                if g_trial.data_ptr() == g.data_ptr():
+                    raise RuntimeError("BLAQ: the trial backward wrote into the current "
+                                       "gradient's memory (DDP gradient_as_bucket_view=True?); "
+                                       "use gradient_as_bucket_view=False")
                 if group["weight_decay"]:
                     g_trial = g_trial.add(w_trial, alpha=group["weight_decay"])  # at W'
                 v_trial = torch.mul(v, b2, out=buf["tmp"]).addcmul_(g_trial, g_trial,
