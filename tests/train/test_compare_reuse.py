@@ -35,3 +35,22 @@ def test_config_difference_names_keys():
     a, b = base().to_dict(), base(epochs=3, optim={"lr": 1e-4}).to_dict()
     assert config_difference(a, b) == ["epochs 1 -> 3", "optim.lr 0.003 -> 0.0001"]
     assert config_difference(a, base().to_dict()) == []
+
+
+def test_compare_locks_its_output_and_removes_orphans(tmp_path):
+    import os
+    import socket
+
+    import pytest
+
+    from bnnopt.train.lock import LOCK_NAME
+
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / ".report.md.abc12345.tmp").write_text("half")
+    (out / LOCK_NAME).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    with pytest.raises(ValueError, match="in use by process"):
+        run_compare(base(), build_arms(["fp"]), 1, out, log=lambda m: None)
+    (out / LOCK_NAME).unlink()
+    run_compare(base(), build_arms(["fp"]), 1, out, log=lambda m: None)
+    assert not (out / ".report.md.abc12345.tmp").exists() and not (out / LOCK_NAME).exists()

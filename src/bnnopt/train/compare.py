@@ -176,6 +176,10 @@ def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *
     from bnnopt.train.lock import RunLock
 
     with RunLock(out) if current().is_main else nullcontext():
+        if current().is_main:  # temporaries of report.md / report.json orphaned by a kill
+            from bnnopt.train.io import remove_orphan_temps
+
+            remove_orphan_temps(out)
         return _run_compare(base, arms, seeds, Path(out), log=log, progress=progress,
                             target_acc=target_acc, tune=tune, reference=reference, train=train)
 
