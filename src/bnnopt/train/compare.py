@@ -239,8 +239,10 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
     title = f"protocol {base.protocol or base.dataset}: {base.model}, {seeds} seed(s)"
     table = markdown_table(rows, columns)
     plot = plot_curves(curves, out / "curves.png", title=title)
+    own_optim = any(o.startswith("optim.") for arm in arms for o in arm.overrides)
+    optim = "optimizer per arm" if own_optim else f"optimizer {base.optim}"
     text = (f"# bnnopt compare\n\n{title}, {base.epochs} epochs, batch {base.batch_size}, "
-            f"optimizer {base.optim}, validation fraction {base.val_fraction:g}\n\n")
+            f"{optim}, validation fraction {base.val_fraction:g}\n\n")
     if tune:
         text += tuning_markdown(tuning, tune, base) + "\n"
     text += f"{table}\n![curves]({plot.name})\n"
