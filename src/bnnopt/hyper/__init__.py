@@ -6,7 +6,12 @@ fcgrad    MetaQuant FC-Grad: M = FC(dL/dQ)
 multifc   MetaQuant MultiFC: M = dL/dQ * MultiFC(W-hat)
 lstmfc    MetaQuant LSTMFC:  M = dL/dQ * fc(LSTM(W-hat)), hidden state per layer
 fsg       FSG (AAAI 2025): fast-net + Mamba/LSTM slow-net over HGS with LRE
-          (variant "paper"|"official", layout "per-weight"|"flat", preset "cpu"|"paper")
+          (variant "paper"|"official", layout "per-weight"|"flat", preset
+          "cpu"|"paper"|"official"; slow_net "lstmfc" = the official MetaFastAndLSTM)
+
+Every method of the family takes ``variant="official"`` = the official code exactly
+(first iteration without update, :class:`OfficialEpsAdam`'s epsilon placement, bias
+look-ahead; tests/hyper/test_official_transcription.py).
 
 Building blocks: :class:`LearnedGradientMethod` (the shared step, FSG Algorithm 1),
 :class:`HistoryBuffer` (HGS), :class:`LayerEmbedding` (LRE), :class:`LinearStack`
@@ -21,12 +26,13 @@ from bnnopt.hyper.lre import LayerEmbedding
 from bnnopt.hyper.mamba import Mamba
 from bnnopt.hyper.meta_nets import LinearStack, LSTMFCNet
 from bnnopt.hyper.metaquant import FCGrad, LSTMFC, MetaQuantMethod, MultiFC
+from bnnopt.hyper.official_adam import OfficialEpsAdam
 from bnnopt.hyper.scan import selective_scan, selective_scan_ref
 from bnnopt.hyper.slow_nets import LSTMSlowNet, MambaSlowNet, make_slow_net
 
 __all__ = [
     "FSG", "FCGrad", "HistoryBuffer", "LSTMFC", "LSTMFCNet", "LSTMSlowNet", "LayerEmbedding",
     "LearnedGradientMethod", "LinearStack", "Mamba", "MambaSlowNet", "MetaInputs",
-    "MetaQuantMethod", "MultiFC", "calibration", "make_slow_net", "selective_scan",
+    "MetaQuantMethod", "MultiFC", "OfficialEpsAdam", "calibration", "make_slow_net", "selective_scan",
     "selective_scan_ref",
 ]
