@@ -22,9 +22,10 @@ def _run(name, steps, batch, **options):
     return model, method, outs
 
 
-def test_closure_is_called_exactly_twice_per_step(batch):
+def counting_closure(batch, **options):
+    """(method, closure, calls): a built blaq on tiny_mlp and a closure that counts its calls."""
     model = tiny_mlp()
-    method = METHODS.get("blaq")()
+    method = METHODS.get("blaq")(**options)
     method.prepare(model, {})
     method.build(model, OptimConfig(lr=0.01))
     x, y = batch
@@ -37,6 +38,11 @@ def test_closure_is_called_exactly_twice_per_step(batch):
         loss.backward()
         return loss
 
+    return method, closure, calls
+
+
+def test_closure_is_called_exactly_twice_per_step(batch):
+    method, closure, calls = counting_closure(batch)
     for step in range(1, 4):
         method.optimizer.step(closure)
         assert len(calls) == 2 * step
@@ -111,20 +117,7 @@ def test_blaq_options_are_validated():
 
 def test_recursive_reading_calls_the_closure_once_and_a_zero_is_laq(batch):
     """reading="recursive" (Eq. 9-10 over steps): one pass; a = 0 keeps no history = LAQ."""
-    model = tiny_mlp()
-    method = METHODS.get("blaq")(reading="recursive")
-    method.prepare(model, {})
-    method.build(model, OptimConfig(lr=0.01))
-    x, y = batch
-    calls = []
-
-    def closure():
-        calls.append(1)
-        method.optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        return loss
-
+    method, closure, calls = counting_closure(batch, reading="recursive")
     for step in range(1, 4):
         method.optimizer.step(closure)
         assert len(calls) == step

@@ -83,12 +83,16 @@ class ApproxSign(Function):
         return g * (2 - 2 * x.abs()).clamp_min(0)
 
 
-class EDE(Function):
-    """sign(x) forward; IR-Net Error Decay Estimator backward.
+class AnnealedSign(Function):
+    """sign(x) forward (sign(0) := +1); backward g * s(x; t, k) for two plain floats t, k.
 
-    s(x) = k * t * (1 - tanh^2(t x)), the derivative of IR-Net's g(x) = k tanh(t x);
-    t and k are plain floats chosen by the caller (see :class:`bnnopt.quant.EDEEstimator`).
+    Subclasses define the surrogate derivative ``surrogate(x, t, k)`` (IR-Net's EDE,
+    RBNN's training-aware sign); t and k come from the caller's annealing schedule.
     """
+
+    @staticmethod
+    def surrogate(x, t: float, k: float):
+        raise NotImplementedError
 
     @staticmethod
     def forward(ctx, x, t: float, k: float):
@@ -96,11 +100,22 @@ class EDE(Function):
         ctx.t, ctx.k = float(t), float(k)
         return binary_sign(x)
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def backward(cls, ctx, g):
         (x,) = ctx.saved_tensors
-        t, k = ctx.t, ctx.k
-        return g * (k * t * (1 - torch.tanh(t * x) ** 2)), None, None
+        return g * cls.surrogate(x, ctx.t, ctx.k), None, None
+
+
+class EDE(AnnealedSign):
+    """sign(x) forward; IR-Net Error Decay Estimator backward.
+
+    s(x) = k * t * (1 - tanh^2(t x)), the derivative of IR-Net's g(x) = k tanh(t x);
+    t and k are plain floats chosen by the caller (see :class:`bnnopt.quant.EDEEstimator`).
+    """
+
+    @staticmethod
+    def surrogate(x, t: float, k: float):
+        return k * t * (1 - torch.tanh(t * x) ** 2)
 
 
 class ReSTE(Function):

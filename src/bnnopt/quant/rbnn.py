@@ -37,9 +37,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.autograd import Function
 
-from bnnopt.quant._functions import binary_sign
+from bnnopt.quant._functions import AnnealedSign
 from bnnopt.quant.estimators import Estimator
 from bnnopt.quant.weight import WeightQuantizer
 from bnnopt.registry import ESTIMATORS, QUANTIZERS
@@ -61,20 +60,12 @@ def training_aware_sign_value(x: torch.Tensor, t: float, k: float) -> torch.Tens
     return torch.where(inside, poly, k * torch.sign(x))
 
 
-class TrainingAwareSign(Function):
+class TrainingAwareSign(AnnealedSign):
     """sign(x) forward (sign(0) := +1); backward k·max(√2 t - t²|x|, 0)."""
 
     @staticmethod
-    def forward(ctx, x, t: float, k: float):
-        ctx.save_for_backward(x)
-        ctx.t, ctx.k = float(t), float(k)
-        return binary_sign(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        t, k = ctx.t, ctx.k
-        return g * (k * (math.sqrt(2) * t - t * t * x.abs())).clamp(min=0), None, None
+    def surrogate(x, t: float, k: float):
+        return (k * (math.sqrt(2) * t - t * t * x.abs())).clamp(min=0)
 
 
 @ESTIMATORS.register("rbnn_sign", "RBNN training-aware sign approximation, t: 1e-2 -> 10")
