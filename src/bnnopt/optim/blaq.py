@@ -121,32 +121,22 @@ class BLAQ(LAQ):
     @torch.no_grad()
     def _recursive_step(self, closure: Callable[[], Any] | None):
         """The one-pass reading (module docstring); closure optional, called once."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
+        loss = self._call_once(closure)
+        for group, p, g, state in self._gradients():
             b1, b2 = group["betas"]
             a = group["a"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = self._grad(p, group)
-                state = self.state[p]
-                self._moments(state, p)
-                state["step"] += 1
-                state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = self._denom(state["exp_avg_sq"], state["step"], b2, group["eps"])
-                if "mix_grad" not in state:                            # g~_0 = g_0, D~_0 = D_0
-                    state["mix_grad"] = g.clone(memory_format=torch.preserve_format)
-                    state["mix_denom"] = denom
-                else:
-                    state["mix_grad"].mul_(a).add_(g, alpha=1 - a)        # Eq. 9
-                    state["mix_denom"].mul_(a).add_(denom, alpha=1 - a)   # Eq. 10
-                state["exp_avg"].lerp_(state["mix_grad"], 1 - b1)
-                self._move(p, state["exp_avg"], state["mix_denom"], state["step"], group)
-                if group["quantized"]:
-                    self._quantize(p, state["mix_denom"], group)
+            state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = self._denom(state["exp_avg_sq"], state["step"], b2, group["eps"])
+            if "mix_grad" not in state:                            # g~_0 = g_0, D~_0 = D_0
+                state["mix_grad"] = g.clone(memory_format=torch.preserve_format)
+                state["mix_denom"] = denom
+            else:
+                state["mix_grad"].mul_(a).add_(g, alpha=1 - a)        # Eq. 9
+                state["mix_denom"].mul_(a).add_(denom, alpha=1 - a)   # Eq. 10
+            state["exp_avg"].lerp_(state["mix_grad"], 1 - b1)
+            self._move(p, state["exp_avg"], state["mix_denom"], state["step"], group)
+            if group["quantized"]:
+                self._quantize(p, state["mix_denom"], group)
         return loss
 
     @torch.no_grad()

@@ -147,15 +147,10 @@ class LAQ(torch.optim.Optimizer):
         quantizer.requantize(w, denom, max_iter=group["max_iter"])
 
     # -- the step ---------------------------------------------------------------------
-    @torch.no_grad()
-    def step(self, closure=None):
-        """One LAB/LAQ step from the gradients in ``.grad`` (closure: optional, called once)."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+    def _gradients(self):
+        """Yield ``(group, p, g, state)`` for every parameter with a gradient, after the
+        step count advanced (``g`` = ``self._grad``: clipped, weight decay added)."""
         for group in self.param_groups:
-            b1, b2 = group["betas"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -163,10 +158,26 @@ class LAQ(torch.optim.Optimizer):
                 state = self.state[p]
                 self._moments(state, p)
                 state["step"] += 1
-                state["exp_avg"].lerp_(g, 1 - b1)
-                state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = self._denom(state["exp_avg_sq"], state["step"], b2, group["eps"])
-                self._move(p, state["exp_avg"], denom, state["step"], group)
-                if group["quantized"]:
-                    self._quantize(p, denom, group)
+                yield group, p, g, state
+
+    @staticmethod
+    def _call_once(closure):
+        """The closure's loss (with gradients enabled), or None without a closure."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One LAB/LAQ step from the gradients in ``.grad`` (closure: optional, called once)."""
+        loss = self._call_once(closure)
+        for group, p, g, state in self._gradients():
+            b1, b2 = group["betas"]
+            state["exp_avg"].lerp_(g, 1 - b1)
+            state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = self._denom(state["exp_avg_sq"], state["step"], b2, group["eps"])
+            self._move(p, state["exp_avg"], denom, state["step"], group)
+            if group["quantized"]:
+                self._quantize(p, denom, group)
         return loss

@@ -70,24 +70,27 @@ def check_finite(loss: float, epoch: int, step: int, steps: int, run_dir: Path,
     """Raise NonFiniteLossError if ``loss`` is NaN or infinite (epoch, step 1-based in text)."""
     if math.isfinite(loss):
         return
-    kept = (f"the checkpoint of epoch {last_saved_epoch + 1} in {run_dir} is kept"
-            if last_saved_epoch is not None and last_saved_epoch >= 0
-            else "no epoch had finished, so no checkpoint was written")
     raise NonFiniteLossError(
         f"training loss is {loss} at epoch {epoch + 1}, step {step + 1}/{steps} "
-        f"(learning rate {lr:.3g}); stopped, {kept}; try a lower --lr")
+        f"(learning rate {lr:.3g}); stopped, {_kept(run_dir, last_saved_epoch)}; "
+        "try a lower --lr")
+
+
+def _kept(run_dir: Path, last_saved_epoch: int | None) -> str:
+    """What a stopped run leaves: the last finished epoch's checkpoint, or none."""
+    if last_saved_epoch is not None and last_saved_epoch >= 0:
+        return f"the checkpoint of epoch {last_saved_epoch + 1} in {run_dir} is kept"
+    return "no epoch had finished, so no checkpoint was written"
 
 
 def check_finite_row(row: dict[str, Any], run_dir: Path, last_saved_epoch: int | None) -> None:
     """A metrics row must be all finite numbers before it is saved (JSON has no NaN)."""
     bad = [k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)]
     if bad:
-        kept = (f"the checkpoint of epoch {last_saved_epoch + 1} in {run_dir} is kept"
-                if last_saved_epoch is not None and last_saved_epoch >= 0
-                else "no checkpoint was written")
         raise NonFiniteLossError(
             f"epoch {row.get('epoch')} produced non-finite {', '.join(bad)} "
-            f"({', '.join(f'{k}={row[k]}' for k in bad)}); stopped, {kept}; try a lower --lr")
+            f"({', '.join(f'{k}={row[k]}' for k in bad)}); stopped, "
+            f"{_kept(run_dir, last_saved_epoch)}; try a lower --lr")
 
 
 def resume_dir(path: str | Path) -> Path:
