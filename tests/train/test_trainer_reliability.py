@@ -52,6 +52,7 @@ def test_huge_learning_rate_is_a_clear_cli_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "at epoch 1, step" in err and "try a lower --lr" in err
+    assert not (tmp_path / "run").exists()  # nothing trained: no file, no directory left
     for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() \
             if (tmp_path / "run" / "metrics.jsonl").exists() else []:
         json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))

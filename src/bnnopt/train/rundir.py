@@ -30,8 +30,8 @@ def open_run_dir(run_dir: str | Path, log=None) -> RunLock:
     """Create ``run_dir``, lock it (ValueError if another live process holds it) and
     delete orphaned ``.*.tmp`` files. Returns the held lock (release it when done)."""
     run_dir = Path(run_dir)
+    lock = RunLock(run_dir).acquire()  # creates run_dir, and removes it again if left empty
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(run_dir).acquire()
     if lock.took_over is not None and log is not None:
         log(f"took over the stale lock of process {lock.took_over.get('pid')} "
             f"(no longer running) in {run_dir}")

@@ -22,7 +22,8 @@ Everything a run writes lives in its run directory (all writes atomic)::
 
 The output location is checked before any data or model setup; a second process
 on a locked directory is refused. A non-finite training loss stops the run
-(``NonFiniteLossError``, naming epoch and step) and keeps the last checkpoint.
+(``NonFiniteLossError``, naming epoch and step) and keeps the last checkpoint; when no
+epoch had finished it leaves no file behind.
 
 Resume (``Trainer.resume(run_dir)``) reloads checkpoint.pt and continues; since the
 batches of an epoch depend only on (seed, epoch) and the RNG states (CPU and, when
@@ -57,8 +58,8 @@ from bnnopt.train.config import RunConfig
 from bnnopt.train.distributed import DistContext
 from bnnopt.train.precision import check_precision, param_dtype, with_precision
 from bnnopt.train.io import check_output_dir, read_jsonl, write_json, write_jsonl
-from bnnopt.train.rundir import (check_finite, check_finite_row, open_run_dir, record_argv,
-                                 resume_dir)
+from bnnopt.train.rundir import (NonFiniteLossError, check_finite, check_finite_row,
+                                 open_run_dir, record_argv, resume_dir)
 from bnnopt.train.schedule import lr_at
 
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
@@ -273,6 +274,11 @@ class Trainer:
             summary = summarize(self.metrics, cfg)
             if main:
                 write_json(self.run_dir / "summary.json", summary)
+        except NonFiniteLossError:
+            if main and not (self.run_dir / CHECKPOINT_NAME).exists():
+                for name in ("config.json", "argv.json"):  # nothing trained: leave nothing
+                    (self.run_dir / name).unlink(missing_ok=True)
+            raise
         finally:
             if lock is not None:
                 lock.release()
