@@ -69,9 +69,18 @@ def per_weight_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
     steps = torch.cat(histories, dim=1).to(lre.weight.dtype)  # (k, N), oldest first
     if getattr(slow_net, "d_model", 1) > 1:  # Eq. 10 with d > 1: a d-dim LRE prefix per weight
         first = torch.repeat_interleave(lre.weight, counts, dim=0).unsqueeze(1)  # (N, 1, d)
-        out = slow_net(steps.t().unsqueeze(-1), prefix=first)  # (N, k+1, 1)
-        return list(torch.split(out[:, -1, 0], sizes))
+        out = _last(slow_net, steps.t().unsqueeze(-1), prefix=first)  # (N,)
+        return list(torch.split(out, sizes))
     first = torch.repeat_interleave(lre.weight[:, 0], counts)  # (N,): e_i of each weight
     tokens = torch.cat((first.unsqueeze(0), steps), dim=0)  # (k+1, N) time-major
-    out = slow_net(tokens.t().unsqueeze(-1))  # (N, k+1, 1)
-    return list(torch.split(out[:, -1, 0], sizes))
+    out = _last(slow_net, tokens.t().unsqueeze(-1))  # (N,)
+    return list(torch.split(out, sizes))
+
+
+def _last(slow_net: nn.Module, tokens: Tensor, prefix: Tensor | None = None) -> Tensor:
+    """The slow-net's output at the last token, (N,): its ``forward_last`` when it has
+    one (computes that position only), else the last position of its full output."""
+    kw = {} if prefix is None else {"prefix": prefix}
+    if hasattr(slow_net, "forward_last"):
+        return slow_net.forward_last(tokens, **kw)[:, 0]
+    return slow_net(tokens, **kw)[:, -1, 0]

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .scan import DEFAULT_TILE_ELEMS, METHODS, selective_scan
+from .scan import DEFAULT_TILE_ELEMS, METHODS, _use_kernel, selective_scan
+from .scan_last import selective_scan_last
 
 __all__ = ["Mamba", "causal_depthwise_conv"]
 
@@ -200,3 +201,33 @@ class Mamba(nn.Module):
                            use_cuda_kernel=self.use_cuda_kernel)          # (b, E, L)
         out = _linear(self.out_proj.weight, bt(y), self.out_proj.bias)   # (L, d_model, b)
         return out.permute(2, 0, 1)
+
+    def forward_last(self, h: torch.Tensor) -> torch.Tensor:
+        """The output at the last position only: (batch, L, d_model) -> (batch, d_model).
+
+        Equal to ``forward(h)[:, -1]`` (up to rounding) and much cheaper for many
+        short sequences: z and C are projected at the last position only and the
+        scan is :func:`bnnopt.hyper.scan_last.selective_scan_last` (closed form,
+        no per-step states). On CUDA with ``mamba_ssm`` installed it is
+        ``forward(h)[:, -1]`` through the official kernel.
+        """
+        if h.dim() != 3 or h.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba expects (batch, length, {self.d_model}), got {tuple(h.shape)}")
+        if h.shape[1] == 0 or _use_kernel(h, self.use_cuda_kernel):
+            return self.forward(h)[:, -1]
+        E, N, R = self.d_inner, self.d_state, self.dt_rank
+        hT = h.permute(1, 2, 0).contiguous()                             # (L, d_model, b)
+        w_in = self.in_proj.weight
+        b_in = self.in_proj.bias
+        x = _linear(w_in[:E], hT, None if b_in is None else b_in[:E])    # (L, E, b)
+        z = _linear(w_in[E:], hT[-1:], None if b_in is None else b_in[E:])[0]   # (E, b)
+        x = _ConvSiLU.apply(x, self.conv1d.weight, self.conv1d.bias)     # (L, E, b)
+        w_x = self.x_proj.weight                                         # (R + 2N, E)
+        dt, Bm = _linear(w_x[:R + N], x).split([R, N], dim=1)            # (L, R, b), (L, N, b)
+        Cm = _linear(w_x[R + N:], x[-1:])[0]                             # (N, b)
+        dt = _linear(self.dt_proj.weight, dt)                            # (L, E, b)
+        A = -torch.exp(_at_least_fp32(self.A_log))
+        y = selective_scan_last(x, dt, A, Bm, Cm, _at_least_fp32(self.D), z,
+                                _at_least_fp32(self.dt_proj.bias), delta_softplus=True)  # (E, b)
+        out = _linear(self.out_proj.weight, y[None], self.out_proj.bias)[0]   # (d_model, b)
+        return out.t()

@@ -72,6 +72,20 @@ class MambaSlowNet(nn.Module):
         y = self.mamba(x)
         return self.w_b(y) if self.d_model > 1 else y
 
+    def forward_last(self, tokens: torch.Tensor,
+                     prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """The output at the last token only: (batch, 1) = ``forward(...)[:, -1]``
+        (:meth:`Mamba.forward_last`: no per-step states, much cheaper)."""
+        _check_tokens(tokens)
+        x = self.w_a(tokens) if self.d_model > 1 else tokens
+        if prefix is not None:
+            if prefix.shape != (tokens.shape[0], 1, self.d_model):
+                raise ValueError(f"slow-net prefix must be ({tokens.shape[0]}, 1, {self.d_model}), "
+                                 f"got {tuple(prefix.shape)}")
+            x = torch.cat((prefix.to(x.dtype), x), dim=1)
+        y = self.mamba.forward_last(x)                                   # (batch, d_model)
+        return self.w_b(y) if self.d_model > 1 else y
+
 
 class LSTMSlowNet(nn.Module):
     """LSTM(1 -> hidden) over the tokens, then Linear(hidden -> 1) at every token.
@@ -97,6 +111,15 @@ class LSTMSlowNet(nn.Module):
             tokens = torch.cat((prefix.to(tokens.dtype), tokens), dim=1)
         out, _ = self.lstm(tokens)
         return self.readout(out)
+
+    def forward_last(self, tokens: torch.Tensor,
+                     prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """The output at the last token only: (batch, 1) (read-out of the last state)."""
+        _check_tokens(tokens)
+        if prefix is not None:
+            tokens = torch.cat((prefix.to(tokens.dtype), tokens), dim=1)
+        _, (h, _) = self.lstm(tokens)
+        return self.readout(h[-1])
 
 
 _KINDS = {"mamba": MambaSlowNet, "lstm": LSTMSlowNet}
