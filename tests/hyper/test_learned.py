@@ -88,9 +88,10 @@ def test_sgd_step_equals_hand_computed_metaquant_update(name):
         if t == 2:
             assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
             assert all(not torch.equal(p.detach(), q) for p, q in zip(params, meta_before))
-    if name == "lstmfc":  # hidden state per layer, detached
+    if name == "lstmfc":  # hidden state per layer (checkpoint format), detached
+        hidden = method.extra_state()["hidden"]
         assert all(not h.requires_grad and h.shape == (1, w.numel(), 100)
-                   for (h, _), w in zip(method._hidden, weights(method)))
+                   for (h, _), w in zip(hidden, weights(method)))
 
 
 def test_lookahead_weight_paper_and_official():
@@ -148,7 +149,7 @@ def test_bad_options_and_models():
         METHODS.get("fcgrad")(foo=1)
     with pytest.raises(ValueError, match="variant 'bad'; valid: paper, official"):
         METHODS.get("lstmfc")(variant="bad")
-    with pytest.raises(ValueError, match="impl 'fused'; valid: chunked, torch"):
+    with pytest.raises(ValueError, match="impl 'fused'; valid: chunked, saved, torch"):
         METHODS.get("lstmfc")(impl="fused")
     with pytest.raises(ValueError, match="hidden 0"):
         METHODS.get("multifc")(hidden=0)

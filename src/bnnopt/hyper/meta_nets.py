@@ -21,7 +21,10 @@ batched call (their flattened tensors concatenated).
   hidden state (h, c), each (1, N, hidden), is carried across iterations by the
   caller (per layer, detached). ``impl="chunked"`` (default) evaluates the step
   with :func:`bnnopt.hyper.lstm_step.lstm_step_fc` (same function and gradients,
-  no (N, 4H) tensors kept for backward); ``impl="torch"`` uses ``nn.LSTM`` itself.
+  no (N, 4H) tensors kept for backward, which recomputes the gates);
+  ``impl="saved"`` is the same step keeping the activated gates and tanh(c) for
+  backward (N x 5H values: one GEMM and the gate nonlinearities less per step);
+  ``impl="torch"`` uses ``nn.LSTM`` itself.
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ from bnnopt.registry import choice
 
 NONLINEAR = ("none", "relu", "tanh")
 INITS = ("orthogonal", "default")
-LSTM_IMPLS = ("chunked", "torch")
+LSTM_IMPLS = ("chunked", "saved", "torch")
 
 
 class LinearStack(nn.Module):
@@ -101,8 +104,8 @@ class LSTMFCNet(nn.Module):
         self.fc = nn.Linear(hidden, 1)
 
     def forward(self, x: Tensor, state: tuple[Tensor, Tensor] | None = None):
-        if self.impl == "chunked":
-            return lstm_step_fc(x, state, self.lstm, self.fc)
+        if self.impl in ("chunked", "saved"):
+            return lstm_step_fc(x, state, self.lstm, self.fc, save_gates=self.impl == "saved")
         seq = x.reshape(1, -1, 1)  # (time=1, batch=N, feature=1)
         _, (h, c) = self.lstm(seq, state)
         return self.fc(h[0]).squeeze(-1), (h, c)

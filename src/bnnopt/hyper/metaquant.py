@@ -125,7 +125,7 @@ class LSTMFC(MetaQuantMethod):
 
     method_name = "lstmfc"
     option_defaults = {**MetaQuantMethod.option_defaults, "impl": "chunked"}
-    _hidden: list[tuple[Tensor, Tensor]] | None = None  # per layer (h, c), each (1, ξ_i, H)
+    _state: tuple[Tensor, Tensor] | None = None  # (h, c) of all layers, each (1, N, H)
 
     def validate_options(self) -> None:
         super().validate_options()
@@ -133,23 +133,23 @@ class LSTMFC(MetaQuantMethod):
 
     def build_meta(self) -> None:
         self.meta_modules["meta"] = LSTMFCNet(self.options["hidden"], impl=self.options["impl"])
-        self._hidden = None
+        self._state = None
 
     def meta_gradient(self, g: Tensor, u: Tensor) -> Tensor:
-        state = None
-        if self._hidden is not None:
-            state = tuple(torch.cat([hc[k] for hc in self._hidden], dim=1) for k in (0, 1))
-        out, (h, c) = self.meta_modules["meta"](u, state)
-        sizes = [t.numel() for t in self._g]
-        self._hidden = list(zip(torch.split(h.detach(), sizes, dim=1),
-                                torch.split(c.detach(), sizes, dim=1)))
+        out, (h, c) = self.meta_modules["meta"](u, self._state)
+        self._state = (h.detach(), c.detach())   # all layers, in flat_cat order
         return g * out
 
     def extra_state(self) -> dict[str, Any]:
-        if self._hidden is None:
+        """Checkpoint format: the state per layer, [(h_i, c_i)] each (1, ξ_i, H)."""
+        if self._state is None:
             return {"hidden": None}
-        return {"hidden": [(h.clone(), c.clone()) for h, c in self._hidden]}
+        sizes = [t.numel() for t in self._g]
+        h, c = self._state
+        return {"hidden": [(hi.clone(), ci.clone()) for hi, ci in
+                           zip(torch.split(h, sizes, dim=1), torch.split(c, sizes, dim=1))]}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         hidden = state["hidden"]
-        self._hidden = None if hidden is None else [(h.clone(), c.clone()) for h, c in hidden]
+        self._state = None if hidden is None else tuple(
+            torch.cat([hc[k] for hc in hidden], dim=1) for k in (0, 1))
