@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .scan import DEFAULT_TILE_ELEMS, METHODS, _use_kernel, selective_scan
+from . import scalar_mamba
 from .scan_last import selective_scan_last
 
 __all__ = ["Mamba", "causal_depthwise_conv"]
@@ -208,13 +209,17 @@ class Mamba(nn.Module):
         Equal to ``forward(h)[:, -1]`` (up to rounding) and much cheaper for many
         short sequences: z and C are projected at the last position only and the
         scan is :func:`bnnopt.hyper.scan_last.selective_scan_last` (closed form,
-        no per-step states). On CUDA with ``mamba_ssm`` installed it is
-        ``forward(h)[:, -1]`` through the official kernel.
+        no per-step states); a one-channel block on CPU (FSG's default slow-net)
+        goes through :mod:`bnnopt.hyper.scalar_mamba`, fused and chunked. On CUDA
+        with ``mamba_ssm`` installed it is ``forward(h)[:, -1]`` through the
+        official kernel.
         """
         if h.dim() != 3 or h.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects (batch, length, {self.d_model}), got {tuple(h.shape)}")
         if h.shape[1] == 0 or _use_kernel(h, self.use_cuda_kernel):
             return self.forward(h)[:, -1]
+        if scalar_mamba.applies(self, h):      # one channel (FSG's default): fused, chunked
+            return scalar_mamba.scalar_mamba_last(self, h)
         E, N, R = self.d_inner, self.d_state, self.dt_rank
         hT = h.permute(1, 2, 0).contiguous()                             # (L, d_model, b)
         w_in = self.in_proj.weight

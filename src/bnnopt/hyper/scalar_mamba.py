@@ -1,0 +1,206 @@
+"""A one-channel Mamba read at its last token, fused into one chunked function.
+
+FSG's default slow-net (``preset="cpu"``, per-weight layout) is a Mamba block
+with d_model = 1, d_inner = expand·d_model = 1 and dt_rank = 1, run over one
+short sequence of scalar tokens per weight (~270k sequences of L = 7 for
+ResNet-20) and read at the last token only. Every projection is then a
+product with a scalar and the whole block collapses to a few scalar formulas
+per (token, sequence). With tokens h_t (t = 0..L-1) and the block's
+parameters as scalars (``in_proj`` a_x, a_z; ``conv1d`` taps w_0..w_{K-1} and
+bias c_b; ``x_proj`` rows p_dt, p_B[n], p_C[n]; ``dt_proj`` weight q and bias
+q_b; A_n = -exp(A_log[n]); D; ``out_proj`` o)::
+
+    x_t   = a_x h_t
+    u_t   = silu(c_b + sum_k w_k x_{t-(K-1)+k})            causal depthwise conv, then SiLU
+    dt_t  = softplus(q p_dt u_t + q_b)                     (v_t = q p_dt u_t + q_b)
+    S_t   = sum_{s > t} dt_s                               decay time from t to the last token
+    kappa_t = sum_n p_B[n] p_C[n] exp(A_n S_t)
+    r     = sum_t dt_t u_t^2 kappa_t
+    y     = u_{L-1} (r + D)                                 last output of the scan, plus D u
+    out   = o · y · silu(a_z h_{L-1})
+
+This equals :meth:`bnnopt.hyper.mamba.Mamba.forward` at the last position
+because, with one channel, B_t[n] = p_B[n] u_t and C[n] = p_C[n] u_{L-1}, and
+the unrolled recurrence gives h_{L-1}[n] = sum_t exp(A_n S_t) dt_t u_t B_t[n]
+(:mod:`bnnopt.hyper.scan_last`). Backward is written by hand (the chain rule
+through the lines above, in reverse; see :meth:`_ScalarMambaLast.backward`).
+
+Why: in eager PyTorch each of the block's ~150 autograd operations is a pass
+over (L, sequences) tensors much larger than the cache. Here the sequences are
+processed in chunks whose temporaries stay in cache, forward keeps nothing but
+its inputs, and backward recomputes a chunk's forward right before its
+gradients. Equal to the general path to rounding (tests/hyper/test_scalar_mamba.py,
+float64).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["applies", "scalar_mamba_last"]
+
+#: (L, chunk) elements per chunk (256 kB in float32: the temporaries stay in cache).
+DEFAULT_CHUNK_ELEMS = 1 << 16
+
+
+def applies(mamba, h: torch.Tensor) -> bool:
+    """Whether ``mamba`` on ``h`` is the one-channel block this module computes."""
+    return (mamba.d_model == 1 and mamba.d_inner == 1 and mamba.dt_rank == 1
+            and mamba.in_proj.bias is None and mamba.out_proj.bias is None
+            and h.device.type == "cpu" and h.shape[1] >= 1)
+
+
+def scalar_mamba_last(mamba, h: torch.Tensor, chunk_elems: int = DEFAULT_CHUNK_ELEMS):
+    """``mamba.forward(h)[:, -1]`` for a one-channel block: h (b, L, 1) -> (b, 1)."""
+    conv_bias = mamba.conv1d.bias
+    params = (mamba.in_proj.weight, mamba.conv1d.weight,
+              conv_bias if conv_bias is not None else mamba.conv1d.weight.new_zeros(1),
+              mamba.x_proj.weight, mamba.dt_proj.weight, mamba.dt_proj.bias, mamba.A_log,
+              mamba.D, mamba.out_proj.weight)
+    out = _ScalarMambaLast.apply(h[..., 0].t(), int(chunk_elems), *params)
+    return out.unsqueeze(-1)
+
+
+class _Scalars:
+    """The block's parameters as Python numbers (CPU: no device sync)."""
+
+    def __init__(self, w_in, w_conv, b_conv, w_x, w_dt, b_dt, A_log, D, w_out):
+        N = A_log.shape[1]
+        self.a_x, self.a_z = float(w_in[0, 0]), float(w_in[1, 0])
+        self.w = [float(v) for v in w_conv[0, 0]]
+        self.cb = float(b_conv[0])
+        self.p_dt = float(w_x[0, 0])
+        self.p_B = [float(v) for v in w_x[1:1 + N, 0]]
+        self.p_C = [float(v) for v in w_x[1 + N:, 0]]
+        self.q, self.qb = float(w_dt[0, 0]), float(b_dt[0])
+        self.A = [-float(torch.exp(v.double())) for v in A_log[0]]
+        self.D, self.o = float(D[0]), float(w_out[0, 0])
+        self.c = [b * c for b, c in zip(self.p_B, self.p_C)]
+
+
+class _Forward:
+    """One chunk's forward quantities, h (L, m) -> everything backward needs."""
+
+    def __init__(self, h, p: _Scalars):
+        L, K = h.shape[0], len(p.w)
+        self.h = h
+        self.x = x = h * p.a_x
+        pre = x * p.w[K - 1] + p.cb
+        for s in range(1, min(K, L)):                      # tap K-1-s looks s steps back
+            pre[s:].add_(x[:L - s], alpha=p.w[K - 1 - s])
+        self.pre = pre
+        self.sig = torch.sigmoid(pre)
+        self.u = u = pre * self.sig
+        self.v = u * (p.q * p.p_dt) + p.qb
+        self.dt = dt = F.softplus(self.v)
+        S = torch.empty_like(dt)
+        S[-1] = 0
+        for t in range(L - 2, -1, -1):
+            torch.add(S[t + 1], dt[t + 1], out=S[t])
+        self.S = S
+        kappa = torch.zeros_like(dt)
+        e = torch.empty_like(dt)
+        for n, A_n in enumerate(p.A):
+            torch.mul(S, A_n, out=e).exp_()
+            kappa.add_(e, alpha=p.c[n])
+        self.kappa = kappa
+        self.r = (dt * u * u * kappa).sum(0)                           # (m,)
+        self.u_last = u[-1]
+        self.y = self.u_last * (self.r + p.D)
+        z = h[-1] * p.a_z
+        self.z, self.sz = z, torch.sigmoid(z)
+        self.out = self.y * (z * self.sz) * p.o
+
+
+class _ScalarMambaLast(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, chunk_elems, *params):
+        work = torch.promote_types(h.dtype, torch.float32)
+        p = _Scalars(*params)
+        L, b = h.shape
+        step = max(1, chunk_elems // L)
+        out = h.new_empty(b, dtype=work)
+        with torch.no_grad():
+            for s in range(0, b, step):
+                out[s:s + step] = _Forward(h[:, s:s + step].to(work), p).out
+        ctx.save_for_backward(h, *params)
+        ctx.step = step
+        return out.to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        h, *params = ctx.saved_tensors
+        p = _Scalars(*params)
+        work = torch.promote_types(h.dtype, torch.float32)
+        L, b = h.shape
+        K, N = len(p.w), len(p.A)
+        dh = torch.empty(L, b, dtype=work)
+        sums = []                                  # per chunk: the parameter-gradient sums
+        i_ax, i_az, i_cb, i_pdt, i_q, i_qb, i_D, i_o = range(8)
+        i_w, i_c, i_A = 8, 8 + K, 8 + K + N
+        with torch.no_grad():
+            for s in range(0, b, ctx.step):
+                f = _Forward(h[:, s:s + ctx.step].to(work), p)
+                d = dout[s:s + ctx.step].to(work)
+                silz = f.z * f.sz
+                parts = {i_o: (d * f.y * silz).sum()}
+                dy = d * silz * p.o
+                dz = d * f.y * f.sz * (1 + f.z * (1 - f.sz)) * p.o
+                parts[i_az] = (dz * f.h[-1]).sum()
+                parts[i_D] = (dy * f.u_last).sum()
+                dr = dy * f.u_last                                     # (m,)
+                du_last = dy * (f.r + p.D)
+                du2 = f.u * f.u * dr                                   # dr u^2
+                ddt = du2 * f.kappa                                    # d r / d dt
+                dkappa = du2.mul_(f.dt)                                # dr dt u^2
+                du = f.dt * f.kappa * dr * f.u * 2                     # d r / d u
+                dS = torch.zeros_like(f.S)
+                e = torch.empty_like(f.S)
+                for n, A_n in enumerate(p.A):
+                    torch.mul(f.S, A_n, out=e).exp_().mul_(dkappa)     # dkappa exp(A_n S)
+                    parts[i_c + n] = e.sum()
+                    parts[i_A + n] = (e * f.S).sum() * p.c[n]
+                    dS.add_(e, alpha=p.c[n] * A_n)
+                run = torch.zeros_like(dS[0])
+                for t in range(1, L):                                  # dt_t gets sum_{t'<t} dS_t'
+                    run += dS[t - 1]
+                    ddt[t] += run
+                dv = ddt.mul_(torch.sigmoid(f.v))                      # softplus'
+                dvu = (dv * f.u).sum()
+                parts[i_q], parts[i_pdt], parts[i_qb] = dvu * p.p_dt, dvu * p.q, dv.sum()
+                du.add_(dv, alpha=p.q * p.p_dt)
+                du[-1] += du_last
+                dpre = du.mul_(f.sig * (1 + f.pre * (1 - f.sig)))      # silu'
+                parts[i_cb] = dpre.sum()
+                dx = dpre * p.w[K - 1]
+                parts[i_w + K - 1] = (dpre * f.x).sum()
+                for sh in range(1, min(K, L)):                         # adjoint of the taps
+                    dx[:L - sh].add_(dpre[sh:], alpha=p.w[K - 1 - sh])
+                    parts[i_w + K - 1 - sh] = (dpre[sh:] * f.x[:L - sh]).sum()
+                parts[i_ax] = (dx * f.h).sum()
+                dhc = dx.mul_(p.a_x)
+                dhc[-1] += dz * p.a_z
+                dh[:, s:s + ctx.step] = dhc
+                zero = dout.new_zeros((), dtype=work)            # taps reaching before t = 0 (K > L)
+                sums.append(torch.stack([parts.get(i, zero) for i in range(8 + K + 2 * N)]))
+        acc = torch.stack(sums).to(torch.float64).sum(0)
+        return (dh.to(h.dtype), None, *_param_grads(acc, p, params, K, N))
+
+
+def _param_grads(acc, p: _Scalars, params, K, N):
+    """Scatter the accumulated sums into tensors shaped like the parameters."""
+    w_in, w_conv, b_conv, w_x, w_dt, b_dt, A_log, D, w_out = params
+    a = acc.tolist()
+    T = (lambda values: torch.tensor(values, dtype=torch.float64))
+    i_w, i_c, i_A = 8, 8 + K, 8 + K + N
+    g_in = T([[a[0]], [a[1]]])
+    g_conv = T(a[i_w:i_w + K]).reshape(w_conv.shape)
+    g_cb = T([a[2]])
+    g_c = a[i_c:i_c + N]
+    g_x = T([a[3]] + [g_c[n] * p.p_C[n] for n in range(N)]
+                       + [g_c[n] * p.p_B[n] for n in range(N)]).reshape(w_x.shape)
+    g_dt, g_dtb = T([[a[4]]]), T([a[5]])
+    g_Alog = T([[a[i_A + n] * p.A[n] for n in range(N)]])   # dA/dA_log = A
+    g_D, g_out = T([a[6]]), T([[a[7]]])
+    grads = (g_in, g_conv, g_cb, g_x, g_dt, g_dtb, g_Alog, g_D, g_out)
+    return tuple(g.to(ref.dtype) for g, ref in zip(grads, params))
