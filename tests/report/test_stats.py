@@ -49,6 +49,13 @@ def test_rows_pairs_and_markdown():
             "fsg[sgd]": ("fsg", "sgd"), "ste[sgd]": ("ste", "sgd")}
     pairs = reference_pairs(meta, "ste")
     assert pairs == [("fsg[adam]", "ste[adam]"), ("fsg[sgd]", "ste[sgd]")]
+    # a method spec as reference: only the arm with exactly that spec, not its siblings
+    forms = {"fsg[adam]": ("fsg", "[adam]"), "fsg:fast_form=product[adam]": ("fsg", "[adam]"),
+             "ste[adam]": ("ste", "[adam]")}
+    assert reference_pairs(forms, "fsg") == [("fsg:fast_form=product[adam]", "fsg[adam]"),
+                                             ("ste[adam]", "fsg[adam]")]
+    assert reference_pairs(forms, "fsg:fast_form=product") == [
+        ("fsg[adam]", "fsg:fast_form=product[adam]"), ("ste[adam]", "fsg:fast_form=product[adam]")]
     groups = {"fsg[adam]": [{"final_test_acc": 5, "final_train_loss": 1},
                             {"final_test_acc": 6, "final_train_loss": 2},
                             {"final_test_acc": 7, "final_train_loss": 3}],

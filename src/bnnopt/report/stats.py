@@ -120,10 +120,22 @@ def significance_markdown(rows: list[dict[str, Any]], keys=SIGNIFICANCE_KEYS,
 
 def reference_pairs(meta: dict[str, tuple[str, str]], reference: str) -> list[tuple[str, str]]:
     """``meta[label] = (method, context)``: pair each non-reference label with every
-    reference label (method == ``reference``) of the same context (optimizer, settings)."""
+    reference label of the same context (optimizer, settings).
+
+    The reference labels are those whose method spec (the label without its context
+    suffix, e.g. ``fsg:fast_form=product`` of ``fsg:fast_form=product[adam]``) is exactly
+    ``reference``; when no label has that spec, every label of the method named
+    ``reference`` is one.
+    """
+    def spec(label: str, context: str) -> str:
+        return label[:len(label) - len(context)] if context and label.endswith(context) else label
+
+    refs = {label for label, (_, context) in meta.items() if spec(label, context) == reference}
+    if not refs:
+        refs = {label for label, (method, _) in meta.items() if method == reference}
     pairs = []
-    for label, (method, context) in meta.items():
-        if method == reference:
+    for label, (_, context) in meta.items():
+        if label in refs:
             continue
-        pairs += [(label, ref) for ref, (m, c) in meta.items() if m == reference and c == context]
+        pairs += [(label, ref) for ref in meta if ref in refs and meta[ref][1] == context]
     return pairs
