@@ -21,6 +21,7 @@ writes JSON (default bench/results/metagrad.json).
     PYTHONPATH=src python bench/bench_metagrad.py --paper          # FSG at paper sizes too
     PYTHONPATH=src python bench/bench_metagrad.py --accuracy-epochs 3   # + short accuracy runs
     PYTHONPATH=src python bench/bench_metagrad.py --quick 1,2 --rounds 3  # STE/FSG/LSTMFC only
+    PYTHONPATH=src python bench/bench_metagrad.py --quick 1 --profile 3   # + where the time goes
 """
 from __future__ import annotations
 
@@ -232,6 +233,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", metavar="THREADS", default=None,
                    help="only STE, FSG (default) and LSTMFC, interleaved in this process, once per "
                         "thread count of this comma list (e.g. 1,2); no memory column")
+    p.add_argument("--quick-methods", default="ste,fsg,lstmfc,lstmfc:impl=saved",
+                   help="--quick: comma list of method specs name[:key=value...] (first: the "
+                        "reference the ratios are taken to)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="--quick: also profile STEPS steps of each method (torch.profiler, "
+                        "top operators by self CPU time)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "metagrad.json"))
     args = p.parse_args(argv)
     if args.one:
@@ -299,22 +306,61 @@ def main(argv=None) -> int:
     return 0
 
 
+def _spec(text: str) -> tuple[str, dict]:
+    name, *parts = text.split(":")
+    options = {}
+    for part in parts:
+        key, value = part.split("=", 1)
+        options[key] = int(value) if value.isdigit() else value
+    return name, options
+
+
 def quick(args, base: dict) -> int:
-    """--quick: [ste, fsg, lstmfc] timed round-robin at each thread count; ratios to STE."""
+    """--quick: the --quick-methods timed round-robin at each thread count; ratios to the first."""
     result = {"settings": vars(args), "quick": {}}
+    labels = [m.strip() for m in args.quick_methods.split(",") if m.strip()]
     for threads in [int(t) for t in args.quick.split(",")]:
-        specs = [{**base, "threads": threads, "method": m} for m in ("ste", "fsg", "lstmfc")]
+        specs = []
+        for label in labels:
+            name, options = _spec(label)
+            specs.append({**base, "threads": threads, "method": name, "options": options})
         rows = time_interleaved(specs, args.rounds, base["warmup"], threads)
-        ste = rows[0]["sec_per_step"]
+        ref = rows[0]["sec_per_step"]
         result["quick"][threads] = {}
-        for spec, row in zip(specs, rows):
-            row["ratio_to_ste"] = row["sec_per_step"] / ste
-            result["quick"][threads][spec["method"]] = row
-            print(f"threads {threads} {spec['method']:7s} {row['sec_per_step']:8.3f} s/step "
+        for label, row in zip(labels, rows):
+            row["ratio_to_ste"] = row["sec_per_step"] / ref
+            result["quick"][threads][label] = row
+            print(f"threads {threads} {label:18s} {row['sec_per_step']:8.3f} s/step "
                   f"{row['sec_per_epoch']:8.1f} s/epoch x{row['ratio_to_ste']:.2f}", flush=True)
         _write(args.out, result)
+        if args.profile:
+            result.setdefault("profile", {})[threads] = profile_steps(specs, args.profile, threads)
+            _write(args.out, result)
     print(f"\nwrote {args.out}")
     return 0
+
+
+def profile_steps(specs: list[dict], steps: int, threads: int) -> dict:
+    """Top operators (self CPU ms per step) of ``steps`` steps of each spec, after warm-up."""
+    import torch
+    from torch.profiler import profile
+
+    torch.set_num_threads(threads)
+    out = {}
+    for spec in specs:
+        cfg = build(spec)
+        for _ in range(2):
+            timed_step(cfg)
+        with profile() as prof:
+            for _ in range(steps):
+                timed_step(cfg)
+        events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:12]
+        label = spec["method"] + "".join(f":{k}={v}" for k, v in spec["options"].items())
+        out[label] = {e.key: round(e.self_cpu_time_total / 1e3 / steps, 1) for e in events}
+        print(f"\nprofile {label} ({threads} thread(s)), self CPU ms per step:")
+        for name, ms in out[label].items():
+            print(f"  {ms:9.1f}  {name}")
+    return out
 
 
 def _print_row(r: dict) -> None:

@@ -76,6 +76,10 @@ class _Scalars:
         self.A = [-float(torch.exp(v.double())) for v in A_log[0]]
         self.D, self.o = float(D[0]), float(w_out[0, 0])
         self.c = [b * c for b, c in zip(self.p_B, self.p_C)]
+        work = torch.promote_types(A_log.dtype, torch.float32)
+        col = (lambda v: torch.tensor(v, dtype=work).reshape(N, 1, 1))
+        self.A_col, self.c_col = col(self.A), col(self.c)          # (N, 1, 1): over states
+        self.cA_col = col([c * a for c, a in zip(self.c, self.A)])
 
 
 class _Forward:
@@ -98,13 +102,9 @@ class _Forward:
         for t in range(L - 2, -1, -1):
             torch.add(S[t + 1], dt[t + 1], out=S[t])
         self.S = S
-        kappa = torch.zeros_like(dt)
-        e = torch.empty_like(dt)
-        for n, A_n in enumerate(p.A):
-            torch.mul(S, A_n, out=e).exp_()
-            kappa.add_(e, alpha=p.c[n])
-        self.kappa = kappa
-        self.r = (dt * u * u * kappa).sum(0)                           # (m,)
+        self.e = e = torch.mul(S, p.A_col).exp_()                      # (N, L, m) exp(A_n S_t)
+        self.kappa = (e * p.c_col).sum(0)
+        self.r = (dt * u * u * self.kappa).sum(0)                        # (m,)
         self.u_last = u[-1]
         self.y = self.u_last * (self.r + p.D)
         z = h[-1] * p.a_z
@@ -154,13 +154,12 @@ class _ScalarMambaLast(torch.autograd.Function):
                 ddt = du2 * f.kappa                                    # d r / d dt
                 dkappa = du2.mul_(f.dt)                                # dr dt u^2
                 du = f.dt * f.kappa * dr * f.u * 2                     # d r / d u
-                dS = torch.zeros_like(f.S)
-                e = torch.empty_like(f.S)
-                for n, A_n in enumerate(p.A):
-                    torch.mul(f.S, A_n, out=e).exp_().mul_(dkappa)     # dkappa exp(A_n S)
-                    parts[i_c + n] = e.sum()
-                    parts[i_A + n] = (e * f.S).sum() * p.c[n]
-                    dS.add_(e, alpha=p.c[n] * A_n)
+                e = f.e.mul_(dkappa)                                   # dkappa exp(A_n S)
+                g_c = e.sum((1, 2))                                    # (N,)
+                g_A = (e * f.S).sum((1, 2)) * p.c_col.reshape(-1)
+                dS = (e * p.cA_col).sum(0)                             # sum_n c_n A_n ...
+                for n in range(N):
+                    parts[i_c + n], parts[i_A + n] = g_c[n], g_A[n]
                 run = torch.zeros_like(dS[0])
                 for t in range(1, L):                                  # dt_t gets sum_{t'<t} dS_t'
                     run += dS[t - 1]
