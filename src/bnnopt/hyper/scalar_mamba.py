@@ -27,9 +27,10 @@ through the lines above, in reverse; see :meth:`_ScalarMambaLast.backward`).
 
 Why: in eager PyTorch each of the block's ~150 autograd operations is a pass
 over (L, sequences) tensors much larger than the cache. Here the sequences are
-processed in chunks whose temporaries stay in cache, forward keeps nothing but
-its inputs, and backward recomputes a chunk's forward right before its
-gradients. Equal to the general path to rounding (tests/hyper/test_scalar_mamba.py,
+processed in chunks whose temporaries stay in cache; forward keeps six
+(L, sequences) tensors (pre-activation, sigmoid, u, dt, S, kappa), and backward
+recomputes the rest of a chunk's forward (the exponentials included) right
+before its gradients. Equal to the general path to rounding (tests/hyper/test_scalar_mamba.py,
 float64).
 """
 from __future__ import annotations
@@ -87,28 +88,37 @@ class _Scalars:
 
 
 class _Forward:
-    """One chunk's forward quantities, h (L, m) -> everything backward needs."""
+    """One chunk's forward quantities, h (L, m) -> everything backward needs.
 
-    def __init__(self, h, p: _Scalars):
+    ``keep``: (L, m) views of the six full-size buffers pre, sig, u, dt, S, kappa.
+    With ``computed=False`` they are written (the forward pass); with True they
+    are read instead of recomputed (backward), and only the cheap rest is redone.
+    """
+
+    def __init__(self, h, p: _Scalars, keep, computed: bool):
         L, K = h.shape[0], len(p.w)
+        pre, sig, u, dt, S, kappa = keep
         self.h = h
         self.x = x = h * p.a_x
-        pre = x * p.w[K - 1] + p.cb
-        for s in range(1, min(K, L)):                      # tap K-1-s looks s steps back
-            pre[s:].add_(x[:L - s], alpha=p.w[K - 1 - s])
-        self.pre = pre
-        self.sig = torch.sigmoid(pre)
-        self.u = u = pre * self.sig
+        if not computed:
+            torch.mul(x, p.w[K - 1], out=pre).add_(p.cb)
+            for s in range(1, min(K, L)):                  # tap K-1-s looks s steps back
+                pre[s:].add_(x[:L - s], alpha=p.w[K - 1 - s])
+            torch.sigmoid(pre, out=sig)
+            torch.mul(pre, sig, out=u)
+        self.pre, self.sig, self.u = pre, sig, u
         self.v = u * (p.q * p.p_dt) + p.qb
-        self.dt = dt = F.softplus(self.v)
-        S = torch.empty_like(dt)
-        S[-1] = 0
-        for t in range(L - 2, -1, -1):
-            torch.add(S[t + 1], dt[t + 1], out=S[t])
-        self.S = S
+        if not computed:
+            dt.copy_(F.softplus(self.v))
+            S[-1] = 0
+            for t in range(L - 2, -1, -1):
+                torch.add(S[t + 1], dt[t + 1], out=S[t])
+        self.dt, self.S = dt, S
         self.e = e = torch.mul(S, p.A_col).exp_()                      # (N, L, m) exp(A_n S_t)
-        self.kappa = (e * p.c_col).sum(0)
-        self.r = (dt * u * u * self.kappa).sum(0)                        # (m,)
+        if not computed:
+            torch.sum(e * p.c_col, 0, out=kappa)
+        self.kappa = kappa
+        self.r = (dt * u * u * kappa).sum(0)                           # (m,)
         self.u_last = u[-1]
         self.y = self.u_last * (self.r + p.D)
         z = h[-1] * p.a_z
@@ -124,16 +134,18 @@ class _ScalarMambaLast(torch.autograd.Function):
         L, b = h.shape
         step = max(1, chunk_elems // L)
         out = h.new_empty(b, dtype=work)
+        keep = h.new_empty(6, L, b, dtype=work)   # pre, sig, u, dt, S, kappa for backward
         with torch.no_grad():
             for s in range(0, b, step):
-                out[s:s + step] = _Forward(h[:, s:s + step].to(work), p).out
-        ctx.save_for_backward(h, *params)
+                f = _Forward(h[:, s:s + step].to(work), p, keep[:, :, s:s + step], False)
+                out[s:s + step] = f.out
+        ctx.save_for_backward(h, keep, *params)
         ctx.step = step
         return out.to(h.dtype)
 
     @staticmethod
     def backward(ctx, dout):
-        h, *params = ctx.saved_tensors
+        h, keep, *params = ctx.saved_tensors
         p = _Scalars(*params)
         work = torch.promote_types(h.dtype, torch.float32)
         L, b = h.shape
@@ -144,7 +156,7 @@ class _ScalarMambaLast(torch.autograd.Function):
         i_w, i_c, i_A = 8, 8 + K, 8 + K + N
         with torch.no_grad():
             for s in range(0, b, ctx.step):
-                f = _Forward(h[:, s:s + ctx.step].to(work), p)
+                f = _Forward(h[:, s:s + ctx.step].to(work), p, keep[:, :, s:s + ctx.step], True)
                 d = dout[s:s + ctx.step].to(work)
                 silz = f.z * f.sz
                 parts = {i_o: (d * f.y * silz).sum()}
