@@ -40,9 +40,9 @@ import torch.nn.functional as F
 
 __all__ = ["applies", "scalar_mamba_last"]
 
-#: (L, chunk) elements per chunk and thread (256 kB in float32: the temporaries stay in
-#: cache); with T torch threads a chunk is min(T, 4) times larger, so that each operation
-#: splits across the threads (measured on the 2-core machine: 2 threads, 1<<17 beat 1<<16).
+#: (L, chunk) elements per chunk (256 kB in float32: the temporaries stay in cache).
+#: Measured on the 2-core machine, 1 and 2 threads: 1<<16 and 1<<17 best, 1<<15 1.4x
+#: slower (per-operation overhead), 1<<19 1.2x; Python threads over chunks did not help.
 DEFAULT_CHUNK_ELEMS = 1 << 16
 
 
@@ -54,9 +54,12 @@ def applies(mamba, h: torch.Tensor) -> bool:
 
 
 def scalar_mamba_last(mamba, h: torch.Tensor, chunk_elems: int | None = None):
-    """``mamba.forward(h)[:, -1]`` for a one-channel block: h (b, L, 1) -> (b, 1)."""
+    """``mamba.forward(h)[:, -1]`` for a one-channel block: h (b, L, 1) -> (b, 1).
+
+    ``chunk_elems``: (L, chunk) elements per chunk (default ``DEFAULT_CHUNK_ELEMS``).
+    """
     if chunk_elems is None:
-        chunk_elems = DEFAULT_CHUNK_ELEMS * max(1, min(4, torch.get_num_threads()))
+        chunk_elems = DEFAULT_CHUNK_ELEMS
     conv_bias = mamba.conv1d.bias
     params = (mamba.in_proj.weight, mamba.conv1d.weight,
               conv_bias if conv_bias is not None else mamba.conv1d.weight.new_zeros(1),
@@ -126,6 +129,10 @@ class _Forward:
         self.out = self.y * (z * self.sz) * p.o
 
 
+def _chunk_starts(b: int, step: int) -> list[int]:
+    return list(range(0, b, step))
+
+
 class _ScalarMambaLast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, chunk_elems, *params):
@@ -135,10 +142,14 @@ class _ScalarMambaLast(torch.autograd.Function):
         step = max(1, chunk_elems // L)
         out = h.new_empty(b, dtype=work)
         keep = h.new_empty(6, L, b, dtype=work)   # pre, sig, u, dt, S, kappa for backward
-        with torch.no_grad():
-            for s in range(0, b, step):
+
+        def chunk(s):
+            with torch.no_grad():
                 f = _Forward(h[:, s:s + step].to(work), p, keep[:, :, s:s + step], False)
                 out[s:s + step] = f.out
+
+        for s in _chunk_starts(b, step):
+            chunk(s)
         ctx.save_for_backward(h, keep, *params)
         ctx.step = step
         return out.to(h.dtype)
@@ -151,55 +162,64 @@ class _ScalarMambaLast(torch.autograd.Function):
         L, b = h.shape
         K, N = len(p.w), len(p.A)
         dh = torch.empty(L, b, dtype=work)
-        sums = []                                  # per chunk: the parameter-gradient sums
-        i_ax, i_az, i_cb, i_pdt, i_q, i_qb, i_D, i_o = range(8)
-        i_w, i_c, i_A = 8, 8 + K, 8 + K + N
-        with torch.no_grad():
-            for s in range(0, b, ctx.step):
-                f = _Forward(h[:, s:s + ctx.step].to(work), p, keep[:, :, s:s + ctx.step], True)
-                d = dout[s:s + ctx.step].to(work)
-                silz = f.z * f.sz
-                parts = {i_o: (d * f.y * silz).sum()}
-                dy = d * silz * p.o
-                dz = d * f.y * f.sz * (1 + f.z * (1 - f.sz)) * p.o
-                parts[i_az] = (dz * f.h[-1]).sum()
-                parts[i_D] = (dy * f.u_last).sum()
-                dr = dy * f.u_last                                     # (m,)
-                du_last = dy * (f.r + p.D)
-                du2 = f.u * f.u * dr                                   # dr u^2
-                ddt = du2 * f.kappa                                    # d r / d dt
-                dkappa = du2.mul_(f.dt)                                # dr dt u^2
-                du = f.dt * f.kappa * dr * f.u * 2                     # d r / d u
-                e = f.e.mul_(dkappa)                                   # dkappa exp(A_n S)
-                g_c = e.sum((1, 2))                                    # (N,)
-                g_A = (e * f.S).sum((1, 2)) * p.c_col.reshape(-1)
-                dS = (e * p.cA_col).sum(0)                             # sum_n c_n A_n ...
-                for n in range(N):
-                    parts[i_c + n], parts[i_A + n] = g_c[n], g_A[n]
-                run = torch.zeros_like(dS[0])
-                for t in range(1, L):                                  # dt_t gets sum_{t'<t} dS_t'
-                    run += dS[t - 1]
-                    ddt[t] += run
-                dv = ddt.mul_(torch.sigmoid(f.v))                      # softplus'
-                dvu = (dv * f.u).sum()
-                parts[i_q], parts[i_pdt], parts[i_qb] = dvu * p.p_dt, dvu * p.q, dv.sum()
-                du.add_(dv, alpha=p.q * p.p_dt)
-                du[-1] += du_last
-                dpre = du.mul_(f.sig * (1 + f.pre * (1 - f.sig)))      # silu'
-                parts[i_cb] = dpre.sum()
-                dx = dpre * p.w[K - 1]
-                parts[i_w + K - 1] = (dpre * f.x).sum()
-                for sh in range(1, min(K, L)):                         # adjoint of the taps
-                    dx[:L - sh].add_(dpre[sh:], alpha=p.w[K - 1 - sh])
-                    parts[i_w + K - 1 - sh] = (dpre[sh:] * f.x[:L - sh]).sum()
-                parts[i_ax] = (dx * f.h).sum()
-                dhc = dx.mul_(p.a_x)
-                dhc[-1] += dz * p.a_z
-                dh[:, s:s + ctx.step] = dhc
-                zero = dout.new_zeros((), dtype=work)            # taps reaching before t = 0 (K > L)
-                sums.append(torch.stack([parts.get(i, zero) for i in range(8 + K + 2 * N)]))
+        step = ctx.step
+
+        def chunk(s):
+            with torch.no_grad():
+                f = _Forward(h[:, s:s + step].to(work), p, keep[:, :, s:s + step], True)
+                dhc, sums = _chunk_backward(f, dout[s:s + step].to(work), p, K, N)
+                dh[:, s:s + step] = dhc
+                return sums
+
+        sums = [chunk(s) for s in _chunk_starts(b, step)]
         acc = torch.stack(sums).to(torch.float64).sum(0)
         return (dh.to(h.dtype), None, *_param_grads(acc, p, params, K, N))
+
+
+def _chunk_backward(f: _Forward, d, p: _Scalars, K: int, N: int):
+    """One chunk: dL/dh (L, m) and the (8 + K + 2N,) sums of the parameter gradients."""
+    L = f.h.shape[0]
+    i_ax, i_az, i_cb, i_pdt, i_q, i_qb, i_D, i_o = range(8)
+    i_w, i_c, i_A = 8, 8 + K, 8 + K + N
+    silz = f.z * f.sz
+    parts = {i_o: (d * f.y * silz).sum()}
+    dy = d * silz * p.o
+    dz = d * f.y * f.sz * (1 + f.z * (1 - f.sz)) * p.o
+    parts[i_az] = (dz * f.h[-1]).sum()
+    parts[i_D] = (dy * f.u_last).sum()
+    dr = dy * f.u_last                                     # (m,)
+    du_last = dy * (f.r + p.D)
+    du2 = f.u * f.u * dr                                   # dr u^2
+    ddt = du2 * f.kappa                                    # d r / d dt
+    dkappa = du2.mul_(f.dt)                                # dr dt u^2
+    du = f.dt * f.kappa * dr * f.u * 2                     # d r / d u
+    e = f.e.mul_(dkappa)                                   # dkappa exp(A_n S)
+    g_c = e.sum((1, 2))                                    # (N,)
+    g_A = (e * f.S).sum((1, 2)) * p.c_col.reshape(-1)
+    dS = (e * p.cA_col).sum(0)                             # sum_n c_n A_n ...
+    for n in range(N):
+        parts[i_c + n], parts[i_A + n] = g_c[n], g_A[n]
+    run = torch.zeros_like(dS[0])
+    for t in range(1, L):                                  # dt_t gets sum_{t'<t} dS_t'
+        run += dS[t - 1]
+        ddt[t] += run
+    dv = ddt.mul_(torch.sigmoid(f.v))                      # softplus'
+    dvu = (dv * f.u).sum()
+    parts[i_q], parts[i_pdt], parts[i_qb] = dvu * p.p_dt, dvu * p.q, dv.sum()
+    du.add_(dv, alpha=p.q * p.p_dt)
+    du[-1] += du_last
+    dpre = du.mul_(f.sig * (1 + f.pre * (1 - f.sig)))      # silu'
+    parts[i_cb] = dpre.sum()
+    dx = dpre * p.w[K - 1]
+    parts[i_w + K - 1] = (dpre * f.x).sum()
+    for sh in range(1, min(K, L)):                         # adjoint of the taps
+        dx[:L - sh].add_(dpre[sh:], alpha=p.w[K - 1 - sh])
+        parts[i_w + K - 1 - sh] = (dpre[sh:] * f.x[:L - sh]).sum()
+    parts[i_ax] = (dx * f.h).sum()
+    dhc = dx.mul_(p.a_x)
+    dhc[-1] += dz * p.a_z
+    zero = d.new_zeros(())                                 # taps reaching before t = 0 (K > L)
+    return dhc, torch.stack([parts.get(i, zero) for i in range(8 + K + 2 * N)])
 
 
 def _param_grads(acc, p: _Scalars, params, K, N):
