@@ -57,11 +57,8 @@ class MambaSlowNet(nn.Module):
             self.w_a = nn.Linear(1, d_model, bias=False)
             self.w_b = nn.Linear(d_model, 1, bias=False)
 
-    def forward(self, tokens: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (batch, L, 1) [, prefix (batch, 1, d_model)] -> (batch, L (+1), 1).
-
-        With d_model = 1 a prefix is simply concatenated before the tokens.
-        """
+    def _mamba_input(self, tokens: torch.Tensor, prefix: torch.Tensor | None) -> torch.Tensor:
+        """[prefix,] W_a tokens: (batch, L (+1), d_model)."""
         _check_tokens(tokens)
         x = self.w_a(tokens) if self.d_model > 1 else tokens
         if prefix is not None:
@@ -69,21 +66,21 @@ class MambaSlowNet(nn.Module):
                 raise ValueError(f"slow-net prefix must be ({tokens.shape[0]}, 1, {self.d_model}), "
                                  f"got {tuple(prefix.shape)}")
             x = torch.cat((prefix.to(x.dtype), x), dim=1)
-        y = self.mamba(x)
+        return x
+
+    def forward(self, tokens: torch.Tensor, prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (batch, L, 1) [, prefix (batch, 1, d_model)] -> (batch, L (+1), 1).
+
+        With d_model = 1 a prefix is simply concatenated before the tokens.
+        """
+        y = self.mamba(self._mamba_input(tokens, prefix))
         return self.w_b(y) if self.d_model > 1 else y
 
     def forward_last(self, tokens: torch.Tensor,
                      prefix: torch.Tensor | None = None) -> torch.Tensor:
         """The output at the last token only: (batch, 1) = ``forward(...)[:, -1]``
         (:meth:`Mamba.forward_last`: no per-step states, much cheaper)."""
-        _check_tokens(tokens)
-        x = self.w_a(tokens) if self.d_model > 1 else tokens
-        if prefix is not None:
-            if prefix.shape != (tokens.shape[0], 1, self.d_model):
-                raise ValueError(f"slow-net prefix must be ({tokens.shape[0]}, 1, {self.d_model}), "
-                                 f"got {tuple(prefix.shape)}")
-            x = torch.cat((prefix.to(x.dtype), x), dim=1)
-        y = self.mamba.forward_last(x)                                   # (batch, d_model)
+        y = self.mamba.forward_last(self._mamba_input(tokens, prefix))   # (batch, d_model)
         return self.w_b(y) if self.d_model > 1 else y
 
 
