@@ -25,6 +25,10 @@ the unrolled recurrence gives h_{L-1}[n] = sum_t exp(A_n S_t) dt_t u_t B_t[n]
 (:mod:`bnnopt.hyper.scan_last`). Backward is written by hand (the chain rule
 through the lines above, in reverse; see :meth:`_ScalarMambaLast.backward`).
 
+The causal conv and the decay times are (L, L) matrices applied to the (L, chunk)
+tokens (pre = T h + c_b, S = U dt, and their adjoints in backward), one small
+matrix product each instead of a loop of shifted adds.
+
 Why: in eager PyTorch each of the block's ~150 autograd operations is a pass
 over (L, sequences) tensors much larger than the cache. Here the sequences are
 processed in chunks whose temporaries stay in cache; forward keeps six
@@ -88,6 +92,19 @@ class _Scalars:
         col = (lambda v: torch.tensor(v, dtype=work).reshape(N, 1, 1))
         self.A_col, self.c_col = col(self.A), col(self.c)          # (N, 1, 1): over states
         self.cA_col = col([c * a for c, a in zip(self.c, self.A)])
+        self.work, self._mats = work, {}
+
+    def mats(self, L: int):
+        """(L, L) matrices: T, the causal conv times a_x (pre = T h + c_b), and U, the
+        strict upper triangle of ones (S = U dt: S_t = sum_{s > t} dt_s)."""
+        if L not in self._mats:
+            K = len(self.w)
+            T = torch.zeros(L, L, dtype=torch.float64)
+            for s in range(min(K, L)):                      # tap K-1-s looks s steps back
+                T.diagonal(-s).fill_(self.w[K - 1 - s] * self.a_x)
+            U = torch.ones(L, L, dtype=torch.float64).triu(1)
+            self._mats[L] = (T.to(self.work), U.to(self.work))
+        return self._mats[L]
 
 
 class _Forward:
@@ -99,23 +116,19 @@ class _Forward:
     """
 
     def __init__(self, h, p: _Scalars, keep, computed: bool):
-        L, K = h.shape[0], len(p.w)
+        L = h.shape[0]
+        T, U = p.mats(L)
         pre, sig, u, dt, S, kappa = keep
         self.h = h
-        self.x = x = h * p.a_x
         if not computed:
-            torch.mul(x, p.w[K - 1], out=pre).add_(p.cb)
-            for s in range(1, min(K, L)):                  # tap K-1-s looks s steps back
-                pre[s:].add_(x[:L - s], alpha=p.w[K - 1 - s])
+            torch.addmm(h.new_full((), p.cb), T, h, out=pre)    # causal conv of x = a_x h
             torch.sigmoid(pre, out=sig)
             torch.mul(pre, sig, out=u)
         self.pre, self.sig, self.u = pre, sig, u
         self.v = u * (p.q * p.p_dt) + p.qb
         if not computed:
             dt.copy_(F.softplus(self.v))
-            S[-1] = 0
-            for t in range(L - 2, -1, -1):
-                torch.add(S[t + 1], dt[t + 1], out=S[t])
+            torch.mm(U, dt, out=S)
         self.dt, self.S = dt, S
         self.e = e = torch.mul(S, p.A_col).exp_()                      # (N, L, m) exp(A_n S_t)
         if not computed:
@@ -199,10 +212,8 @@ def _chunk_backward(f: _Forward, d, p: _Scalars, K: int, N: int):
     dS = (e * p.cA_col).sum(0)                             # sum_n c_n A_n ...
     for n in range(N):
         parts[i_c + n], parts[i_A + n] = g_c[n], g_A[n]
-    run = torch.zeros_like(dS[0])
-    for t in range(1, L):                                  # dt_t gets sum_{t'<t} dS_t'
-        run += dS[t - 1]
-        ddt[t] += run
+    T, U = p.mats(L)
+    ddt.addmm_(U.t(), dS)                                  # dt_t gets sum_{t' < t} dS_t'
     dv = ddt.mul_(torch.sigmoid(f.v))                      # softplus'
     dvu = (dv * f.u).sum()
     parts[i_q], parts[i_pdt], parts[i_qb] = dvu * p.p_dt, dvu * p.q, dv.sum()
@@ -210,13 +221,12 @@ def _chunk_backward(f: _Forward, d, p: _Scalars, K: int, N: int):
     du[-1] += du_last
     dpre = du.mul_(f.sig * (1 + f.pre * (1 - f.sig)))      # silu'
     parts[i_cb] = dpre.sum()
-    dx = dpre * p.w[K - 1]
-    parts[i_w + K - 1] = (dpre * f.x).sum()
-    for sh in range(1, min(K, L)):                         # adjoint of the taps
-        dx[:L - sh].add_(dpre[sh:], alpha=p.w[K - 1 - sh])
-        parts[i_w + K - 1 - sh] = (dpre[sh:] * f.x[:L - sh]).sum()
-    parts[i_ax] = (dx * f.h).sum()
-    dhc = dx.mul_(p.a_x)
+    M = dpre @ f.h.t()                                     # (L, L): sum_m dpre_t h_t'
+    diag = [M.diagonal(-sh).sum() for sh in range(min(K, L))]   # sum_t dpre_t h_{t-sh}
+    for sh, d_sh in enumerate(diag):                       # tap K-1-sh looks sh steps back
+        parts[i_w + K - 1 - sh] = d_sh * p.a_x
+    parts[i_ax] = sum(d_sh * p.w[K - 1 - sh] for sh, d_sh in enumerate(diag))
+    dhc = T.t() @ dpre                                     # adjoint of the conv (a_x included)
     dhc[-1] += dz * p.a_z
     zero = d.new_zeros(())                                 # taps reaching before t = 0 (K > L)
     return dhc, torch.stack([parts.get(i, zero) for i in range(8 + K + 2 * N)])
