@@ -132,7 +132,7 @@ class _Forward:
         self.dt, self.S = dt, S
         self.e = e = torch.mul(S, p.A_col).exp_()                      # (N, L, m) exp(A_n S_t)
         if not computed:
-            torch.sum(e * p.c_col, 0, out=kappa)
+            kappa.copy_((p.c_col.reshape(1, -1) @ e.view(e.shape[0], -1)).view_as(kappa))
         self.kappa = kappa
         self.r = (dt * u * u * kappa).sum(0)                           # (m,)
         self.u_last = u[-1]
@@ -209,7 +209,7 @@ def _chunk_backward(f: _Forward, d, p: _Scalars, K: int, N: int):
     e = f.e.mul_(dkappa)                                   # dkappa exp(A_n S)
     g_c = e.sum((1, 2))                                    # (N,)
     g_A = (e * f.S).sum((1, 2)) * p.c_col.reshape(-1)
-    dS = (e * p.cA_col).sum(0)                             # sum_n c_n A_n ...
+    dS = (p.cA_col.reshape(1, -1) @ e.view(N, -1)).view(L, -1)   # sum_n c_n A_n ...
     for n in range(N):
         parts[i_c + n], parts[i_A + n] = g_c[n], g_A[n]
     T, U = p.mats(L)
