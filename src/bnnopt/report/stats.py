@@ -122,15 +122,12 @@ def reference_pairs(meta: dict[str, tuple[str, str]], reference: str) -> list[tu
     """``meta[label] = (method, context)``: pair each non-reference label with every
     reference label of the same context (optimizer, settings).
 
-    The reference labels are those whose method spec (the label without its context
-    suffix, e.g. ``fsg:fast_form=product`` of ``fsg:fast_form=product[adam]``) is exactly
+    The reference labels are those whose method spec (the label up to its first
+    ``[``, e.g. ``fsg:fast_form=product`` of ``fsg:fast_form=product[adam]``) is exactly
     ``reference``; when no label has that spec, every label of the method named
     ``reference`` is one.
     """
-    def spec(label: str, context: str) -> str:
-        return label[:len(label) - len(context)] if context and label.endswith(context) else label
-
-    refs = {label for label, (_, context) in meta.items() if spec(label, context) == reference}
+    refs = {label for label in meta if label.split("[", 1)[0] == reference}
     if not refs:
         refs = {label for label, (method, _) in meta.items() if method == reference}
     pairs = []
