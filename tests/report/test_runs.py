@@ -46,3 +46,19 @@ def test_reference_comparison_per_optimizer_across_tuned_learning_rates(tmp_path
     assert "| fsg[sgd:lr=0.05] | ste[sgd:lr=0.1] | +10.00 [+7.73, +12.27] better |" in text
     assert "+0.0000 [+0.0000, +0.0000] no difference detected" in text  # equal losses
     assert "Welch" not in report_runs(runs, reference=None)
+
+
+def test_reference_by_method_spec_among_arms_of_one_method(tmp_path):
+    """--reference fsg:fast_form=product: the arm with exactly that spec is the reference."""
+    dirs = []
+    for name, options, acc in (("plain", {}, 80.0), ("product", {"fast_form": "product"}, 85.0)):
+        for s in (0, 1, 2):
+            run = _fake_run(tmp_path / f"{name}{s}", s, acc=acc)
+            config = json.loads((run / "config.json").read_text())
+            (run / "config.json").write_text(json.dumps(dict(config, method="fsg",
+                                                             method_options=options)))
+            dirs.append(run)
+    text = report_runs(dirs, reference="fsg:fast_form=product")
+    assert "| fsg[sgd:lr=0.001] | fsg:fast_form=product[sgd:lr=0.001] | -5.00" in text
+    text = report_runs(dirs, reference="fsg")  # the bare name: the arm without options
+    assert "| fsg:fast_form=product[sgd:lr=0.001] | fsg[sgd:lr=0.001] | +5.00" in text
