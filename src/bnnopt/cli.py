@@ -407,7 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tune a config key per method on the validation split, then train the "
                         "chosen value with --seeds fresh seeds, e.g. lr=0.01,0.05 (repeatable: grid)")
     p.add_argument("--reference", default="ste",
-                   help="method the others are compared with (95%% Welch interval); 'none' for none")
+                   help="method (or method spec, e.g. fsg:fast_form=product) the others are "
+                        "compared with (95%% Welch interval); 'none' for none")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--target", type=float, help="report epochs to reach this test accuracy")
     p.add_argument("--out", help="output directory (default runs/compare-<protocol>)")
@@ -421,8 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", help="with --published and no runs: only this table of the paper")
     p.add_argument("--out", help="also write the markdown table to this file")
     p.add_argument("--reference", default="ste",
-                   help="method to compare every other with (95%% Welch interval over seeds); "
-                        "'none' for no comparison (default: ste)")
+                   help="method (or method spec, e.g. fsg:fast_form=product) to compare every "
+                        "other with (95%% Welch interval over seeds); 'none' for no comparison "
+                        "(default: ste)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="per-layer bits and memory of a model or file")
