@@ -40,8 +40,9 @@ def _hand_slow(slow, lre, hist_per_layer, layout, normalize="none"):
 ])
 def test_one_step_equals_hand_computed_update(variant, layout, normalize):
     lr, hist_len = 0.05, 3
+    form = "concat" if variant == "paper" else "product"  # the paper's concat form by hand
     model, method = make("fsg", lr=lr, variant=variant, layout=layout, history=hist_len,
-                         normalize=normalize, meta_init="paper", **SMALL)
+                         normalize=normalize, meta_init="paper", fast_form=form, **SMALL)
     beta = 0.3 if variant == "paper" else 0.9
     data = batches(5)
     recorded = []
@@ -79,8 +80,9 @@ def test_one_step_equals_hand_computed_update(variant, layout, normalize):
 
 @pytest.mark.parametrize("layout", ["per-weight", "flat"])
 def test_meta_init_ste_first_generated_gradient_is_ste(layout):
-    """meta_init="ste": fast-net product (1, 0), slow read-out 0, so G = c ⊙ g at first."""
-    model, method = make("fsg", lr=0.05, layout=layout, meta_init="ste", history=2, **SMALL)
+    """meta_init="ste", concat form: fast-net product (1, 0), slow read-out 0, so G = c ⊙ g."""
+    model, method = make("fsg", lr=0.05, layout=layout, meta_init="ste", history=2,
+                         fast_form="concat", **SMALL)
     data = batches(2)
     step(model, method, data[0])
     g, before = method._g, weights(method)
