@@ -81,8 +81,8 @@ None (the default) means "cpu" for the paper variant and "official" for the offi
   57.3 % and larger expand / d_state did not do better (79.2 %, 77.7 %).
   Since round 3 the per-weight layout computes only the slow-net output it reads
   (the last token; :meth:`bnnopt.hyper.mamba.Mamba.forward_last`, and for this
-  one-channel block :mod:`bnnopt.hyper.scalar_mamba`): 1.20x STE's time per step at
-  1 thread and 1.36x at 2 (it was 1.71x and 1.93x in the same measurement of the
+  one-channel block :mod:`bnnopt.hyper.scalar_mamba`): 1.2-1.3x STE's time per step at
+  1 thread and 1.35-1.37x at 2 (1.71x and 1.93x in one measurement of the
   previous code; bench/README.md).
 * ``"paper"`` and ``"official"`` (same values): layout flat, expand 100, d_state 16,
   d_conv 8, normalize "none", meta_init "paper": the paper and the official code,
