@@ -303,7 +303,11 @@ def cmd_compare(args) -> int:
     if args.seeds < 1:
         raise ValueError(f"invalid --seeds {args.seeds}; must be >= 1")
     out = Path(args.out or f"runs/compare-{cfg.protocol or cfg.dataset}")
-    reference = None if args.reference in ("", "none") else args.reference
+    reference = _reference(args.reference)
+    if reference and args.reference is not None:  # given explicitly: it must be compared
+        from bnnopt.report.stats import check_reference
+
+        check_reference({a.label: (a.method, a.context) for a in arms}, reference)
     from bnnopt.train.logging_tb import show_progress
 
     ctx = join_torchrun(args, cfg.device)
@@ -323,6 +327,13 @@ def cmd_compare(args) -> int:
         print((out / "report.md").read_text())
         print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'curves.png'}")
     return 0
+
+
+def _reference(value: str | None) -> str | None:
+    """--reference: None (not given) means ste, compared only when present; '' / none: off."""
+    if value is None:
+        return "ste"
+    return None if value in ("", "none") else value
 
 
 def cmd_report(args) -> int:
@@ -345,8 +356,9 @@ def cmd_report(args) -> int:
 
             write_text(args.out, text)
         return 0
-    reference = None if args.reference in ("", "none") else args.reference
-    print(report_runs(args.run_dirs, out=args.out, published=names, reference=reference), end="")
+    print(report_runs(args.run_dirs, out=args.out, published=names,
+                      reference=_reference(args.reference),
+                      strict_reference=args.reference is not None), end="")
     return 0
 
 
@@ -406,9 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="tune a config key per method on the validation split, then train the "
                         "chosen value with --seeds fresh seeds, e.g. lr=0.01,0.05 (repeatable: grid)")
-    p.add_argument("--reference", default="ste",
+    p.add_argument("--reference", default=None,
                    help="method (or method spec, e.g. fsg:fast_form=product) the others are "
-                        "compared with (95%% Welch interval); 'none' for none")
+                        "compared with (95%% Welch interval); 'none' for none (default: ste, "
+                        "when compared)")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--target", type=float, help="report epochs to reach this test accuracy")
     p.add_argument("--out", help="output directory (default runs/compare-<protocol>)")
@@ -421,10 +434,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "run directories); 'all' = every paper with a file")
     p.add_argument("--table", help="with --published and no runs: only this table of the paper")
     p.add_argument("--out", help="also write the markdown table to this file")
-    p.add_argument("--reference", default="ste",
+    p.add_argument("--reference", default=None,
                    help="method (or method spec, e.g. fsg:fast_form=product) to compare every "
                         "other with (95%% Welch interval over seeds); 'none' for no comparison "
-                        "(default: ste)")
+                        "(default: ste, when among the runs)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="per-layer bits and memory of a model or file")

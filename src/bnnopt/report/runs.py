@@ -81,12 +81,15 @@ def run_context(config: dict[str, Any], vary: tuple[str, ...] = ()) -> str:
 
 
 def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
-                published: list[str] | None = None, reference: str | None = "ste") -> str:
+                published: list[str] | None = None, reference: str | None = "ste",
+                strict_reference: bool = False) -> str:
     """Markdown table of the runs; with ``published`` (paper names, see
     :mod:`bnnopt.report.published`) the papers' numbers for each row's config follow it;
-    with ``reference`` (a method name) each other method's difference to it with a 95 %
-    interval over seeds (:mod:`bnnopt.report.stats`)."""
-    from bnnopt.report.stats import reference_pairs, significance_markdown, significance_rows
+    with ``reference`` (a method name or spec) each other method's difference to it with a
+    95 % interval over seeds (:mod:`bnnopt.report.stats`); ``strict_reference``: a
+    reference that matches no run is a ValueError (else it is silently not compared)."""
+    from bnnopt.report.stats import (check_reference, reference_pairs, significance_markdown,
+                                     significance_rows)
     from bnnopt.report.tables import group_runs
 
     runs = [load_run(d) for d in run_dirs]
@@ -101,6 +104,8 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
         groups = group_runs(runs)
         meta = {label: (group[0]["config"]["method"], run_context(group[0]["config"], vary))
                 for label, group in groups.items()}
+        if strict_reference:
+            check_reference(meta, reference)
         pairs = reference_pairs(meta, reference)
         if pairs:
             text += "\n" + significance_markdown(significance_rows(groups, pairs))

@@ -118,18 +118,30 @@ def significance_markdown(rows: list[dict[str, Any]], keys=SIGNIFICANCE_KEYS,
             f"\"{NO_DIFFERENCE}\" where the interval covers 0.\n\n" + "\n".join(lines) + "\n")
 
 
-def reference_pairs(meta: dict[str, tuple[str, str]], reference: str) -> list[tuple[str, str]]:
-    """``meta[label] = (method, context)``: pair each non-reference label with every
-    reference label of the same context (optimizer, settings).
+def reference_labels(meta: dict[str, tuple[str, str]], reference: str) -> set[str]:
+    """The labels of ``meta`` (``meta[label] = (method, context)``) that are the reference.
 
-    The reference labels are those whose method spec (the label up to its first
-    ``[``, e.g. ``fsg:fast_form=product`` of ``fsg:fast_form=product[adam]``) is exactly
+    Those whose method spec (the label up to its first ``[``, e.g.
+    ``fsg:fast_form=product`` of ``fsg:fast_form=product[adam]``) is exactly
     ``reference``; when no label has that spec, every label of the method named
-    ``reference`` is one.
+    ``reference``.
     """
     refs = {label for label in meta if label.split("[", 1)[0] == reference}
-    if not refs:
-        refs = {label for label, (method, _) in meta.items() if method == reference}
+    return refs or {label for label, (method, _) in meta.items() if method == reference}
+
+
+def check_reference(meta: dict[str, tuple[str, str]], reference: str) -> None:
+    """ValueError naming the valid specs when ``reference`` matches no label of ``meta``."""
+    if not reference_labels(meta, reference):
+        specs = sorted({label.split("[", 1)[0] for label in meta} | {m for m, _ in meta.values()})
+        raise ValueError(f"--reference {reference!r} matches no compared method; "
+                         f"valid: {', '.join(specs)}, none")
+
+
+def reference_pairs(meta: dict[str, tuple[str, str]], reference: str) -> list[tuple[str, str]]:
+    """``meta[label] = (method, context)``: pair each non-reference label with every
+    reference label (:func:`reference_labels`) of the same context (optimizer, settings)."""
+    refs = reference_labels(meta, reference)
     pairs = []
     for label, (_, context) in meta.items():
         if label in refs:
