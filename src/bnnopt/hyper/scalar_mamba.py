@@ -142,10 +142,6 @@ class _Forward:
         self.out = self.y * (z * self.sz) * p.o
 
 
-def _chunk_starts(b: int, step: int) -> list[int]:
-    return list(range(0, b, step))
-
-
 class _ScalarMambaLast(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, chunk_elems, *params):
@@ -155,14 +151,10 @@ class _ScalarMambaLast(torch.autograd.Function):
         step = max(1, chunk_elems // L)
         out = h.new_empty(b, dtype=work)
         keep = h.new_empty(6, L, b, dtype=work)   # pre, sig, u, dt, S, kappa for backward
-
-        def chunk(s):
-            with torch.no_grad():
+        with torch.no_grad():
+            for s in range(0, b, step):
                 f = _Forward(h[:, s:s + step].to(work), p, keep[:, :, s:s + step], False)
                 out[s:s + step] = f.out
-
-        for s in _chunk_starts(b, step):
-            chunk(s)
         ctx.save_for_backward(h, keep, *params)
         ctx.step = step
         return out.to(h.dtype)
@@ -173,33 +165,34 @@ class _ScalarMambaLast(torch.autograd.Function):
         p = _Scalars(*params)
         work = torch.promote_types(h.dtype, torch.float32)
         L, b = h.shape
-        K, N = len(p.w), len(p.A)
+        keys = _grad_keys(len(p.w), len(p.A))
         dh = torch.empty(L, b, dtype=work)
-        step = ctx.step
-
-        def chunk(s):
-            with torch.no_grad():
+        step, sums = ctx.step, []
+        with torch.no_grad():
+            for s in range(0, b, step):
                 f = _Forward(h[:, s:s + step].to(work), p, keep[:, :, s:s + step], True)
-                dhc, sums = _chunk_backward(f, dout[s:s + step].to(work), p, K, N)
-                dh[:, s:s + step] = dhc
-                return sums
-
-        sums = [chunk(s) for s in _chunk_starts(b, step)]
-        acc = torch.stack(sums).to(torch.float64).sum(0)
-        return (dh.to(h.dtype), None, *_param_grads(acc, p, params, K, N))
+                dh[:, s:s + step], parts = _chunk_backward(f, dout[s:s + step].to(work), p)
+                zero = dout.new_zeros((), dtype=work)      # taps reaching before t = 0 (K > L)
+                sums.append(torch.stack([parts.get(k, zero) for k in keys]))
+        acc = dict(zip(keys, torch.stack(sums).to(torch.float64).sum(0).tolist()))
+        return (dh.to(h.dtype), None, *_param_grads(acc, p, params))
 
 
-def _chunk_backward(f: _Forward, d, p: _Scalars, K: int, N: int):
-    """One chunk: dL/dh (L, m) and the (8 + K + 2N,) sums of the parameter gradients."""
-    L = f.h.shape[0]
-    i_ax, i_az, i_cb, i_pdt, i_q, i_qb, i_D, i_o = range(8)
-    i_w, i_c, i_A = 8, 8 + K, 8 + K + N
+def _grad_keys(K: int, N: int) -> list:
+    """The scalar gradients summed over chunks: named ones, conv taps, c_n and A_n."""
+    return (["a_x", "a_z", "c_b", "p_dt", "q", "q_b", "D", "o"] + [("w", k) for k in range(K)]
+            + [("c", n) for n in range(N)] + [("A", n) for n in range(N)])
+
+
+def _chunk_backward(f: _Forward, d, p: _Scalars):
+    """One chunk: dL/dh (L, m) and the chunk's sums of the scalar gradients (by key)."""
+    L, K, N = f.h.shape[0], len(p.w), len(p.A)
     silz = f.z * f.sz
-    parts = {i_o: (d * f.y * silz).sum()}
+    parts = {"o": (d * f.y * silz).sum()}
     dy = d * silz * p.o
     dz = d * f.y * f.sz * (1 + f.z * (1 - f.sz)) * p.o
-    parts[i_az] = (dz * f.h[-1]).sum()
-    parts[i_D] = (dy * f.u_last).sum()
+    parts["a_z"] = (dz * f.h[-1]).sum()
+    parts["D"] = (dy * f.u_last).sum()
     dr = dy * f.u_last                                     # (m,)
     du_last = dy * (f.r + p.D)
     du2 = f.u * f.u * dr                                   # dr u^2
@@ -211,41 +204,34 @@ def _chunk_backward(f: _Forward, d, p: _Scalars, K: int, N: int):
     g_A = (e * f.S).sum((1, 2)) * p.c_col.reshape(-1)
     dS = (p.cA_col.reshape(1, -1) @ e.view(N, -1)).view(L, -1)   # sum_n c_n A_n ...
     for n in range(N):
-        parts[i_c + n], parts[i_A + n] = g_c[n], g_A[n]
+        parts["c", n], parts["A", n] = g_c[n], g_A[n]
     T, U = p.mats(L)
     ddt.addmm_(U.t(), dS)                                  # dt_t gets sum_{t' < t} dS_t'
     dv = ddt.mul_(torch.sigmoid(f.v))                      # softplus'
     dvu = (dv * f.u).sum()
-    parts[i_q], parts[i_pdt], parts[i_qb] = dvu * p.p_dt, dvu * p.q, dv.sum()
+    parts["q"], parts["p_dt"], parts["q_b"] = dvu * p.p_dt, dvu * p.q, dv.sum()
     du.add_(dv, alpha=p.q * p.p_dt)
     du[-1] += du_last
     dpre = du.mul_(f.sig * (1 + f.pre * (1 - f.sig)))      # silu'
-    parts[i_cb] = dpre.sum()
+    parts["c_b"] = dpre.sum()
     M = dpre @ f.h.t()                                     # (L, L): sum_m dpre_t h_t'
     diag = [M.diagonal(-sh).sum() for sh in range(min(K, L))]   # sum_t dpre_t h_{t-sh}
     for sh, d_sh in enumerate(diag):                       # tap K-1-sh looks sh steps back
-        parts[i_w + K - 1 - sh] = d_sh * p.a_x
-    parts[i_ax] = sum(d_sh * p.w[K - 1 - sh] for sh, d_sh in enumerate(diag))
+        parts["w", K - 1 - sh] = d_sh * p.a_x
+    parts["a_x"] = sum(d_sh * p.w[K - 1 - sh] for sh, d_sh in enumerate(diag))
     dhc = T.t() @ dpre                                     # adjoint of the conv (a_x included)
     dhc[-1] += dz * p.a_z
-    zero = d.new_zeros(())                                 # taps reaching before t = 0 (K > L)
-    return dhc, torch.stack([parts.get(i, zero) for i in range(8 + K + 2 * N)])
+    return dhc, parts
 
 
-def _param_grads(acc, p: _Scalars, params, K, N):
-    """Scatter the accumulated sums into tensors shaped like the parameters."""
-    w_in, w_conv, b_conv, w_x, w_dt, b_dt, A_log, D, w_out = params
-    a = acc.tolist()
-    T = (lambda values: torch.tensor(values, dtype=torch.float64))
-    i_w, i_c, i_A = 8, 8 + K, 8 + K + N
-    g_in = T([[a[0]], [a[1]]])
-    g_conv = T(a[i_w:i_w + K]).reshape(w_conv.shape)
-    g_cb = T([a[2]])
-    g_c = a[i_c:i_c + N]
-    g_x = T([a[3]] + [g_c[n] * p.p_C[n] for n in range(N)]
-                       + [g_c[n] * p.p_B[n] for n in range(N)]).reshape(w_x.shape)
-    g_dt, g_dtb = T([[a[4]]]), T([a[5]])
-    g_Alog = T([[a[i_A + n] * p.A[n] for n in range(N)]])   # dA/dA_log = A
-    g_D, g_out = T([a[6]]), T([[a[7]]])
-    grads = (g_in, g_conv, g_cb, g_x, g_dt, g_dtb, g_Alog, g_D, g_out)
-    return tuple(g.to(ref.dtype) for g, ref in zip(grads, params))
+def _param_grads(acc: dict, p: _Scalars, params):
+    """The summed scalar gradients as tensors shaped like the parameters."""
+    K, N = len(p.w), len(p.A)
+    c = [acc["c", n] for n in range(N)]                    # c_n = p_B[n] p_C[n]
+    x_proj = [acc["p_dt"]] + [c[n] * p.p_C[n] for n in range(N)] + [c[n] * p.p_B[n] for n in range(N)]
+    grads = ([[acc["a_x"]], [acc["a_z"]]], [acc["w", k] for k in range(K)], [acc["c_b"]], x_proj,
+             [[acc["q"]]], [acc["q_b"]],
+             [[acc["A", n] * p.A[n] for n in range(N)]],   # dA/dA_log = A
+             [acc["D"]], [[acc["o"]]])
+    return tuple(torch.tensor(g, dtype=torch.float64).reshape(ref.shape).to(ref.dtype)
+                 for g, ref in zip(grads, params))

@@ -166,10 +166,7 @@ class _ScanLastFn(torch.autograd.Function):
                     g_A[:, n] += (ex * S).sum((0, 2))
                     dS.add_(ex.mul_(Aw[:, n, None]))
                 ddt = torch.mul(K, dy).mul_(uc)                            # dX u, dX = dy K
-                acc = torch.zeros_like(dS[0])
-                for t in range(1, L):                                      # + sum_{t' < t} dS_t'
-                    acc += dS[t - 1]
-                    ddt[t] += acc
+                ddt[1:] += dS[:-1].cumsum(0)                               # + sum_{t' < t} dS_t'
                 du = torch.mul(K, dy).mul_(dt)                             # dX dt
                 if Dw is not None:
                     du[-1].addcmul_(dy, Dw[:, None])
