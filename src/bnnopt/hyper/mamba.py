@@ -181,9 +181,12 @@ class Mamba(nn.Module):
         return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, "
                 f"expand={self.expand}, d_inner={self.d_inner}, dt_rank={self.dt_rank}")
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def _check_input(self, h: torch.Tensor) -> None:
         if h.dim() != 3 or h.shape[-1] != self.d_model:
             raise ValueError(f"Mamba expects (batch, length, {self.d_model}), got {tuple(h.shape)}")
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        self._check_input(h)
         E, N, R = self.d_inner, self.d_state, self.dt_rank
         # Time-major, batch-inner layout (L, features, batch) throughout: every
         # projection is one broadcast GEMM, and the scan gets its preferred layout
@@ -214,8 +217,7 @@ class Mamba(nn.Module):
         with ``mamba_ssm`` installed it is ``forward(h)[:, -1]`` through the
         official kernel.
         """
-        if h.dim() != 3 or h.shape[-1] != self.d_model:
-            raise ValueError(f"Mamba expects (batch, length, {self.d_model}), got {tuple(h.shape)}")
+        self._check_input(h)
         if h.shape[1] == 0 or _use_kernel(h, self.use_cuda_kernel):
             return self.forward(h)[:, -1]
         if scalar_mamba.applies(self, h):      # one channel (FSG's default): fused, chunked
