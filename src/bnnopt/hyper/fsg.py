@@ -45,9 +45,10 @@ ended with a lower train loss than concat under Adam (-0.027, 95 % interval [-0.
 -0.014]) and SGD lr 0.05 (-0.075 [-0.105, -0.045]), and on mnist-lenet (classic LeNet-5,
 3 epochs) with a higher test accuracy (+1.57 % [+0.33, +2.81]); ``what_range`` "unit"
 (default, Eq. 1: x = Ŵ in [0, 1], i.e. (tanh W/max|tanh W| + 1)/2) or "symmetric"
-(x = tanh W/max|tanh W| in [-1, 1], the input before round 2); ``d_model`` d (Eq. 10-11: gradient tokens projected by W_a
-(1 x d), d-dim LRE tokens, Mamba of width d, read out by W_b (d x 1); d = 1, the
-default, has no projections and is the official code's d_model 1).
+(x = tanh W/max|tanh W| in [-1, 1], the input before round 2); ``d_model`` d
+(Eq. 10-11: gradient tokens projected by W_a (1 x d), d-dim LRE tokens, Mamba of
+width d, read out by W_b (d x 1); d = 1, the default, has no projections and is the
+official code's d_model 1).
 
 ``layout``: "flat" (Eq. 10-11, one sequence of length l·ξ+1 per layer, as the
 paper and the official code) or "per-weight" (one (l+1)-token sequence per
@@ -66,7 +67,8 @@ Two options that are not in the paper (``normalize``, ``meta_init``):
   (1, 0)), c⊙g⊙(Ŵ+1) in the product form (STE at Ŵ = 0 and on average; see
   :func:`_start_as_ste`); the meta-nets learn corrections from there.
   ``"paper"``: orthogonal fast-net and the slow-net's own initialisation, whose
-  random sign makes the first updates ascend as often as descend (measured correlation with c⊙g at start: -0.6 with "rms").
+  random sign makes the first updates ascend as often as descend (measured
+  correlation with c⊙g at start: -0.6 with "rms").
 
 ``preset`` fills every one of these left unset (an explicit option always wins);
 None (the default) means "cpu" for the paper variant and "official" for the official one:
