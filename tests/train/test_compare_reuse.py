@@ -54,3 +54,30 @@ def test_compare_locks_its_output_and_removes_orphans(tmp_path):
     (out / LOCK_NAME).unlink()
     run_compare(base(), build_arms(["fp"]), 1, out, log=lambda m: None)
     assert not (out / ".report.md.abc12345.tmp").exists() and not (out / LOCK_NAME).exists()
+
+
+def test_a_run_made_under_another_default_is_trained_again(tmp_path, monkeypatch):
+    """The resolved method options are stored; a changed default makes the run stale."""
+    from bnnopt.registry import METHODS
+
+    SteMethod = METHODS.get("ste")
+    run_compare(base(), build_arms(["ste"]), 1, tmp_path, log=lambda m: None)
+    argv = json.loads((tmp_path / "ste" / "s0" / "argv.json").read_text())
+    assert argv["method_options"] == SteMethod().resolved_options()
+
+    real = SteMethod.resolved_options
+    monkeypatch.setattr(SteMethod, "resolved_options",  # as if the code's default had changed
+                        lambda self: {**real(self), "estimator": "clipped"})
+    logs = []
+    run_compare(base(), build_arms(["ste"]), 1, tmp_path, log=logs.append)
+    stale = [m for m in logs if "holds a run of another config" in m]
+    assert stale and "method option estimator 'ste' -> 'clipped'" in stale[0]
+    argv = json.loads((tmp_path / "ste" / "s0" / "argv.json").read_text())
+    assert argv["method_options"]["estimator"] == "clipped"
+
+    logs.clear()  # a run from before the options were stored: judged by its config alone
+    del argv["method_options"]
+    (tmp_path / "ste" / "s0" / "argv.json").write_text(json.dumps(argv))
+    monkeypatch.setattr(SteMethod, "resolved_options", real)
+    run_compare(base(), build_arms(["ste"]), 1, tmp_path, log=logs.append)
+    assert any("[compare] reuse" in m for m in logs)

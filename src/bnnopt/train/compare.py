@@ -6,7 +6,10 @@ one config key (``--sweep method_options.beta=0.1,0.3,0.5``). Every (arm, seed)
 trains into ``OUT/<label>/s<seed>``; a finished run is reused, and an unfinished
 one resumed, only when its resolved config equals the requested one (otherwise
 it is trained again from scratch), so an interrupted comparison continues where
-it stopped. ``OUT`` is locked (:mod:`bnnopt.train.lock`) while compare runs. At the end OUT gets
+it stopped. "Resolved" includes every method option after the method's defaults,
+presets and variants, as the installed code resolves them (stored in the run's
+``argv.json``): a run made before a default changed is trained again, not reused.
+Runs written before these options were stored are compared by their config alone. ``OUT`` is locked (:mod:`bnnopt.train.lock`) while compare runs. At the end OUT gets
 ``report.md`` (mean +- std over seeds), ``report.json`` and ``curves.png``
 (train loss and test accuracy per epoch, FSG Fig. 2 style).
 
@@ -339,16 +342,32 @@ def reuse_state(run_dir: Path, cfg: RunConfig) -> str:
             stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return "stale: config.json missing or unreadable"
-        diffs = config_difference(stored, wanted)
+        diffs = config_difference(stored, wanted) or option_difference(run_dir, cfg)
         return "finished" if not diffs else "stale: " + ", ".join(diffs[:4])
     if (run_dir / "checkpoint.pt").exists():
         try:
             stored = load_checkpoint(run_dir)["config"]
         except ValueError as err:
             return f"stale: {err}"
-        diffs = config_difference(stored, wanted)
+        diffs = config_difference(stored, wanted) or option_difference(run_dir, cfg)
         return "partial" if not diffs else "stale: " + ", ".join(diffs[:4])
     return "new"
+
+
+def option_difference(run_dir: Path, cfg: RunConfig) -> list[str]:
+    """``["method option fast_form 'concat' -> 'product'", ...]``: the run's stored
+    resolved method options (``argv.json``) against what ``cfg`` resolves to now;
+    [] when equal or when the run predates the stored options."""
+    from bnnopt.registry import METHODS
+
+    try:
+        stored = json.loads((run_dir / "argv.json").read_text(encoding="utf-8"))["method_options"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    now = _normal(METHODS.get(cfg.method)(**cfg.method_options).resolved_options())
+    stored = _normal(stored)
+    return [f"method option {key} {stored.get(key)!r} -> {now.get(key)!r}"
+            for key in sorted(set(stored) | set(now)) if stored.get(key) != now.get(key)]
 
 
 def clear_run(run_dir: Path) -> None:

@@ -15,7 +15,8 @@ for reference only and must not be used to pick anything.
 
 Everything a run writes lives in its run directory (all writes atomic)::
 
-    config.json     resolved RunConfig        argv.json   command line + git revision
+    config.json     resolved RunConfig        argv.json   command line + git revision,
+                                                          resolved method options
     metrics.jsonl   one row per epoch         summary.json final/best accuracy, timings
     checkpoint.pt   model + method + RNG state after the last finished epoch
     .lock           PID + host of the process writing it (bnnopt.train.lock)
@@ -259,7 +260,9 @@ class Trainer:
                 write_json(self.run_dir / "config.json", cfg.to_dict())
                 record_argv(self.run_dir, self.argv, git_revision(),
                             {"quantized_layers": self.quantized_layers,
-                             "world_size": self.dist.world_size}, resumed=self.resumed)
+                             "world_size": self.dist.world_size,
+                             "method_options": self.method.resolved_options()},
+                            resumed=self.resumed)
             for epoch in range(self.start_epoch, cfg.epochs):
                 row = self.train_epoch(epoch)
                 check_finite_row(row, self.run_dir, epoch - 1)
