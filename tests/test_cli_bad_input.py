@@ -94,6 +94,7 @@ CASES = [
     (["compare", *TINY, "--methods", ",", "--out", "W/n"], "--methods lists no method"),
     (["compare", *TINY, "--methods", "ste", "--out", "W/afile"], "is an existing file"),
     (["compare", *TINY, "--methods", "ste", "--seeds", "0", "--out", "W/n"], "invalid --seeds 0"),
+    (["compare", *TINY, "--methods", "ste", "--jobs", "0", "--out", "W/n"], "invalid --jobs 0"),
     (["compare", *TINY, "--methods", "ste,fsg", "--reference", "fsg:beta=0.5", "--out", "W/n"],
      "--reference 'fsg:beta=0.5' matches no compared method; valid: fsg, ste, none"),
     (["report", "W/nope"], "nope"),

@@ -302,6 +302,8 @@ def cmd_compare(args) -> int:
     tune = parse_tune(args.tune)
     if args.seeds < 1:
         raise ValueError(f"invalid --seeds {args.seeds}; must be >= 1")
+    if args.jobs < 1:
+        raise ValueError(f"invalid --jobs {args.jobs}; must be >= 1")
     out = Path(args.out or f"runs/compare-{cfg.protocol or cfg.dataset}")
     reference = _reference(args.reference)
     if reference and args.reference is not None:  # given explicitly: it must be compared
@@ -311,14 +313,18 @@ def cmd_compare(args) -> int:
     from bnnopt.train.logging_tb import show_progress
 
     ctx = join_torchrun(args, cfg.device)
+    if ctx.enabled and args.jobs != 1:
+        raise ValueError(f"--jobs {args.jobs} under torchrun: every run already trains with all "
+                         "processes; valid there: --jobs 1")
     if ctx.is_main:
         check_output_dir(out)
     say = print if ctx.is_main else (lambda *a, **k: None)
     try:
         _run_collective(lambda: run_compare(cfg, arms, args.seeds, out,
-                                            progress=show_progress(args.progress),
+                                            progress=show_progress(args.progress) and args.jobs == 1,
                                             target_acc=args.target, tune=tune,
-                                            reference=reference, log=say), ctx)
+                                            reference=reference, log=say, jobs=args.jobs,
+                                            threads=args.threads), ctx)
     except KeyboardInterrupt:
         print("bnnopt: interrupted; run the same command again to continue (finished runs "
               "are reused, the interrupted one resumes from its last epoch)", file=sys.stderr)
@@ -423,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "compared with (95%% Welch interval); 'none' for none (default: ste, "
                         "when compared)")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="train this many runs at once, in worker processes (--threads each, "
+                        "default: the CPU cores split evenly; several GPUs: one per worker, round "
+                        "robin); results equal a sequential compare's at the same threads")
     p.add_argument("--target", type=float, help="report epochs to reach this test accuracy")
     p.add_argument("--out", help="output directory (default runs/compare-<protocol>)")
     p.set_defaults(func=cmd_compare)

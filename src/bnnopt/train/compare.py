@@ -23,6 +23,11 @@ only those runs are reported (mean +- std, and each method's difference to the
 reference method with a 95 % Welch interval, :mod:`bnnopt.report.stats`).
 Tuning needs a validation split (``val_fraction`` > 0; compare's default 0.1).
 
+``jobs`` > 1 (``--jobs N``) trains N runs at once in worker processes
+(:mod:`bnnopt.train.pool`): every grid run is handed out first, an arm's seeds as
+soon as its grid is chosen; the results equal those of one process at the same
+thread count.
+
 Under ``torchrun`` (``torchrun --nproc-per-node N -m bnnopt compare ...``) every run
 trains with all N processes, one after the other; rank 0 decides which runs are
 reused or resumed and broadcasts that (with the reused results), and alone locks
@@ -166,12 +171,15 @@ TrainFn = Callable[[RunConfig, Path], "tuple[dict[str, Any], list[dict[str, Any]
 def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *,
                 log: Callable[[str], None] = print, progress: bool = False,
                 target_acc: float | None = None, tune: list[tuple[str, list[str]]] | None = None,
-                reference: str | None = "ste", train: TrainFn | None = None) -> dict[str, Any]:
+                reference: str | None = "ste", train: TrainFn | None = None,
+                jobs: int = 1, threads: int | None = None) -> dict[str, Any]:
     """Train every (arm, seed) into ``out`` and write the report; return report.json's dict.
 
     ``tune``: a grid (:func:`parse_tune`) chosen per arm on validation (module
     docstring). ``reference``: method name the others are compared with.
     ``train(cfg, run_dir) -> (summary, metrics)`` defaults to training (or reusing) a run.
+    ``jobs`` > 1: that many runs at once in worker processes with ``threads`` CPU
+    threads each (:mod:`bnnopt.train.pool`; not with ``train`` or under torchrun).
     """
     from contextlib import nullcontext
 
@@ -184,16 +192,24 @@ def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *
 
             remove_orphan_temps(out)
         return _run_compare(base, arms, seeds, Path(out), log=log, progress=progress,
-                            target_acc=target_acc, tune=tune, reference=reference, train=train)
+                            target_acc=target_acc, tune=tune, reference=reference, train=train,
+                            jobs=jobs, threads=threads)
 
 
 def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, reference,
-                 train) -> dict[str, Any]:
+                 train, jobs=1, threads=None) -> dict[str, Any]:
     from bnnopt.report import aggregate, markdown_table, plot_curves
     from bnnopt.report.stats import reference_pairs, significance_markdown, significance_rows
     from bnnopt.report.tables import columns_for, group_runs
 
+    from bnnopt.train.distributed import current
+    from bnnopt.train.pool import RunPool
+
     out = Path(out)
+    if jobs != 1 and (train is not None or current().enabled):
+        raise ValueError(f"--jobs {jobs} runs several trainings at once in worker processes; "
+                         "under torchrun every run already uses all processes: valid there: "
+                         "--jobs 1")
     if train is None:
         def train(cfg, run_dir):
             return _train_or_reuse(cfg, run_dir, log=log, progress=progress)
@@ -207,24 +223,36 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
         for point in points:
             arm_config(base, arm, base.seed, point)
     runs, curves, tuning = [], {}, []
-    for arm in arms:
-        chosen: list[str] = []
-        if tune:
-            results = []
-            for point in points:
-                cfg = arm_config(base, arm, base.seed, point)
-                run_dir = out / "tune" / _safe(arm.label) / _safe(point_label(point)) / f"s{cfg.seed}"
-                results.append(train(cfg, run_dir)[0])
-            chosen = points[choose_setting(results)]
-            tuning.append({"label": arm.label, "chosen": point_label(chosen),
-                           "points": [point_label(p) for p in points],
-                           "val_acc": [r["final_val_acc"] for r in results],
-                           "val_loss": [r["final_val_loss"] for r in results]})
-            log(f"[compare] {arm.label}: chose {point_label(chosen)} on validation")
-        for seed in final_seeds:
-            cfg = arm_config(base, arm, seed, chosen)
-            run_dir = out / _safe(arm.label) / f"s{cfg.seed}"
-            summary, metrics = train(cfg, run_dir)
+    with RunPool(jobs, train, threads=threads, device=base.device, log=log) as pool:
+        # every grid run is handed out first; with jobs = 1 a run trains when its result is
+        # read, so the order stays: an arm's grid, its choice, its seeds, the next arm
+        grid = {arm.label: [pool.submit(cfg, out / "tune" / _safe(arm.label)
+                                        / _safe(point_label(point)) / f"s{cfg.seed}")
+                            for point in points
+                            for cfg in [arm_config(base, arm, base.seed, point)]]
+                for arm in arms} if tune else {}
+        finals = []
+        for arm in arms:
+            chosen: list[str] = []
+            if tune:
+                results = [future.result()[0] for future in grid[arm.label]]
+                chosen = points[choose_setting(results)]
+                tuning.append({"label": arm.label, "chosen": point_label(chosen),
+                               "points": [point_label(p) for p in points],
+                               "val_acc": [r["final_val_acc"] for r in results],
+                               "val_loss": [r["final_val_loss"] for r in results]})
+                log(f"[compare] {arm.label}: chose {point_label(chosen)} on validation")
+            seeds_of_arm = []
+            for seed in final_seeds:
+                cfg = arm_config(base, arm, seed, chosen)
+                run_dir = out / _safe(arm.label) / f"s{cfg.seed}"
+                seeds_of_arm.append((arm, chosen, run_dir, pool.submit(cfg, run_dir)))
+            if not pool.parallel:
+                for item in seeds_of_arm:
+                    item[3].result()
+            finals += seeds_of_arm
+        for arm, chosen, run_dir, future in finals:
+            summary, metrics = future.result()
             summary = dict(summary, label=arm.label, run_dir=str(run_dir))
             if chosen:
                 summary["chosen"] = point_label(chosen)
@@ -233,7 +261,6 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
                     (r["epoch"] for r in metrics if r["test_acc"] >= target_acc), None)
             runs.append(summary)
             curves.setdefault(arm.label, []).append(metrics)
-    from bnnopt.train.distributed import current
 
     if not current().is_main:
         return {}
