@@ -83,9 +83,9 @@ None (the default) means "cpu" for the paper variant and "official" for the offi
   57.3 % and larger expand / d_state did not do better (79.2 %, 77.7 %).
   Since round 3 the per-weight layout computes only the slow-net output it reads
   (the last token; :meth:`bnnopt.hyper.mamba.Mamba.forward_last`, and for this
-  one-channel block :mod:`bnnopt.hyper.scalar_mamba`): 1.2-1.3x STE's time per step at
-  1 thread and 1.35-1.37x at 2 (1.71x and 1.93x in one measurement of the
-  previous code; bench/README.md).
+  one-channel block :mod:`bnnopt.hyper.scalar_mamba`): 1.1-1.3x STE's time at 1 thread
+  (1.14x per epoch in the latest measurement) and 1.3-1.37x at 2 (1.71x and 1.93x per
+  step in one measurement of the previous code; bench/README.md).
 * ``"paper"`` and ``"official"`` (same values): layout flat, expand 100, d_state 16,
   d_conv 8, normalize "none", meta_init "paper": the paper and the official code,
   nothing added.
