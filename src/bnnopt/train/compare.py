@@ -9,7 +9,8 @@ it is trained again from scratch), so an interrupted comparison continues where
 it stopped. "Resolved" includes every method option after the method's defaults,
 presets and variants, as the installed code resolves them (stored in the run's
 ``argv.json``): a run made before a default changed is trained again, not reused.
-Runs written before these options were stored are compared by their config alone. ``OUT`` is locked (:mod:`bnnopt.train.lock`) while compare runs. At the end OUT gets
+Runs written before these options were stored are compared by their config alone.
+``OUT`` is locked (:mod:`bnnopt.train.lock`) while compare runs. At the end OUT gets
 ``report.md`` (mean +- std over seeds), ``report.json`` and ``curves.png``
 (train loss and test accuracy per epoch, FSG Fig. 2 style).
 
@@ -201,15 +202,16 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
     from bnnopt.report import aggregate, markdown_table, plot_curves
     from bnnopt.report.stats import reference_pairs, significance_markdown, significance_rows
     from bnnopt.report.tables import columns_for, group_runs
-
     from bnnopt.train.distributed import current
     from bnnopt.train.pool import RunPool
 
     out = Path(out)
-    if jobs != 1 and (train is not None or current().enabled):
-        raise ValueError(f"--jobs {jobs} runs several trainings at once in worker processes; "
-                         "under torchrun every run already uses all processes: valid there: "
-                         "--jobs 1")
+    if jobs != 1 and current().enabled:
+        raise ValueError(f"--jobs {jobs} under torchrun: every run already trains with all "
+                         "processes; valid there: --jobs 1")
+    if jobs != 1 and train is not None:
+        raise ValueError(f"--jobs {jobs} trains in worker processes, which cannot call a given "
+                         "train function; valid with train: --jobs 1")
     if train is None:
         def train(cfg, run_dir):
             return _train_or_reuse(cfg, run_dir, log=log, progress=progress)
@@ -247,9 +249,9 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
                 cfg = arm_config(base, arm, seed, chosen)
                 run_dir = out / _safe(arm.label) / f"s{cfg.seed}"
                 seeds_of_arm.append((arm, chosen, run_dir, pool.submit(cfg, run_dir)))
-            if not pool.parallel:
-                for item in seeds_of_arm:
-                    item[3].result()
+            if not pool.parallel:  # train them now: the sequential order
+                for *_, future in seeds_of_arm:
+                    future.result()
             finals += seeds_of_arm
         for arm, chosen, run_dir, future in finals:
             summary, metrics = future.result()
