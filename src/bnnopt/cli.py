@@ -304,6 +304,11 @@ def cmd_compare(args) -> int:
         raise ValueError(f"invalid --seeds {args.seeds}; must be >= 1")
     if args.jobs < 1:
         raise ValueError(f"invalid --jobs {args.jobs}; must be >= 1")
+    if args.tune_seeds < 1:
+        raise ValueError(f"invalid --tune-seeds {args.tune_seeds}; must be >= 1")
+    if args.tune_seeds > 1 and not tune:
+        raise ValueError(f"--tune-seeds {args.tune_seeds} without --tune: nothing is tuned; "
+                         "valid: add --tune KEY=V1,V2,... or drop --tune-seeds")
     out = Path(args.out or f"runs/compare-{cfg.protocol or cfg.dataset}")
     reference = _reference(args.reference)
     if reference and args.reference is not None:  # given explicitly: it must be compared
@@ -324,7 +329,8 @@ def cmd_compare(args) -> int:
                                             progress=show_progress(args.progress) and args.jobs == 1,
                                             target_acc=args.target, tune=tune,
                                             reference=reference, log=say, jobs=args.jobs,
-                                            threads=args.threads), ctx)
+                                            threads=args.threads,
+                                            tune_seeds=args.tune_seeds), ctx)
     except KeyboardInterrupt:
         print("bnnopt: interrupted; run the same command again to continue (finished runs "
               "are reused, the interrupted one resumes from its last epoch)", file=sys.stderr)
@@ -424,6 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="append", default=[], metavar="KEY=V1,V2,...",
                    help="tune a config key per method on the validation split, then train the "
                         "chosen value with --seeds fresh seeds, e.g. lr=0.01,0.05 (repeatable: grid)")
+    p.add_argument("--tune-seeds", type=int, default=1, metavar="M",
+                   help="train every grid point with M seeds (each its own validation split) "
+                        "and choose on their mean validation accuracy; the reported seeds "
+                        "follow them (default 1)")
     p.add_argument("--reference", default=None,
                    help="method (or method spec, e.g. fsg:fast_form=product) the others are "
                         "compared with (95%% Welch interval); 'none' for none (default: ste, "

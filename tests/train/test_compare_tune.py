@@ -1,5 +1,6 @@
 """compare --tune: same grid for every method, chosen on validation only, fresh seeds after."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -87,3 +88,51 @@ def test_tuning_without_validation_is_refused(tmp_path):
         run_compare(base_config(), build_arms(["ste"]), 1, tmp_path,
                     tune=parse_tune(["nokey=1"]), train=FakeTrain())
     assert not any(tmp_path.iterdir())
+
+
+class SeedNoisyTrain(FakeTrain):
+    """Validation accuracy with seed noise: at seed 0 alone lr=0.1 looks best (a lucky
+    split), while over seeds 0-2 lr=0.01 is better on average."""
+
+    VAL_BY_SEED = {0.01: [80.0, 90.0, 91.0], 0.1: [85.0, 82.0, 83.0], 1.0: [70.0, 70.0, 70.0]}
+
+    def __call__(self, cfg, run_dir):
+        summary, metrics = super().__call__(cfg, run_dir)
+        lr = cfg.optim["lr"]
+        if "tune" in run_dir.parts:
+            summary["final_val_acc"] = self.VAL_BY_SEED[lr][cfg.seed]
+            summary["final_val_loss"] = 0.1 * (cfg.seed + 1)
+        return summary, metrics
+
+
+def test_tune_seeds_choose_on_the_mean_over_seeds(tmp_path):
+    grid = parse_tune(["lr=0.01,0.1,1.0"])
+    one = run_compare(base_config(), build_arms(["ste"]), seeds=2, out=tmp_path / "one",
+                      log=lambda m: None, tune=grid, train=SeedNoisyTrain())
+    assert one["tuning"][0]["chosen"] == "lr=0.1"  # seed 0 alone: the lucky split wins
+    train = SeedNoisyTrain()
+    three = run_compare(base_config(), build_arms(["ste"]), seeds=2, out=tmp_path / "three",
+                        log=lambda m: None, tune=grid, train=train, tune_seeds=3)
+    tuning = three["tuning"][0]
+    assert tuning["chosen"] == "lr=0.01"  # means 87.0, 83.33, 70.0
+    assert tuning["seeds"] == [0, 1, 2] and three["tune_seeds"] == [0, 1, 2]
+    assert tuning["val_acc"] == pytest.approx([87.0, 250 / 3, 70.0])
+    assert tuning["val_acc_per_seed"][0] == [80.0, 90.0, 91.0]
+    assert tuning["val_loss"] == pytest.approx([0.2, 0.2, 0.2])
+    calls = [(lr, s, Path(d)) for _, lr, s, d in train.calls]
+    tuned = sorted((lr, s) for lr, s, d in calls if "tune" in d.parts)
+    assert tuned == [(lr, s) for lr in (0.01, 0.1, 1.0) for s in (0, 1, 2)]
+    # every tuning seed has its own run directory, and the reported seeds come after them
+    assert {d.name for _, _, d in calls if "tune" in d.parts} == {"s0", "s1", "s2"}
+    assert [(lr, s) for lr, s, d in calls if "tune" not in d.parts] == [(0.01, 3), (0.01, 4)]
+    assert three["seeds"] == [3, 4]
+    text = (tmp_path / "three" / "report.md").read_text()
+    assert "trained with seeds 0, 1, 2 (each its own validation split)" in text
+    assert "chosen by mean final validation accuracy" in text
+    assert "| ste | 87.00 % (0.2000) | 83.33 % (0.2000) | 70.00 % (0.2000) | lr=0.01 |" in text
+
+
+def test_tune_seeds_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="invalid --tune-seeds 0"):
+        run_compare(base_config(), build_arms(["ste"]), 1, tmp_path,
+                    tune=parse_tune(["lr=0.1"]), train=FakeTrain(), tune_seeds=0)

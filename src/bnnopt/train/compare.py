@@ -15,13 +15,15 @@ Runs written before these options were stored are compared by their config alone
 (train loss and test accuracy per epoch, FSG Fig. 2 style).
 
 Tuning (``--tune lr=0.01,0.05,0.1``, any RunConfig key, repeatable for a grid):
-every arm gets the same grid and the same budget. Each grid point is trained
-once with the base seed s into ``OUT/tune/<label>/<point>/s<s>``; the point
-with the highest *final validation* accuracy is chosen (ties: lower validation
-loss, then the first listed); the test split plays no part. The chosen point
-is then trained with fresh seeds s+1 .. s+k into ``OUT/<label>/s<seed>``, and
-only those runs are reported (mean +- std, and each method's difference to the
-reference method with a 95 % Welch interval, :mod:`bnnopt.report.stats`).
+every arm gets the same grid and the same budget. Each grid point is trained with
+the base seed s into ``OUT/tune/<label>/<point>/s<s>``; with ``tune_seeds`` = m > 1
+(``--tune-seeds m``) with seeds s .. s+m-1, each with its own validation split. The
+point with the highest *final validation* accuracy, averaged over those seeds, is
+chosen (ties: lower mean validation loss, then the first listed); the test split
+plays no part. The chosen point is then trained with fresh seeds s+m .. s+m+k-1
+into ``OUT/<label>/s<seed>``, and only those runs are reported (mean +- std, and
+each method's difference to the reference method with a 95 % Welch interval,
+:mod:`bnnopt.report.stats`).
 Tuning needs a validation split (``val_fraction`` > 0; compare's default 0.1).
 
 ``jobs`` > 1 (``--jobs N``) trains N runs at once in worker processes
@@ -155,6 +157,18 @@ def choose_setting(summaries: list[dict[str, Any]]) -> int:
                key=lambda i: (summaries[i]["final_val_acc"], -summaries[i]["final_val_loss"], -i))
 
 
+def mean_validation(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One grid point's tuning runs (one summary per tuning seed) -> the mean final
+    validation accuracy and loss over those seeds, with the per-seed accuracies."""
+    for s in per_seed:
+        if "final_val_acc" not in s:
+            raise ValueError("tuning needs a validation split; set val_fraction > 0")
+    n = len(per_seed)
+    return {"final_val_acc": sum(s["final_val_acc"] for s in per_seed) / n,
+            "final_val_loss": sum(s["final_val_loss"] for s in per_seed) / n,
+            "val_acc_per_seed": [s["final_val_acc"] for s in per_seed]}
+
+
 def arm_config(base: RunConfig, arm: Arm, seed: int, point: list[str] | None = None) -> RunConfig:
     """The arm's config at ``seed``, with a tuning grid point's overrides applied last."""
     cfg = RunConfig.from_dict(base.to_dict())
@@ -173,11 +187,13 @@ def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *
                 log: Callable[[str], None] = print, progress: bool = False,
                 target_acc: float | None = None, tune: list[tuple[str, list[str]]] | None = None,
                 reference: str | None = "ste", train: TrainFn | None = None,
-                jobs: int = 1, threads: int | None = None) -> dict[str, Any]:
+                jobs: int = 1, threads: int | None = None,
+                tune_seeds: int = 1) -> dict[str, Any]:
     """Train every (arm, seed) into ``out`` and write the report; return report.json's dict.
 
     ``tune``: a grid (:func:`parse_tune`) chosen per arm on validation (module
-    docstring). ``reference``: method name the others are compared with.
+    docstring), each point trained with ``tune_seeds`` seeds and chosen on their mean
+    validation accuracy. ``reference``: method name the others are compared with.
     ``train(cfg, run_dir) -> (summary, metrics)`` defaults to training (or reusing) a run.
     ``jobs`` > 1: that many runs at once in worker processes with ``threads`` CPU
     threads each (:mod:`bnnopt.train.pool`; not with ``train`` or under torchrun).
@@ -194,11 +210,11 @@ def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *
             remove_orphan_temps(out)
         return _run_compare(base, arms, seeds, Path(out), log=log, progress=progress,
                             target_acc=target_acc, tune=tune, reference=reference, train=train,
-                            jobs=jobs, threads=threads)
+                            jobs=jobs, threads=threads, tune_seeds=tune_seeds)
 
 
 def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, reference,
-                 train, jobs=1, threads=None) -> dict[str, Any]:
+                 train, jobs=1, threads=None, tune_seeds=1) -> dict[str, Any]:
     from bnnopt.report import aggregate, markdown_table, plot_curves
     from bnnopt.report.stats import reference_pairs, significance_markdown, significance_rows
     from bnnopt.report.tables import columns_for, group_runs
@@ -218,8 +234,11 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
     if tune and not base.val_fraction:
         raise ValueError("--tune chooses on the validation split, but val_fraction is 0; "
                          "valid: --val-fraction in (0, 1)")
+    if tune_seeds < 1:
+        raise ValueError(f"invalid --tune-seeds {tune_seeds}; must be >= 1")
     points = grid_points(tune or [])
-    first_seed = base.seed + 1 if tune else base.seed  # tuning used base.seed: fresh seeds
+    tuning_seeds = [base.seed + j for j in range(tune_seeds)] if tune else []
+    first_seed = base.seed + len(tuning_seeds)  # the reported seeds are fresh
     final_seeds = [first_seed + i for i in range(seeds)]
     for arm in arms:  # validate every arm and grid point before training any
         for point in points:
@@ -228,21 +247,25 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
     with RunPool(jobs, train, threads=threads, device=base.device, log=log) as pool:
         # every grid run is handed out first; with jobs = 1 a run trains when its result is
         # read, so the order stays: an arm's grid, its choice, its seeds, the next arm
-        grid = {arm.label: [pool.submit(cfg, out / "tune" / _safe(arm.label)
-                                        / _safe(point_label(point)) / f"s{cfg.seed}")
-                            for point in points
-                            for cfg in [arm_config(base, arm, base.seed, point)]]
-                for arm in arms} if tune else {}
+        grid = {arm.label: [[pool.submit(cfg, out / "tune" / _safe(arm.label)
+                                         / _safe(point_label(point)) / f"s{cfg.seed}")
+                             for seed in tuning_seeds
+                             for cfg in [arm_config(base, arm, seed, point)]]
+                            for point in points]
+                for arm in arms}
         finals = []
         for arm in arms:
             chosen: list[str] = []
             if tune:
-                results = [future.result()[0] for future in grid[arm.label]]
+                results = [mean_validation([future.result()[0] for future in futures])
+                           for futures in grid[arm.label]]
                 chosen = points[choose_setting(results)]
                 tuning.append({"label": arm.label, "chosen": point_label(chosen),
                                "points": [point_label(p) for p in points],
+                               "seeds": tuning_seeds,
                                "val_acc": [r["final_val_acc"] for r in results],
-                               "val_loss": [r["final_val_loss"] for r in results]})
+                               "val_loss": [r["final_val_loss"] for r in results],
+                               "val_acc_per_seed": [r["val_acc_per_seed"] for r in results]})
                 log(f"[compare] {arm.label}: chose {point_label(chosen)} on validation")
             seeds_of_arm = []
             for seed in final_seeds:
@@ -291,6 +314,7 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
     report = {"base_config": base.to_dict(), "runs": runs, "seeds": final_seeds,
               "rows": [{k: v for k, v in r.items()} for r in rows],
               "tuning": tuning, "tune_grid": [list(g) for g in tune or []],
+              "tune_seeds": tuning_seeds,
               "reference": reference, "significance": significance}
     write_json(out / "report.json", report)
     return report
@@ -300,15 +324,20 @@ def tuning_markdown(tuning: list[dict[str, Any]], grid: list[tuple[str, list[str
                     base: RunConfig) -> str:
     """The grid, every point's final validation accuracy per arm, and the chosen point."""
     spelled = "; ".join(f"{k} in {{{', '.join(v)}}}" for k, v in grid)
-    lines = [f"Tuning: grid {spelled}, each point trained once with seed {base.seed}; chosen "
-             f"by final validation accuracy (ties: validation loss) on {base.val_fraction:g} "
+    seeds = tuning[0]["seeds"]
+    trained = (f"once with seed {seeds[0]}" if len(seeds) == 1 else
+               f"with seeds {', '.join(map(str, seeds))} (each its own validation split)")
+    mean = "" if len(seeds) == 1 else "mean "
+    lines = [f"Tuning: grid {spelled}, each point trained {trained}; chosen by {mean}final "
+             f"validation accuracy (ties: {mean}validation loss) on {base.val_fraction:g} "
              f"of the training set; test accuracy below is from fresh seeds only.\n",
              "| method | " + " | ".join(tuning[0]["points"]) + " | chosen |",
              "|" + "---|" * (len(tuning[0]["points"]) + 2)]
     for t in tuning:
         cells = [f"{a:.2f} % ({l:.4f})" for a, l in zip(t["val_acc"], t["val_loss"])]
         lines.append(f"| {t['label']} | " + " | ".join(cells) + f" | {t['chosen']} |")
-    return "\n".join(lines) + "\n\n(validation accuracy (validation loss) at the last epoch)\n"
+    return "\n".join(lines) + (f"\n\n({mean}validation accuracy ({mean}validation loss) at the "
+                               "last epoch)\n")
 
 
 def _train_or_reuse(cfg: RunConfig, run_dir: Path, *, log: Callable[[str], None] = print,
