@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 
+from bnnopt.hyper.variants import ste_normalized
 from bnnopt.registry import METHODS
 
 from .conftest import batches, dorefa_c, dorefa_pre, make, step, weights
@@ -57,6 +58,46 @@ def test_grad_norm_ste_meta_nets_still_learn():
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.parametrize("name", ["fcgrad", "fsg"])
+def test_grad_norm_ste_detached_takes_the_same_step_as_ste(name):
+    (ma, ste), (mb, detached) = _twins(name, {"grad_norm": "ste"},
+                                       {"grad_norm": "ste-detached"}, lr=0.05)
+    batch = batches(5, seed=9)[0]
+    step(ma, ste, batch)
+    step(mb, detached, batch)
+    for (_, la), (_, lb) in zip(ste.layers, detached.layers):
+        assert torch.allclose(la.weight.grad, lb.weight.grad, atol=1e-12)
+        assert torch.allclose(la.weight, lb.weight, atol=1e-12)
+    # ... but the meta-nets get other gradients (the scale's derivative is kept)
+    assert not all(torch.allclose(pa.grad, pb.grad)
+                   for pa, pb in zip(ste.meta_modules.parameters(),
+                                     detached.meta_modules.parameters())
+                   if pa.grad is not None)
+
+
+def test_ste_norm_hides_the_sign_of_a_common_scale_and_detached_keeps_it():
+    """Δ = k·v: with the differentiable rescaling the look-ahead loss is flat in k (its
+    sign included: no meta-gradient can undo a flip), with the detached factor it is
+    dL/dΔ · v · η‖e‖/‖Δ‖."""
+    torch.manual_seed(0)
+    v, e, target = torch.randn(3, 5, dtype=torch.float64)
+    lr = 0.1
+    for detach, flat in ((False, True), (True, False)):
+        k = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+        (delta,), (grad,) = ste_normalized([k * v], [(k * v).detach()], [e], lr,
+                                           detach_scale=detach)
+        assert torch.allclose(delta.norm(), lr * e.norm())
+        assert torch.allclose(grad.norm(), e.norm())
+        loss = ((delta - target) ** 2).sum()
+        (dk,) = torch.autograd.grad(loss, k)
+        if flat:
+            assert abs(float(dk)) < 1e-12
+        else:
+            scale = lr * e.norm() / (2.0 * v.norm())
+            expected = (2 * (delta.detach() - target) * v * scale).sum()
+            assert torch.allclose(dk, expected) and abs(float(dk)) > 1e-3
+
+
 def test_slow_scale_lr_schedule_is_beta_times_lr_ratio():
     """G = c*F - (β/η_0)·S under "lr-schedule" vs c*F - (β/η_t)·S (Eq. 9); β = 0 gives c*F."""
     lr0, lr_t = 0.05, 0.0125
@@ -87,7 +128,7 @@ def test_slow_scale_equals_eq9_at_the_base_lr():
 
 
 def test_bad_variant_options():
-    with pytest.raises(ValueError, match="grad_norm 'unit'; valid: learned, ste"):
+    with pytest.raises(ValueError, match="grad_norm 'unit'; valid: learned, ste, ste-detached"):
         METHODS.get("lstmfc")(grad_norm="unit")
     with pytest.raises(ValueError, match="slow_scale 'linear'; valid: constant, lr-schedule"):
         METHODS.get("fsg")(slow_scale="linear")

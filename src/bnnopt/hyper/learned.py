@@ -41,7 +41,8 @@ Option ``lookahead`` (common to the family; not in either paper):
 
 Option ``grad_norm`` (common; not in either paper): ``"learned"`` (default) hands
 G over as generated; ``"ste"`` rescales, per layer, G to the norm of STE's c⊙g and
-the look-ahead offset Δ to η times it, so only their direction is learned
+the look-ahead offset Δ to η times it, so only their direction is learned;
+``"ste-detached"`` the same with the rescaling factor a constant to the meta-gradient
 (:mod:`bnnopt.hyper.variants`).
 
 Three options reproduce details of the official codes (github two-tiger/FSG and
@@ -294,9 +295,10 @@ class LearnedGradientMethod(Method):
                 opt.zero_grad(set_to_none=True)
             c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
             deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
-            if self.options["grad_norm"] == "ste":
-                deltas, grads = ste_normalized(deltas, grads,
-                                               [ci * gi for ci, gi in zip(c, self._g)], lr)
+            if self.options["grad_norm"] != "learned":
+                deltas, grads = ste_normalized(
+                    deltas, grads, [ci * gi for ci, gi in zip(c, self._g)], lr,
+                    detach_scale=self.options["grad_norm"] == "ste-detached")
             if self.options["lookahead"] == "optimizer" and lr > 0:
                 deltas = [self._optimizer_update(layer.weight, -d / lr, lr)
                           for layer, d in zip(layers, deltas)]

@@ -18,6 +18,20 @@ in docs/results.md ("Why: what the meta-nets learned"). Neither is in a paper.
    are. Under SGD this removes the learned step size (the learning rate, tuned
    like STE's, sets it); under Adam it keeps |G| on STE's scale over training.
 
+   Measured flaw (docs/results.md, "grad_norm: why it diverged"): the look-ahead
+   loss is then invariant to a common scale of the meta-nets' output, so its
+   gradient carries no information about that scale's *sign*, while Adam on the
+   meta-nets still moves every parameter by ~its learning rate per step. In
+   FSG's product form φ_f is bias-free and linear, φ_f(x) = a·x, so a is such a
+   scale: on mnist-lenet/Adam it crossed zero in the first meta step (2 -> -0.38)
+   and stayed negative, G pointed uphill (cos(G, c⊙g) -0.9) and the run
+   diverged (3 of 5 seeds).
+
+1b. ``grad_norm="ste-detached"``: the same numbers (G and the look-ahead Δ with
+   STE's norms), but the factor η‖e_i‖/‖Δ_i‖ is a constant to the meta-gradient
+   (detached), so the meta-nets see the look-ahead loss's full gradient through
+   Δ_i, its sign and scale included, and can learn their way back downhill.
+
 2. ``slow_scale="lr-schedule"`` (FSG, paper variant; default ``"constant"`` =
    Eq. 9). Measured: Eq. 9 adds β·S to W without η, so the slow part of the
    handed gradient is (β/η_t)·S and grows as the schedule drives η_t to 0 until
@@ -34,16 +48,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-GRAD_NORMS = ("learned", "ste")
+GRAD_NORMS = ("learned", "ste", "ste-detached")
 SLOW_SCALES = ("constant", "lr-schedule")
 
 
 def ste_normalized(deltas: list[Tensor], grads: list[Tensor], ste: list[Tensor],
-                   lr: float) -> tuple[list[Tensor], list[Tensor]]:
+                   lr: float, detach_scale: bool = False) -> tuple[list[Tensor], list[Tensor]]:
     """``grad_norm="ste"``: per layer, ‖G_i‖ := ‖e_i‖ and ‖Δ_i‖ := η‖e_i‖, directions kept.
 
     deltas: differentiable look-ahead offsets Δ_i; grads: detached generated
     gradients G_i; ste: e_i = c_i ⊙ g_i; all weight-shaped, one per layer.
+    ``detach_scale`` (``"ste-detached"``): Δ_i's factor is a constant to autograd.
     """
     out_d, out_g = [], []
     for delta, grad, e in zip(deltas, grads, ste):
@@ -55,7 +70,7 @@ def ste_normalized(deltas: list[Tensor], grads: list[Tensor], ste: list[Tensor],
                               torch.ones_like(gn))
         if target == 0:  # no STE signal to size by: leave the layer as generated
             d_scale, g_scale = torch.ones_like(dn), torch.ones_like(gn)
-        out_d.append(delta * d_scale)
+        out_d.append(delta * (d_scale.detach() if detach_scale else d_scale))
         out_g.append((grad * g_scale).detach())
     return out_d, out_g
 
