@@ -55,3 +55,14 @@ def test_bad_fractions(fraction):
 def test_zero_holds_nothing_out():
     train, val = validation_indices(10, 0.0, seed=0)
     assert train.tolist() == list(range(10)) and val.numel() == 0
+
+
+def test_meta_stream_is_another_split_and_names_its_option():
+    from bnnopt.data.split import META_STREAM
+
+    val = validation_indices(500, 0.2, seed=0)[1]
+    meta = validation_indices(500, 0.2, seed=0, stream=META_STREAM, name="meta_fraction")[1]
+    assert not torch.equal(val, meta)
+    assert torch.equal(meta, validation_indices(500, 0.2, seed=0, stream=META_STREAM)[1])
+    with pytest.raises(ValueError, match="invalid meta_fraction 1.5"):
+        validation_indices(100, 1.5, seed=0, name="meta_fraction")

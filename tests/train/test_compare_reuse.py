@@ -81,3 +81,22 @@ def test_a_run_made_under_another_default_is_trained_again(tmp_path, monkeypatch
     monkeypatch.setattr(SteMethod, "resolved_options", real)
     run_compare(base(), build_arms(["ste"]), 1, tmp_path, log=logs.append)
     assert any("[compare] reuse" in m for m in logs)
+
+
+def test_a_run_that_predates_an_added_option_counts_as_its_old_value(tmp_path):
+    """meta_data / meta_fraction were added after runs stored their options: a stored run
+    without them is reused for meta_data 'train' (what it ran) and not for 'heldout'."""
+    run_compare(base(), build_arms(["fcgrad"]), 1, tmp_path, log=lambda m: None)
+    argv_path = tmp_path / "fcgrad" / "s0" / "argv.json"
+    argv = json.loads(argv_path.read_text())
+    for key in ("meta_data", "meta_fraction"):
+        del argv["method_options"][key]
+    argv_path.write_text(json.dumps(argv))
+    logs = []
+    run_compare(base(), build_arms(["fcgrad"]), 1, tmp_path, log=logs.append)
+    assert any("[compare] reuse" in m for m in logs)
+    from bnnopt.train.compare import option_difference
+
+    cfg = base(method="fcgrad", method_options={"meta_data": "heldout"})
+    assert option_difference(tmp_path / "fcgrad" / "s0", cfg) == [
+        "method option meta_data 'train' -> 'heldout'"]

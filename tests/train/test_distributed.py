@@ -58,6 +58,8 @@ CASES.update({f"{m}-bn32-1step": {"config": config(m, bn=True, train_limit=16, o
               for m in ("ste", "fsg")})
 CASES["fsg-bn32"] = {"config": config("fsg", bn=True)}  # ranks identical over 8 float32 steps
 CASES["fsg-nosync"] = {"config": config("fsg"), "sync_learned": False}
+CASES["fsg-heldout-fp64"] = {"config": config(  # the meta split is sharded like the train one
+    "fsg", method_options={"meta_data": "heldout", "meta_fraction": 0.25})}
 CASES["ste-sgdm-uneven"] = {"config": config("ste", optim={"name": "sgdm", "lr": 0.05},
                                              train_limit=120)}  # last global batch 8 = 2 x 4
 

@@ -110,7 +110,7 @@ def test_validation_split_rows_and_choices(tmp_path):
     assert summary["selected_test_acc"] == chosen["test_acc"]
     assert summary["final_val_acc"] == rows[-1]["val_acc"]
     # the held-out images are not among the training images (digits: compare pixels)
-    train, val, _, _ = load_run_loaders("digits", batch_size=128, augment=False, seed=0,
+    train, val, _, _, _ = load_run_loaders("digits", batch_size=128, augment=False, seed=0,
                                         train_limit=512, val_fraction=0.25)
     tx = torch.cat([x for x, _ in train.eval()]).flatten(1)
     vx = torch.cat([x for x, _ in val.epoch(0)]).flatten(1)

@@ -15,6 +15,12 @@ stream is separate from the epochs' ``SeedSequence([seed, epoch])`` streams
 the numbers that order the batches. Validation images come only from the
 training set, so they never overlap the test set; ``train`` and ``val`` are
 disjoint and together are the whole training set (after ``train_limit``).
+
+A second split can be held out of what remains in the same way, from its own
+stream: the *meta* split of the learned-gradient methods' ``meta_data="heldout"``
+(``stream=META_STREAM``, ``name="meta_fraction"``), which their meta-nets are
+trained on. It is disjoint from the validation split because it is drawn from the
+images left after it.
 """
 from __future__ import annotations
 
@@ -24,47 +30,55 @@ from torch import Tensor
 
 from bnnopt.data._base import ArrayDataset
 
-__all__ = ["VAL_STREAM", "split_generator", "validation_indices", "hold_out_validation"]
+__all__ = ["VAL_STREAM", "META_STREAM", "split_generator", "validation_indices",
+           "hold_out_validation"]
 
 #: Second SeedSequence word of the split's random stream ("val" in ASCII); epoch
 #: streams use the epoch number there, which never reaches this value in practice.
 VAL_STREAM = 0x76616C
+#: The meta split's stream word ("meta" in ASCII).
+META_STREAM = 0x6D657461
 
 
-def split_generator(seed: int) -> torch.Generator:
-    """CPU generator of the validation split for run seed ``seed`` (>= 0)."""
+def split_generator(seed: int, stream: int = VAL_STREAM) -> torch.Generator:
+    """CPU generator of the held-out split ``stream`` for run seed ``seed`` (>= 0)."""
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"invalid seed {seed!r}; valid: integers >= 0")
-    state = np.random.SeedSequence([int(seed), VAL_STREAM]).generate_state(1, np.uint64)[0]
+    state = np.random.SeedSequence([int(seed), stream]).generate_state(1, np.uint64)[0]
     return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
 
 
-def validation_indices(n: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+def validation_indices(n: int, fraction: float, seed: int, *, stream: int = VAL_STREAM,
+                       name: str = "val_fraction") -> tuple[Tensor, Tensor]:
     """``(train_idx, val_idx)``: sorted int64 index tensors partitioning ``range(n)``.
 
     ``fraction`` = 0 holds nothing out (``val_idx`` empty); otherwise it must be
-    in (0, 1) and leave at least one image on each side.
+    in (0, 1) and leave at least one image on each side. ``stream`` picks the
+    split's random stream, ``name`` the option named in errors.
     """
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ValueError(f"invalid val_fraction {fraction!r}; valid: a number in [0, 1)")
+        raise ValueError(f"invalid {name} {fraction!r}; valid: a number in [0, 1)")
     if fraction == 0:
         return torch.arange(n), torch.zeros(0, dtype=torch.int64)
     n_val = int(round(fraction * n))
     if n_val < 1 or n_val > n - 1:
-        raise ValueError(f"invalid val_fraction {fraction!r} for {n} training images: it holds out "
+        raise ValueError(f"invalid {name} {fraction!r} for {n} training images: it holds out "
                          f"{n_val}; valid: a fraction leaving at least 1 image in each split")
-    perm = torch.randperm(n, generator=split_generator(seed))
+    perm = torch.randperm(n, generator=split_generator(seed, stream))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
-def hold_out_validation(ds: ArrayDataset, fraction: float,
-                        seed: int) -> tuple[ArrayDataset, Tensor, Tensor]:
+def hold_out_validation(ds: ArrayDataset, fraction: float, seed: int, *,
+                        stream: int = VAL_STREAM,
+                        name: str = "val_fraction") -> tuple[ArrayDataset, Tensor, Tensor]:
     """``(train part of ds, val_x uint8 [V, C, H, W], val_y int64 [V])``.
 
     The returned dataset keeps ``ds``'s test split unchanged; its training split
-    is ``ds``'s minus the held-out images (in their original order).
+    is ``ds``'s minus the held-out images (in their original order). ``stream``
+    and ``name``: as in :func:`validation_indices` (the meta split: META_STREAM).
     """
-    train_idx, val_idx = validation_indices(int(ds.train_x.shape[0]), fraction, seed)
+    train_idx, val_idx = validation_indices(int(ds.train_x.shape[0]), fraction, seed,
+                                            stream=stream, name=name)
     train = ArrayDataset(ds.name, ds.train_x[train_idx], ds.train_y[train_idx], ds.test_x,
                          ds.test_y, ds.classes, ds.mean, ds.std, ds.augment, ds.source,
                          dict(ds.extra))

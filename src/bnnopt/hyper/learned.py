@@ -59,6 +59,23 @@ csyhhu/MetaQuant); each defaults to the official behaviour under
   divided by that step's η; after a skipped first step, its raw gradient), as the
   official layers do (their ``meta_bias = bias - bias.grad * lr``).
 
+Option ``meta_data`` (common; not in either paper): ``"train"`` (default, Eq. 14-15:
+the meta-nets are trained on the loss of the training batch at the look-ahead, the
+same forward that yields g_t) or ``"heldout"``: the Trainer holds out
+``meta_fraction`` (default 0.1) of the training images as a meta split
+(:mod:`bnnopt.data.split`, disjoint from train and validation), and each step with
+meta-nets runs two forwards::
+
+    L_meta = criterion(model(x_meta; W̃), y_meta)   ∂L_meta/∂φ trains the meta-nets
+                                                    (BatchNorm statistics untouched)
+    L      = criterion(model(x; W̃ detached from φ), y)   g_t, the other parameters
+
+so the meta-nets learn the update that lowers the loss of images the task network
+does not train on (generalisation as the target, as learned-optimizer work
+trains on a validation batch), at about one more forward and backward per step.
+The k-th held-out batch is batch k mod n of the meta loader's epoch k div n (a pure
+function of k; k is saved with the method state, so resume is exact).
+
 Under torchrun (``set_distributed``) the model is DistributedDataParallel, which
 averages the task network's gradients; this step also averages, across ranks, the
 stored g_t (before it reaches ``record``, i.e. the HGS, and the meta-nets) and the
@@ -90,10 +107,12 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "quantizer": "dorefa", "bits": 1, "estimator": "ste", "estimator_options": {},
     "quantizer_options": {}, "meta_seed": None, "lookahead": "plain", "grad_norm": "learned",
     "first_step": None, "adam_eps": None, "bias_lookahead": None,
+    "meta_data": "train", "meta_fraction": 0.1,
 }
 LOOKAHEADS = ("plain", "optimizer")
 FIRST_STEPS = ("ste", "skip")
 ADAM_EPS = ("torch", "official")
+META_DATA = ("train", "heldout")
 
 
 def calibration(quantizer: nn.Module, weight: Tensor) -> Tensor:
@@ -155,6 +174,7 @@ class LearnedGradientMethod(Method):
 
     family = "learned-gradient"
     method_name = "learned-gradient"
+    added_options = {"meta_data": "train", "meta_fraction": 0.1}
     option_defaults: dict[str, Any] = {}
     needs_prev_step = False  # record the applied update W_before - W_after per layer
     sync_learned = True  # average g and the meta-nets' gradients across torchrun ranks
@@ -180,6 +200,10 @@ class LearnedGradientMethod(Method):
         self._prev_bias_step: list[Tensor | None] | None = None
         self._prev_lr: float | None = None
         self.steps = 0
+        self.meta_batches = 0  # held-out batches used so far (meta_data "heldout")
+        self._meta_loader = None
+        self._meta_forward = None
+        self._meta_iter = None  # (k, iterator positioned at batch k)
 
     # -- options -------------------------------------------------------------------
     def validate_options(self) -> None:
@@ -189,6 +213,12 @@ class LearnedGradientMethod(Method):
             raise ValueError(f"invalid meta_seed {seed!r}; must be an integer or None")
         choice(self.options["lookahead"], LOOKAHEADS, f"{self.method_name} lookahead")
         choice(self.options["grad_norm"], GRAD_NORMS, f"{self.method_name} grad_norm")
+        choice(self.options["meta_data"], META_DATA, f"{self.method_name} meta_data")
+        fraction = self.options["meta_fraction"]
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not 0 < fraction < 1:
+            raise ValueError(f"invalid meta_fraction {fraction!r} for method "
+                             f"{self.method_name!r}; valid: a number in (0, 1)")
 
     def resolve_official_details(self) -> None:
         """Fill first_step / adam_eps / bias_lookahead left None from the variant."""
@@ -208,6 +238,55 @@ class LearnedGradientMethod(Method):
     def resolved_options(self) -> dict[str, Any]:
         """Every option after presets and variants (what will run)."""
         return copy_module.deepcopy(self.options)
+
+    @classmethod
+    def held_out_fraction(cls, options: dict[str, Any]) -> float:
+        """``meta_fraction`` under ``meta_data="heldout"``, else 0."""
+        merged = {**COMMON_DEFAULTS, **cls.option_defaults, **options}
+        return float(merged["meta_fraction"]) if merged["meta_data"] == "heldout" else 0.0
+
+    def set_meta_data(self, loader, forward) -> None:
+        """The meta split's loader (``epoch(e, start)``, ``len``) and the model to run it
+        through (the task network itself, not DDP-wrapped: the meta forward's backward
+        reaches only the meta-nets)."""
+        if self.options["meta_data"] != "heldout":
+            raise ValueError(f"{self.method_name} got a meta split but meta_data is "
+                             f"{self.options['meta_data']!r}")
+        if len(loader) < 1:
+            raise ValueError("the meta split has no batch")
+        self._meta_loader, self._meta_forward, self._meta_iter = loader, forward, None
+
+    def _next_meta_batch(self) -> tuple[Tensor, Tensor]:
+        """Held-out batch number ``self.meta_batches``: batch k mod n of epoch k div n."""
+        k, n = self.meta_batches, len(self._meta_loader)
+        if self._meta_iter is None or self._meta_iter[0] != k or k % n == 0:
+            self._meta_iter = (k, self._meta_loader.epoch(k // n, start=k % n))
+        batch = next(self._meta_iter[1])
+        self.meta_batches = k + 1
+        self._meta_iter = (k + 1, self._meta_iter[1])
+        return batch
+
+    def _heldout_meta_gradients(self) -> None:
+        """``meta_data="heldout"``: ∂L_meta/∂φ at the look-ahead (deltas already set on
+        the layers) into the meta-nets' .grad; BatchNorm buffers restored afterwards."""
+        if self._meta_loader is None:
+            raise ValueError(f"{self.method_name} meta_data 'heldout' needs the Trainer's meta "
+                             "split (set_meta_data); none was given")
+        import torch.nn.functional as F
+
+        model = self._meta_forward
+        x, y = self._next_meta_batch()
+        buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        try:
+            loss = F.cross_entropy(model(x), y)
+            params = [p for p in self.meta_modules.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
+        for p, g in zip(params, grads):
+            p.grad = torch.zeros_like(p) if g is None else g
 
     def _positive(self, key: str, integer: bool = False) -> None:
         value = self.options[key]
@@ -308,7 +387,12 @@ class LearnedGradientMethod(Method):
                 for layer, step in zip(layers, self._prev_bias_step):
                     if step is not None:
                         layer.bias_delta = -(lr / self._prev_lr) * step
+        heldout = meta and self.options["meta_data"] == "heldout"
         try:
+            if heldout:  # the meta-nets learn from the held-out batch; the step from x
+                self._heldout_meta_gradients()
+                for layer in layers:
+                    layer.delta = layer.delta.detach()
             self.optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = criterion(logits, y)
@@ -421,7 +505,7 @@ class LearnedGradientMethod(Method):
 
         state.update({
             "layers": [name for name, _ in self.layers],
-            "steps": self.steps,
+            "steps": self.steps, "meta_batches": self.meta_batches,
             "g": copy(self._g), "w_hat": copy(self._w_hat), "prev_step": copy(self._prev_step),
             "prev_bias_step": (None if self._prev_bias_step is None else
                                [None if t is None else t.clone() for t in self._prev_bias_step]),
@@ -439,6 +523,8 @@ class LearnedGradientMethod(Method):
                              f"this model's quantized layers are {names}")
         super().load_state_dict(state)
         self.steps = int(state["steps"])
+        self.meta_batches = int(state.get("meta_batches", 0))
+        self._meta_iter = None
         self._g, self._w_hat, self._prev_step = state["g"], state["w_hat"], state["prev_step"]
         self._prev_bias_step = state.get("prev_bias_step")
         self._prev_lr = state.get("prev_lr")

@@ -415,15 +415,19 @@ def reuse_state(run_dir: Path, cfg: RunConfig) -> str:
 def option_difference(run_dir: Path, cfg: RunConfig) -> list[str]:
     """``["method option fast_form 'concat' -> 'product'", ...]``: the run's stored
     resolved method options (``argv.json``) against what ``cfg`` resolves to now;
-    [] when equal or when the run predates the stored options."""
+    [] when equal or when the run predates the stored options. An option the run
+    predates (the method's ``added_options``) counts as the value it ran with."""
     from bnnopt.registry import METHODS
 
     try:
         stored = json.loads((run_dir / "argv.json").read_text(encoding="utf-8"))["method_options"]
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    now = _normal(METHODS.get(cfg.method)(**cfg.method_options).resolved_options())
+    cls = METHODS.get(cfg.method)
+    now = _normal(cls(**cfg.method_options).resolved_options())
     stored = _normal(stored)
+    added = _normal(cls.added_options)  # a key the run predates: it ran as that value
+    stored = {**{k: v for k, v in added.items() if k in now}, **stored}
     return [f"method option {key} {stored.get(key)!r} -> {now.get(key)!r}"
             for key in sorted(set(stored) | set(now)) if stored.get(key) != now.get(key)]
 

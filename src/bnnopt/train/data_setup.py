@@ -13,7 +13,7 @@ import torch
 
 def load_split_loaders(dataset: str, **kwargs: Any):
     """``(train loader, test loader, data info)``; see :func:`load_run_loaders`."""
-    train, _, test, info = load_run_loaders(dataset, **kwargs)
+    train, _, test, info, _ = load_run_loaders(dataset, **kwargs)
     return train, test, info
 
 
@@ -21,8 +21,9 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
                      batch_size: int = 128, augment: bool = True, device: torch.device | str = "cpu",
                      seed: int = 0, train_limit: int = 0, test_limit: int = 0,
                      need_train: bool = True, eval_batch_size: int = 500,
-                     val_fraction: float = 0.0, dtype: torch.dtype = torch.float32):
-    """Read ``dataset`` and build ``(train, val or None, test, info)`` loaders.
+                     val_fraction: float = 0.0, dtype: torch.dtype = torch.float32,
+                     meta_fraction: float = 0.0):
+    """Read ``dataset`` and build ``(train, val or None, test, info, meta or None)`` loaders.
 
     augment: True uses the dataset's usual training augmentation (crop + flip for
     CIFAR/SVHN, none for digit datasets); False disables it.
@@ -31,9 +32,14 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
     validation split, chosen by ``seed`` (:mod:`bnnopt.data.split`); 0 = none.
     The validation loader, like the test loader, yields its images once, in
     order, unaugmented.
+    meta_fraction: then hold this fraction of the remaining training images out as
+    the meta split (``bnnopt.data.split.META_STREAM``; disjoint from train and
+    validation) for learned-gradient methods with ``meta_data="heldout"``; its
+    loader has the training batch size, shuffles per epoch (seeded like the
+    training loader) and is not augmented. 0 = none.
     """
     from bnnopt.data import InMemoryLoader, load_dataset, make_loaders
-    from bnnopt.data.split import hold_out_validation
+    from bnnopt.data.split import META_STREAM, hold_out_validation
 
     ds = load_dataset(dataset, root=root, download=download)
     if train_limit or test_limit:
@@ -46,6 +52,15 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
         ds, val_x, val_y = hold_out_validation(ds, val_fraction, seed)
         val = EvalLoader(InMemoryLoader(val_x, val_y, eval_batch_size, ds.mean, ds.std, False,
                                         device, seed, False, shuffle=False, dtype=dtype))
+    meta = None
+    if meta_fraction:
+        if not hasattr(ds, "train_x"):
+            raise ValueError(f"meta_fraction {meta_fraction!r}: dataset {dataset!r} is read "
+                             "lazily and cannot hold out a meta split; valid: meta_data 'train'")
+        ds, meta_x, meta_y = hold_out_validation(ds, meta_fraction, seed, stream=META_STREAM,
+                                                 name="meta_fraction")
+        meta = InMemoryLoader(meta_x, meta_y, batch_size, ds.mean, ds.std, False, device, seed,
+                              False, shuffle=True, dtype=dtype)
     aug = None if augment else False
     train, test = make_loaders(ds, batch_size, device=device, seed=seed, augment=aug,
                                eval_batch_size=eval_batch_size, dtype=dtype)
@@ -60,7 +75,9 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
     }
     if val is not None:
         info["val_images"] = val.num_samples
-    return train, val, EvalLoader(test), info
+    if meta is not None:
+        info["meta_images"] = meta.num_samples
+    return train, val, EvalLoader(test), info, meta
 
 
 class EvalLoader:

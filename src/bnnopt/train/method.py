@@ -103,6 +103,10 @@ class Method:
     """
 
     family: str = "estimator"
+    #: options added after runs began storing their resolved options (compare's reuse
+    #: check), each with the value that reproduces the code before it: a stored run
+    #: without the key equals a run whose value is that one.
+    added_options: dict[str, Any] = {}
 
     def __init__(self, **options: Any):
         self.options = dict(options)
@@ -137,6 +141,17 @@ class Method:
         assert self.optimizer is not None, "build() first"
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+    @classmethod
+    def held_out_fraction(cls, options: dict[str, Any]) -> float:
+        """Fraction of the training images this method wants held out for itself
+        (the learned-gradient methods' meta split); 0 for none."""
+        return 0.0
+
+    def set_meta_data(self, loader, forward) -> None:
+        """Called by the Trainer when :meth:`held_out_fraction` > 0, with the held-out
+        split's loader and the module to run it through (not DDP-wrapped)."""
+        raise NotImplementedError(f"{type(self).__name__} holds out no data")
 
     def set_distributed(self, ctx) -> None:
         """Called by the Trainer under torchrun with its DistContext. The model handed

@@ -164,12 +164,16 @@ class Trainer:
         cfg, dist = self.config, self.dist
         distributed.check_global_batch(cfg.batch_size, dist.world_size)
         torch.manual_seed(cfg.seed)
-        self.train_loader, self.val_loader, self.test_loader, self.data_info = load_run_loaders(
+        from bnnopt.registry import METHODS
+
+        (self.train_loader, self.val_loader, self.test_loader, self.data_info,
+         self.meta_loader) = load_run_loaders(
             cfg.dataset, root=cfg.data_root, download=cfg.download, batch_size=cfg.batch_size,
             augment=cfg.augment, device=self.device, seed=cfg.seed,
             train_limit=cfg.train_limit, test_limit=cfg.test_limit,
-            val_fraction=cfg.val_fraction, dtype=param_dtype(cfg.precision))
-        for loader in (self.train_loader, self.val_loader, self.test_loader):
+            val_fraction=cfg.val_fraction, dtype=param_dtype(cfg.precision),
+            meta_fraction=METHODS.get(cfg.method).held_out_fraction(cfg.method_options))
+        for loader in (self.train_loader, self.val_loader, self.test_loader, self.meta_loader):
             if loader is not None:
                 loader.shard(dist.rank, dist.world_size)
         self.model, self.method = build_model(cfg, self.data_info)
@@ -202,6 +206,8 @@ class Trainer:
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
         self.train_model = with_precision(self.train_model, cfg.precision, self.device)
         self.eval_model = with_precision(self.model, cfg.precision, self.device)
+        if self.meta_loader is not None:  # the meta-nets' held-out split, run without DDP
+            self.method.set_meta_data(self.meta_loader, self.eval_model)
         self.zigzag = None
         if cfg.zigzag:
             from bnnopt.train.zigzag import ZigZagTracker
