@@ -35,3 +35,16 @@ def test_zigzag_columns_use_last_k_statistics():
     rows = aggregate(runs)
     assert rows[0]["flips"][0] == 15.0 and rows[0]["amplitude"][0] == 0.375
     assert "| sign flips | max amplitude |" in markdown_table(rows)
+
+
+def test_cpu_seconds_column_only_when_recorded():
+    from bnnopt.report.tables import columns_for
+
+    old = {"label": "ste", "final_test_acc": 80.0, "best_test_acc": 81.0,
+           "final_train_loss": 0.5, "seconds_per_epoch": 9.0}
+    new = dict(old, label="fsg", cpu_seconds_per_epoch=3.0)
+    assert "CPU s/epoch" not in markdown_table(aggregate([old], columns_for([old])),
+                                               columns_for([old]))
+    columns = columns_for([old, new])
+    table = markdown_table(aggregate([old, new], columns), columns)
+    assert "| CPU s/epoch |" in table and "| 3.0 ± 0.0 |" in table

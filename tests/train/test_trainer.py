@@ -43,7 +43,9 @@ def test_run_directory_contents(tmp_path):
     assert files == ["argv.json", "checkpoint.pt", "config.json", "metrics.jsonl", "summary.json"]
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert set(rows[0]) >= {"loss", "train_acc", "test_acc", "lr", "seconds", "test_loss"}
+    assert set(rows[0]) >= {"loss", "train_acc", "test_acc", "lr", "seconds", "cpu_seconds",
+                            "test_loss"}
+    assert all(r["cpu_seconds"] > 0 for r in rows)
     assert summary["final_test_acc"] == rows[-1]["test_acc"]
     argv = json.loads((tmp_path / "run" / "argv.json").read_text())
     assert argv["quantized_layers"] == ["layers.4", "layers.7"]  # hidden layers only

@@ -24,9 +24,16 @@ VAL_COLUMNS = (
 )
 
 
+#: process CPU seconds per epoch, all threads (runs recorded before it existed lack it)
+CPU_COLUMN = ("cpu_seconds_per_epoch", "CPU s/epoch", 1)
+
+
 def columns_for(runs: Iterable[dict[str, Any]]) -> tuple:
-    """COLUMNS, preceded by the validation columns when any run has a validation split."""
-    return (*VAL_COLUMNS, *COLUMNS) if any("final_val_acc" in r for r in runs) else COLUMNS
+    """COLUMNS, preceded by the validation columns when any run has a validation split,
+    followed by CPU s/epoch when any run recorded it."""
+    runs = list(runs)
+    columns = (*VAL_COLUMNS, *COLUMNS) if any("final_val_acc" in r for r in runs) else COLUMNS
+    return (*columns, CPU_COLUMN) if any("cpu_seconds_per_epoch" in r for r in runs) else columns
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -37,7 +37,8 @@ from bnnopt.extras import require
 
 LOG_CHOICES = ("none", "tensorboard")
 _ROW_NAMES = {"loss": "train/loss", "train_acc": "train/acc", "test_loss": "test/loss",
-              "test_acc": "test/acc", "lr": "lr", "seconds": "time/epoch_seconds"}
+              "test_acc": "test/acc", "lr": "lr", "seconds": "time/epoch_seconds",
+              "cpu_seconds": "time/epoch_cpu_seconds"}
 
 
 def _codes(layer: torch.nn.Module) -> torch.Tensor:

@@ -307,7 +307,7 @@ class Trainer:
             batches = tqdm(batches, total=len(self.train_loader), leave=False,
                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
         global_sizes = self.train_loader.global_sizes()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         seen, loss_sum, correct = 0, 0.0, 0
         for step, (x, y) in enumerate(batches):
             if self.memory_format is not None:
@@ -332,11 +332,12 @@ class Trainer:
             correct = int(dist.sum_(torch.tensor([correct], dtype=torch.float64,
                                                  device=self.device)))
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu_start  # all threads; less sensitive to sharing
         test_loss, test_acc = evaluate(self.eval_model, self.test_loader.epoch(0), dist,
                                        self.memory_format)
         row = {"epoch": epoch + 1, "lr": lr, "loss": loss_sum / max(seen, 1),
                "train_acc": 100.0 * correct / max(seen, 1), "test_loss": test_loss,
-               "test_acc": test_acc, "seconds": seconds}
+               "test_acc": test_acc, "seconds": seconds, "cpu_seconds": cpu_seconds}
         if self.val_loader is not None:
             row["val_loss"], row["val_acc"] = evaluate(self.eval_model, self.val_loader.epoch(0),
                                                        dist, self.memory_format)
@@ -400,8 +401,10 @@ def stop_early(metrics: list[dict[str, Any]], patience: int) -> bool:
 
 
 def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any]:
-    """Final and best test accuracy, final train loss, mean seconds per epoch; with a
-    validation split also the epoch chosen on it and the test accuracy there."""
+    """Final and best test accuracy, final train loss, mean seconds per epoch (wall
+    time, and the process's CPU time over all its threads, which other processes
+    sharing the cores disturb much less); with a validation split also the epoch
+    chosen on it and the test accuracy there."""
     if not metrics:
         return {"epochs": 0}
     best = max(metrics, key=lambda r: r["test_acc"])
@@ -412,6 +415,8 @@ def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any
         "best_epoch": best["epoch"], "final_train_loss": metrics[-1]["loss"],
         "seconds_per_epoch": sum(r["seconds"] for r in metrics) / len(metrics),
     }
+    if all("cpu_seconds" in r for r in metrics):  # rows of runs resumed from older records lack it
+        summary["cpu_seconds_per_epoch"] = sum(r["cpu_seconds"] for r in metrics) / len(metrics)
     if "val_acc" in metrics[-1]:  # choices on validation: the first epoch of highest val acc
         chosen = max(metrics, key=lambda r: r["val_acc"])
         summary.update(best_epoch=chosen["epoch"], best_val_acc=chosen["val_acc"],
