@@ -46,16 +46,20 @@ def build(spec: dict):
 
     from bnnopt.models import load_pretrained, resnet20
     from bnnopt.registry import METHODS
-    from bnnopt.train.data_setup import load_split_loaders
+    from bnnopt.train.data_setup import load_run_loaders
     from bnnopt.train.method import OptimConfig
 
     torch.manual_seed(spec["seed"])
-    train, test, _ = load_split_loaders("cifar10", root=str(SHARED / "data"),
-                                        batch_size=128, seed=spec["seed"])
+    cls = METHODS.get(spec["method"])
+    train, _, test, _, meta = load_run_loaders(
+        "cifar10", root=str(SHARED / "data"), batch_size=128, seed=spec["seed"],
+        meta_fraction=cls.held_out_fraction(spec["options"]))
     model = load_pretrained(resnet20(), str(SHARED / "pretrained" / "resnet20-cifar10-fp.pth"))
-    method = METHODS.get(spec["method"])(**spec["options"])
+    method = cls(**spec["options"])
     method.prepare(model, {"keep_first": True, "keep_last": True})
     method.build(model, OptimConfig(name="adam", lr=1e-3))
+    if meta is not None:  # meta_data="heldout": its meta split, as the Trainer hands it over
+        method.set_meta_data(meta, model)
     model.train()
 
     def stream():
