@@ -26,7 +26,7 @@ import torch
 
 
 def probe(run_dir: str) -> dict:
-    from bnnopt.hyper.learned import LearnedGradientMethod, MetaInputs, calibration, flat_cat
+    from bnnopt.hyper.learned import LearnedGradientMethod
     from bnnopt.train.checkpoint import build_model, load_checkpoint
     from bnnopt.train.config import RunConfig
 
@@ -40,6 +40,17 @@ def probe(run_dir: str) -> dict:
     model.load_state_dict(ckpt["model"])
     method.build(model, cfg.optim_config())
     method.load_state_dict(ckpt["method"])
+    row = generated_vs_ste(method, cfg)
+    row["run"] = run_dir
+    return row
+
+
+def generated_vs_ste(method, cfg) -> dict:
+    """The next step's generated gradient G against STE's c*g, for a built method with
+    something stored (as :func:`probe` describes); nothing of the method is changed
+    except what ``generate`` itself advances (an LSTM's carried state: pass a copy)."""
+    from bnnopt.hyper.learned import MetaInputs, calibration, flat_cat
+
     layers = [layer for _, layer in method.layers]
     c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
     lr = float(method.optimizer.param_groups[0]["lr"])
@@ -51,7 +62,7 @@ def probe(run_dir: str) -> dict:
     def cos(a, b):
         return float(a @ b / (a.norm() * b.norm()).clamp_min(1e-30))
 
-    row = {"run": run_dir, "method": cfg.method, "optimizer": cfg.optim["name"], "lr": lr,
+    row = {"method": cfg.method, "optimizer": cfg.optim["name"], "lr": lr,
            "ste_norm": float(ste.norm()), "generated_norm": float(gen.norm()),
            "scale": float(gen.norm() / ste.norm().clamp_min(1e-30)), "cos": cos(gen, ste)}
     if cfg.method == "fsg" and method.options["variant"] == "paper" and lr > 0:
