@@ -146,7 +146,7 @@ def test_heldout_without_a_meta_split_is_refused():
 def _trainer_config(**changes):
     from bnnopt.train import RunConfig
 
-    cfg = RunConfig(model="mlp", dataset="digits", method="fcgrad", epochs=2, batch_size=64,
+    cfg = RunConfig(model="mlp", dataset="digits", method="fcgrad", epochs=2, batch_size=32,
                     model_options={"hidden": 16}, optim={"name": "adam", "lr": 1e-2},
                     augment=False, device="cpu", train_limit=384, test_limit=128,
                     val_fraction=0.2, method_options={"meta_data": "heldout",
@@ -163,8 +163,9 @@ def test_trainer_holds_out_a_disjoint_meta_split_and_resumes_exactly(tmp_path, f
     info = full.data_info
     # 384 -> 77 validation; of the 307 left, 123 meta images and 184 training images
     assert (info["val_images"], info["meta_images"], info["train_images"]) == (77, 123, 184)
+    assert len(full.meta_loader) == 123 // 32  # full batches only
     assert full.method.meta_batches > len(full.meta_loader)  # it went round more than once
-    train, val, _, _, meta = load_run_loaders("digits", batch_size=64, augment=False, seed=0,
+    train, val, _, _, meta = load_run_loaders("digits", batch_size=32, augment=False, seed=0,
                                               train_limit=384, val_fraction=0.2,
                                               meta_fraction=0.4)
     rows = [{tuple(r.tolist()) for r in torch.cat([x for x, _ in loader.eval()]).flatten(1)}
@@ -178,3 +179,11 @@ def test_trainer_holds_out_a_disjoint_meta_split_and_resumes_exactly(tmp_path, f
               for d in (tmp_path / "full", tmp_path / "killed")]
     assert losses[0] == losses[1]
     assert resumed.method.meta_batches == full.method.meta_batches
+
+
+def test_a_meta_split_smaller_than_a_batch_is_refused():
+    from bnnopt.train.data_setup import load_run_loaders
+
+    with pytest.raises(ValueError, match="fewer than one batch of 64"):
+        load_run_loaders("digits", batch_size=64, augment=False, seed=0, train_limit=384,
+                         meta_fraction=0.1)

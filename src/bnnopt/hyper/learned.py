@@ -66,10 +66,12 @@ same forward that yields g_t) or ``"heldout"``: the Trainer holds out
 (:mod:`bnnopt.data.split`, disjoint from train and validation), and each step with
 meta-nets runs two forwards::
 
-    L_meta = criterion(model(x_meta; W̃), y_meta)   ∂L_meta/∂φ trains the meta-nets
-                                                    (BatchNorm statistics untouched)
+    L_meta = CE(model(x_meta; W̃), y_meta)   ∂L_meta/∂φ trains the meta-nets
+                                             (BatchNorm statistics untouched)
     L      = criterion(model(x; W̃ detached from φ), y)   g_t, the other parameters
 
+(CE: mean cross-entropy over the meta batch, which is always a full batch; under
+torchrun each rank takes an equal share and the meta-gradients are averaged).
 so the meta-nets learn the update that lowers the loss of images the task network
 does not train on (generalisation as the target, as learned-optimizer work
 trains on a validation batch), at about one more forward and backward per step.
@@ -274,6 +276,8 @@ class LearnedGradientMethod(Method):
                              "split (set_meta_data); none was given")
         import torch.nn.functional as F
 
+        # meta batches are full and the global batch divides by the ranks: every rank's
+        # share has the same size, so the ranks' mean gradients average to the global one
         model = self._meta_forward
         x, y = self._next_meta_batch()
         buffers = [(b, b.detach().clone()) for b in model.buffers()]

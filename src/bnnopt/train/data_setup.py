@@ -35,8 +35,9 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
     meta_fraction: then hold this fraction of the remaining training images out as
     the meta split (``bnnopt.data.split.META_STREAM``; disjoint from train and
     validation) for learned-gradient methods with ``meta_data="heldout"``; its
-    loader has the training batch size, shuffles per epoch (seeded like the
-    training loader) and is not augmented. 0 = none.
+    loader yields full batches of the training batch size only (so every rank has
+    a share under torchrun), shuffles per epoch (seeded like the training loader)
+    and is not augmented. 0 = none.
     """
     from bnnopt.data import InMemoryLoader, load_dataset, make_loaders
     from bnnopt.data.split import META_STREAM, hold_out_validation
@@ -60,7 +61,11 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
         ds, meta_x, meta_y = hold_out_validation(ds, meta_fraction, seed, stream=META_STREAM,
                                                  name="meta_fraction")
         meta = InMemoryLoader(meta_x, meta_y, batch_size, ds.mean, ds.std, False, device, seed,
-                              False, shuffle=True, dtype=dtype)
+                              drop_last=True, shuffle=True, dtype=dtype)
+        if len(meta) < 1:
+            raise ValueError(f"invalid meta_fraction {meta_fraction!r}: it holds out "
+                             f"{meta.num_samples} images, fewer than one batch of {batch_size}; "
+                             f"valid: a meta_fraction holding out at least {batch_size} images")
     aug = None if augment else False
     train, test = make_loaders(ds, batch_size, device=device, seed=seed, augment=aug,
                                eval_batch_size=eval_batch_size, dtype=dtype)
