@@ -150,19 +150,20 @@ def point_label(point: list[str]) -> str:
 def choose_setting(summaries: list[dict[str, Any]]) -> int:
     """Index of the grid point to keep, from validation only: highest final validation
     accuracy, ties broken by lower final validation loss, then by grid order."""
-    for s in summaries:
-        if "final_val_acc" not in s:
-            raise ValueError("tuning needs a validation split; set val_fraction > 0")
+    _require_validation(summaries)
     return max(range(len(summaries)),
                key=lambda i: (summaries[i]["final_val_acc"], -summaries[i]["final_val_loss"], -i))
+
+
+def _require_validation(summaries: list[dict[str, Any]]) -> None:
+    if any("final_val_acc" not in s for s in summaries):
+        raise ValueError("tuning needs a validation split; set val_fraction > 0")
 
 
 def mean_validation(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
     """One grid point's tuning runs (one summary per tuning seed) -> the mean final
     validation accuracy and loss over those seeds, with the per-seed accuracies."""
-    for s in per_seed:
-        if "final_val_acc" not in s:
-            raise ValueError("tuning needs a validation split; set val_fraction > 0")
+    _require_validation(per_seed)
     n = len(per_seed)
     return {"final_val_acc": sum(s["final_val_acc"] for s in per_seed) / n,
             "final_val_loss": sum(s["final_val_loss"] for s in per_seed) / n,
