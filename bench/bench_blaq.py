@@ -6,8 +6,8 @@ random batches (the data do not change the cost), a small MLP and LeNet-5 with
 every layer quantized at 1 bit (``--bits`` for 2/4), for the methods
 
     ste       DoReFa sign + identity STE, torch.optim.Adam     (the estimator baseline)
-    laq       LAQ/LAB (bnnopt.optim.LAQ)
-    blaq      BLAQ (bnnopt.optim.BLAQ, a = 0.6, m = 5), the paper's two passes per step
+    laq       LAQ/LAB (bnnopt.methods.lossaware.LAQ)
+    blaq      BLAQ (bnnopt.methods.lossaware.BLAQ, a = 0.6, m = 5), the paper's two passes per step
     blaq_rec  BLAQ with reading="recursive" (Eq. 9-10 over steps), one pass per step
 
 Methods are interleaved round-robin within each repeat (so load drift hits all
@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bnnopt.optim import LossAwareQuantizer
+from bnnopt.methods.lossaware import LossAwareQuantizer
 from bnnopt.registry import METHODS, MODELS
-from bnnopt.train.method import OptimConfig
+from bnnopt.methods.base import OptimConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {"ste": ("ste", {}), "laq": ("laq", {}), "blaq": ("blaq", {"a": 0.6, "m": 5}),

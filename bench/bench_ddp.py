@@ -45,7 +45,7 @@ def communication(method: str, protocol: str) -> dict[str, int]:
 
     from bnnopt.train.checkpoint import build_model
     from bnnopt.train.config import RunConfig
-    from bnnopt.train.protocols import protocol_config
+    from bnnopt.experiments.protocols import protocol_config
 
     cfg = RunConfig().update(protocol_config(protocol)).update({"method": method, "init": None})
     info = {"num_classes": 10, "in_channels": 3, "image_size": [32, 32]}

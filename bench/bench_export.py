@@ -29,7 +29,7 @@ def build_model() -> tuple[torch.nn.Module, str]:
     source = "random init"
     try:
         from bnnopt.models import load_pretrained
-        from bnnopt.train.protocols import find_shared
+        from bnnopt.experiments.protocols import find_shared
 
         ckpt = find_shared() / "pretrained" / "resnet20-cifar10-fp.pth"
         if ckpt.exists():

@@ -47,7 +47,7 @@ def build(spec: dict):
     from bnnopt.models import load_pretrained, resnet20
     from bnnopt.registry import METHODS
     from bnnopt.train.data_setup import load_run_loaders
-    from bnnopt.train.method import OptimConfig
+    from bnnopt.methods.base import OptimConfig
 
     torch.manual_seed(spec["seed"])
     cls = METHODS.get(spec["method"])

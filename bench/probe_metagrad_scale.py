@@ -26,7 +26,7 @@ import torch
 
 
 def probe(run_dir: str) -> dict:
-    from bnnopt.hyper.learned import LearnedGradientMethod
+    from bnnopt.methods.learned.base import LearnedGradientMethod
     from bnnopt.train.checkpoint import build_model, load_checkpoint
     from bnnopt.train.config import RunConfig
 
@@ -49,7 +49,7 @@ def generated_vs_ste(method, cfg) -> dict:
     """The next step's generated gradient G against STE's c*g, for a built method with
     something stored (as :func:`probe` describes); nothing of the method is changed
     except what ``generate`` itself advances (an LSTM's carried state: pass a copy)."""
-    from bnnopt.hyper.learned import MetaInputs, calibration, flat_cat
+    from bnnopt.methods.learned.base import MetaInputs, calibration, flat_cat
 
     layers = [layer for _, layer in method.layers]
     c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
@@ -66,7 +66,7 @@ def generated_vs_ste(method, cfg) -> dict:
            "ste_norm": float(ste.norm()), "generated_norm": float(gen.norm()),
            "scale": float(gen.norm() / ste.norm().clamp_min(1e-30)), "cos": cos(gen, ste)}
     if cfg.method == "fsg" and method.options["variant"] == "paper" and lr > 0:
-        from bnnopt.hyper.variants import slow_weight
+        from bnnopt.methods.learned.variants import slow_weight
 
         beta = slow_weight(float(method.options["beta"]), lr, method.base_lr,
                            method.options.get("slow_scale", "constant"))
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         print(f"{run[-60:]:60s} {r['ste_norm']:9.3e} {r['generated_norm']:9.3e} "
               f"{r['scale']:9.2f} {r['cos']:6.3f}{extra}", flush=True)
     if args.json:
-        from bnnopt.train.io import write_json
+        from bnnopt.runs.io import write_json
 
         write_json(args.json, rows)
     return 0

@@ -38,7 +38,7 @@ from probe_metagrad_scale import generated_vs_ste  # noqa: E402
 def trace(cfg, steps: int) -> list[dict]:
     import torch.nn.functional as F
 
-    from bnnopt.hyper.learned import LearnedGradientMethod
+    from bnnopt.methods.learned.base import LearnedGradientMethod
     from bnnopt.train.schedule import lr_at
     from bnnopt.train.trainer import Trainer
 
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         cells = [f"{r[k]:{w}.{d}f}" if k in r else " " * w for k, (w, d) in widths.items()]
         print(f"{r['step']:4d} {r['loss']:8.3f} " + " ".join(cells), flush=True)
     if args.json:
-        from bnnopt.train.io import write_json
+        from bnnopt.runs.io import write_json
 
         write_json(args.json, rows)
     return 0

@@ -16,7 +16,7 @@ def test_missing_module_names_the_extra():
 def test_cli_reports_a_missing_extra_in_one_line(monkeypatch, tmp_path, capsys):
     import sys
 
-    from bnnopt.cli import main
+    from bnnopt.cli.main import main
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import raises ImportError
     code = main(["train", "--protocol", "digits", "--method", "ste", "--epochs", "1", "--train-limit", "64",

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _help(command: str) -> str:
     import os
 
-    from bnnopt.cli import build_parser
+    from bnnopt.cli.main import build_parser
 
     os.environ.setdefault("COLUMNS", "100")  # stable line width, whatever the terminal
     parser = build_parser()

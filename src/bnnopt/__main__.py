@@ -1,3 +1,3 @@
-from bnnopt.cli import main
+from bnnopt.cli.main import main
 
 raise SystemExit(main())

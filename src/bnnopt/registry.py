@@ -22,8 +22,8 @@ _PROVIDERS = (
     "bnnopt.quant",
     "bnnopt.models",
     "bnnopt.data",
-    "bnnopt.optim",
-    "bnnopt.hyper",
+    "bnnopt.methods.lossaware",
+    "bnnopt.methods.learned",
     "bnnopt.train",
 )
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bnnopt.cli import main
+from bnnopt.cli.main import main
 from bnnopt.export import export_checkpoint, load_packed, read_manifest
 from bnnopt.train import RunConfig, Trainer
 from bnnopt.train.checkpoint import load_model

@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from bnnopt.cli import main
+from bnnopt.cli.main import main
 from bnnopt.export import load_packed
 from bnnopt.train import RunConfig, Trainer
-from bnnopt.train.protocols import protocol_config
+from bnnopt.experiments.protocols import protocol_config
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_qonnx_fold_bn_and_bench(digits_run, tmp_path, capsys):
 
 
 def test_failed_exports_leave_no_file(digits_run, tmp_path, capsys, monkeypatch):
-    import bnnopt.export.cli as export_cli
+    import bnnopt.cli.export as export_cli
 
     def broken(*args, **kwargs):
         raise ValueError("simulated verification failure")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bnnopt.cli import main
+from bnnopt.cli.main import main
 from bnnopt.train import RunConfig, Trainer
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from bnnopt.quant.rbnn import (RBNNQuantizer, TrainingAwareSign, matrix_shape, rbnn_schedule,
                                training_aware_sign_value)
 from bnnopt.registry import METHODS
-from bnnopt.train.method import OptimConfig
+from bnnopt.methods.base import OptimConfig
 
 
 def _quantizer(shape=(6, 4, 3, 3), seed=0):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from bnnopt.cli import main
+from bnnopt.cli.main import main
 from bnnopt.report.published import load_published, matching_rows, papers, published_table
 from bnnopt.report.runs import report_runs
 

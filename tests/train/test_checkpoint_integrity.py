@@ -38,7 +38,7 @@ def test_flipped_weight_bits_are_detected(run, tmp_path):
     torch.save(ckpt, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match=r"is corrupt: SHA-256 of its content"):
         load_checkpoint(tmp_path / "bad.pt")
-    from bnnopt.evaluation import evaluate_path
+    from bnnopt.cli.evaluate import evaluate_path
 
     with pytest.raises(ValueError, match="is corrupt"):
         evaluate_path(tmp_path / "bad.pt")

@@ -80,7 +80,7 @@ def test_toml_protocol_key_is_honoured(tmp_path):
     """protocol = "digits" in a file applies the protocol beneath the file's own keys."""
     from types import SimpleNamespace
 
-    from bnnopt.cli import resolve_config
+    from bnnopt.cli.main import resolve_config
 
     path = tmp_path / "c.toml"
     path.write_text('protocol = "digits"\nepochs = 2\n')

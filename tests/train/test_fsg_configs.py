@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bnnopt.cli import build_parser
+from bnnopt.cli.main import build_parser
 from bnnopt.registry import METHODS
-from bnnopt.train.compare import build_arms
+from bnnopt.experiments.compare import build_arms
 from bnnopt.train.config import RunConfig, load_toml
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("fsg_*.toml"))

@@ -7,7 +7,7 @@ import torch
 
 from bnnopt.train import RunConfig, Trainer
 from bnnopt.train.checkpoint import load_checkpoint
-from bnnopt.train.rundir import NonFiniteLossError
+from bnnopt.runs.rundir import NonFiniteLossError
 
 
 def tiny_config(**changes) -> RunConfig:
@@ -43,7 +43,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_checkpoint(tmp_path
 
 
 def test_huge_learning_rate_is_a_clear_cli_error(tmp_path, capsys):
-    from bnnopt.cli import main
+    from bnnopt.cli.main import main
 
     code = main(["train", "--model", "mlp", "--dataset", "digits", "--set",
                  "model_options.hidden=16", "--epochs", "2", "--train-limit", "256",
@@ -104,7 +104,7 @@ def test_orphans_removed_when_run_is_reopened(tmp_path):
 
 
 def test_cli_sigint_says_how_to_resume(tmp_path, capsys, monkeypatch):
-    from bnnopt.cli import main
+    from bnnopt.cli.main import main
 
     def interrupt(self, epoch):
         if epoch == 1:

@@ -121,7 +121,7 @@ def write_container(path: str | os.PathLike, manifest: Mapping[str, Any], blobs:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        from bnnopt.train.io import current_umask
+        from bnnopt.runs.io import current_umask
 
         os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 -> the usual umask mode
     except (AttributeError, OSError):  # pragma: no cover - no fchmod (Windows)

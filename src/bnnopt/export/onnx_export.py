@@ -96,7 +96,7 @@ def export_onnx(packed: str | os.PathLike, out: str | os.PathLike, *, qonnx: boo
     onnx = _onnx()
     from bnnopt.export.onnx_fold import fold_batchnorm, inline_identities, remove_unused_initializers
     from bnnopt.export.reader import load_packed, read_manifest
-    from bnnopt.train.io import atomic_path
+    from bnnopt.runs.io import atomic_path
 
     model = load_packed(packed)
     meta = dict(getattr(model, "bnnopt_meta", {}) or {})

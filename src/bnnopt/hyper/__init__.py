@@ -1,38 +1,11 @@
-"""bnnopt.hyper: learned-gradient methods (hypernetworks that generate the gradient).
+"""Deprecated alias of :mod:`bnnopt.methods.learned` (and :mod:`bnnopt.ssm`); kept for one release."""
+import warnings
 
-Registered methods (``METHODS``):
+from bnnopt.methods.learned import *  # noqa: F401,F403
+from bnnopt.methods.learned import __all__ as _learned_all
+from bnnopt.ssm import Mamba, selective_scan, selective_scan_ref  # noqa: F401
 
-fcgrad    MetaQuant FC-Grad: M = FC(dL/dQ)
-multifc   MetaQuant MultiFC: M = dL/dQ * MultiFC(W-hat)
-lstmfc    MetaQuant LSTMFC:  M = dL/dQ * fc(LSTM(W-hat)), hidden state per layer
-fsg       FSG (AAAI 2025): fast-net + Mamba/LSTM slow-net over HGS with LRE
-          (variant "paper"|"official", layout "per-weight"|"flat", preset
-          "cpu"|"paper"|"official"; slow_net "lstmfc" = the official MetaFastAndLSTM)
+__all__ = [*_learned_all, "Mamba", "selective_scan", "selective_scan_ref"]
 
-Every method of the family takes ``variant="official"`` = the official code exactly
-(first iteration without update, :class:`OfficialEpsAdam`'s epsilon placement, bias
-look-ahead; tests/hyper/test_official_transcription.py).
-
-Building blocks: :class:`LearnedGradientMethod` (the shared step, FSG Algorithm 1),
-:class:`HistoryBuffer` (HGS), :class:`LayerEmbedding` (LRE), :class:`LinearStack`
-and :class:`LSTMFCNet` (element-wise meta-nets), the slow-nets
-(:func:`make_slow_net`: :class:`MambaSlowNet`, :class:`LSTMSlowNet`), the
-:class:`Mamba` block and its pure-PyTorch :func:`selective_scan`.
-"""
-from bnnopt.hyper.fsg import FSG
-from bnnopt.hyper.hgs import HistoryBuffer
-from bnnopt.hyper.learned import LearnedGradientMethod, MetaInputs, calibration
-from bnnopt.hyper.lre import LayerEmbedding
-from bnnopt.hyper.mamba import Mamba
-from bnnopt.hyper.meta_nets import LinearStack, LSTMFCNet
-from bnnopt.hyper.metaquant import FCGrad, LSTMFC, MetaQuantMethod, MultiFC
-from bnnopt.hyper.official_adam import OfficialEpsAdam
-from bnnopt.hyper.scan import selective_scan, selective_scan_ref
-from bnnopt.hyper.slow_nets import LSTMSlowNet, MambaSlowNet, make_slow_net
-
-__all__ = [
-    "FSG", "FCGrad", "HistoryBuffer", "LSTMFC", "LSTMFCNet", "LSTMSlowNet", "LayerEmbedding",
-    "LearnedGradientMethod", "LinearStack", "Mamba", "MambaSlowNet", "MetaInputs",
-    "MetaQuantMethod", "MultiFC", "OfficialEpsAdam", "calibration", "make_slow_net", "selective_scan",
-    "selective_scan_ref",
-]
+warnings.warn("bnnopt.hyper is deprecated; import from bnnopt.methods.learned "
+              "(Mamba and selective_scan: bnnopt.ssm)", DeprecationWarning, stacklevel=2)

@@ -1,25 +1,12 @@
-"""bnnopt.optim: the loss-aware family (LAB, LAQ, BLAQ) — optimizers that own quantization.
+"""Deprecated alias of :mod:`bnnopt.methods.lossaware`; kept for one release."""
+import warnings
 
-    from bnnopt.optim import LAQ, BLAQ
-    opt = LAQ.from_model(model, lr=1e-3)           # model prepared with "lossaware" layers
-    opt = BLAQ.from_model(model, lr=1e-3, a=0.6)   # opt.step(closure): two passes per step
-
-Modules: ``levels`` (level sets, D-weighted scale solvers), ``quantizer`` (the
-"lossaware" weight quantizer, registered in QUANTIZERS), ``laq`` (LAB/LAQ),
-``blaq`` (BLAQ), ``methods`` (the ``lab``, ``laq``, ``blaq`` METHODS).
-"""
-from bnnopt.optim.levels import (  # noqa: F401
-    BITS,
-    LEVEL_KINDS,
-    code_table,
-    level_values,
-    project,
-    scale_for,
-    solve,
-    solve_exact,
-    weighted_error,
+from bnnopt.methods.lossaware import *  # noqa: F401,F403
+from bnnopt.methods.lossaware import (  # noqa: F401
+    BITS, BLAQ, LAQ, LEVEL_KINDS, BLAQMethod, LABMethod, LAQMethod, LossAwareMethod,
+    LossAwareQuantizer, code_table, is_lossaware, level_values, lossaware_params, project,
+    scale_for, solve, solve_exact, weighted_error,
 )
-from bnnopt.optim.quantizer import LossAwareQuantizer, is_lossaware  # noqa: F401
-from bnnopt.optim.laq import LAQ, lossaware_params  # noqa: F401
-from bnnopt.optim.blaq import BLAQ  # noqa: F401
-from bnnopt.optim.methods import BLAQMethod, LABMethod, LAQMethod, LossAwareMethod  # noqa: F401
+
+warnings.warn("bnnopt.optim is deprecated; import from bnnopt.methods.lossaware",
+              DeprecationWarning, stacklevel=2)

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnopt.report.tables import mean_std
-from bnnopt.train.io import atomic_path
+from bnnopt.runs.io import atomic_path
 
 
 def plot_curves(curves: dict[str, list[list[dict[str, Any]]]], path: str | Path,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bnnopt.report.tables import aggregate, columns_for, markdown_table
-from bnnopt.train.io import read_jsonl, write_text
+from bnnopt.runs.io import read_jsonl, write_text
 
 
 # Config keys that never separate rows: the seed and where a run's files live.
@@ -112,7 +112,7 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
     zig = [(r["label"], _flat(r["zigzag"].get("last_k", r["zigzag"])))
            for r in runs if r.get("zigzag")]
     if zig:
-        from bnnopt.train.zigzag import REPORT_KEYS
+        from bnnopt.diagnostics.zigzag import REPORT_KEYS
 
         keys = [k for k in REPORT_KEYS if k in zig[0][1]] or sorted(zig[0][1])
         text += ("\nzig-zag over the last epochs (tracked weights):\n\n| run | "

@@ -62,7 +62,7 @@ def aggregate(runs: Iterable[dict[str, Any]], columns=COLUMNS) -> list[dict[str,
         for key, _, _ in columns:
             vals = [float(r[key]) for r in group if r.get(key) is not None]
             row[key] = mean_std(vals)
-        # zig-zag records (bnnopt.train.zigzag): statistics over the last K epochs
+        # zig-zag records (bnnopt.diagnostics.zigzag): statistics over the last K epochs
         extra = [r["zigzag"].get("last_k", r["zigzag"]) for r in group if r.get("zigzag")]
         if extra:
             row["flips"] = mean_std([float(z["flips"]) for z in extra])

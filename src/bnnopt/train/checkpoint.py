@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from bnnopt.train.config import RunConfig
-from bnnopt.train.io import save_torch
+from bnnopt.runs.io import save_torch
 
 FORMAT = "bnnopt-checkpoint"
 VERSION = 2

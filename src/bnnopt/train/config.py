@@ -58,7 +58,7 @@ class RunConfig:
                                validation accuracy (0 = never; needs val_fraction)
     zigzag                     number of weights tracked for oscillation stats (0 = off)
     zigzag_options             {every = "step"|"epoch", last_k = 5, lock = 0}: sampling
-                               cadence, summary window, locked weight (bnnopt.train.zigzag)
+                               cadence, summary window, locked weight (bnnopt.diagnostics.zigzag)
     precision                  fp32 | bf16 | fp16 | fp64 (bnnopt.train.precision)
     channels_last              NHWC memory format for the model and its inputs
     sync_bn                    BatchNorm over the global batch of all torchrun ranks
@@ -121,7 +121,7 @@ class RunConfig:
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
                 or not 0 <= self.val_fraction < 1:
             raise ValueError(f"invalid val_fraction {self.val_fraction!r}; must be a number in [0, 1)")
-        from bnnopt.train.zigzag import check_options
+        from bnnopt.diagnostics.zigzag import check_options
 
         check_options(self.zigzag_options)
         if self.early_stop and not self.val_fraction:
@@ -134,7 +134,7 @@ class RunConfig:
         return self
 
     def optim_config(self):
-        from bnnopt.train.method import OptimConfig
+        from bnnopt.methods.base import OptimConfig
 
         known = {f.name for f in dataclasses.fields(OptimConfig)}
         unknown = set(self.optim) - known
@@ -191,7 +191,7 @@ class RunConfig:
 def load_toml(path: str | Path) -> dict[str, Any]:
     """Read a TOML config file (ValueError on a missing, unreadable or malformed file).
 
-    A ``protocol = "name"`` key is kept; :func:`bnnopt.cli.resolve_config` applies
+    A ``protocol = "name"`` key is kept; :func:`bnnopt.cli.main.resolve_config` applies
     that protocol beneath the file's other keys.
     """
     path = Path(path)

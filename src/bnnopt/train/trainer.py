@@ -19,7 +19,7 @@ Everything a run writes lives in its run directory (all writes atomic)::
                                                           resolved method options
     metrics.jsonl   one row per epoch         summary.json final/best accuracy, timings
     checkpoint.pt   model + method + RNG state after the last finished epoch
-    .lock           PID + host of the process writing it (bnnopt.train.lock)
+    .lock           PID + host of the process writing it (bnnopt.runs.lock)
 
 The output location is checked before any data or model setup; a second process
 on a locked directory is refused. A non-finite training loss stops the run
@@ -58,8 +58,8 @@ from bnnopt.train.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoin
 from bnnopt.train.config import RunConfig
 from bnnopt.train.distributed import DistContext
 from bnnopt.train.precision import check_precision, param_dtype, with_precision
-from bnnopt.train.io import check_output_dir, read_jsonl, write_json, write_jsonl
-from bnnopt.train.rundir import (NonFiniteLossError, check_finite, check_finite_row,
+from bnnopt.runs.io import check_output_dir, read_jsonl, write_json, write_jsonl
+from bnnopt.runs.rundir import (NonFiniteLossError, check_finite, check_finite_row,
                                  open_run_dir, record_argv, resume_dir)
 from bnnopt.train.schedule import lr_at
 
@@ -210,7 +210,7 @@ class Trainer:
             self.method.set_meta_data(self.meta_loader, self.eval_model)
         self.zigzag = None
         if cfg.zigzag:
-            from bnnopt.train.zigzag import ZigZagTracker
+            from bnnopt.diagnostics.zigzag import ZigZagTracker
 
             self.zigzag = ZigZagTracker(self.model, num_weights=cfg.zigzag, seed=cfg.seed,
                                         **cfg.zigzag_options)

@@ -1,0 +1,2 @@
+"""bnnopt.cli: the command line (``bnnopt <command> ...``), a thin user of the library."""
+from bnnopt.cli.main import main  # noqa: F401

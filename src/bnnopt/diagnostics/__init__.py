@@ -1,0 +1,1 @@
+"""bnnopt.diagnostics: zig-zag / oscillation statistics and TensorBoard logging."""

@@ -1,0 +1,538 @@
+"""The learned-gradient step shared by FCGrad, MultiFC, LSTMFC (MetaQuant) and FSG.
+
+Notation (FSG paper Sec. "Preliminaries", Eq. 1-3): latent weight W, pre-quantized
+weight Ŵ = A(W) (DoReFa: tanh(W)/max|tanh W|, max held constant, Eq. 1), quantized
+weight Q = q(Ŵ) (Eq. 2), stored gradient g = ∂L/∂Q, and the calibration
+c = ∂A(W)/∂W (DoReFa: (1 - tanh²W)/max|tanh W|).
+
+One training step t (FSG Algorithm 1; Eq. 12-15; MetaQuant Sec. 3)::
+
+    if nothing is stored yet:                 # the very first step
+        plain autograd step (the layers' estimator, i.e. STE)
+    else:
+        (Δ_i, G_i) = generate(g_{t-1}, Ŵ_{t-1}, c_t, η)   # meta-nets, per layer i
+        forward at the look-ahead weight  W̃_i = W_i + Δ_i   (Eq. 12-13, via layer.delta)
+        L = criterion(model(x), y);  L.backward()         # trains the meta-nets (Eq. 14-15):
+                                                          #   ∂L/∂φ = Σ_i ∂L/∂W̃_i · ∂Δ_i/∂φ
+        meta-optimizers step
+        W_i.grad := G_i          # the generated gradient replaces autograd's
+    store g_t = ∂L/∂Q (from layer.last_quantized) and Ŵ_t = A(W̃_t)
+    base optimizer step (SGD, SGD-M or Adam, built by bnnopt.methods.base.build_optimizer)
+
+Δ_i is differentiable w.r.t. the meta-net parameters φ (so they sit in the
+graph); G_i is its detached value. Only the quantized layers' latent weights get
+generated gradients; every other parameter (BatchNorm, biases, full-precision
+layers) keeps its autograd gradient, evaluated at the look-ahead point. The
+step works for every QConv2d / QLinear of any model (``bnnopt.nn.quantized_layers``).
+
+Option ``lookahead`` (common to the family; not in either paper):
+
+* ``"plain"`` (default, both papers): W̃ = W + Δ as above. Δ models a plain SGD
+  step, -η·G, whatever the base optimizer.
+* ``"optimizer"``: W̃ = W + U(-Δ/η), where U(G) is the update the base optimizer
+  will make from gradient G given its current state, written differentiably in G:
+  SGD -η·G; SGD-M -η·(μ·b + G) (b its momentum buffer, weight decay added to G);
+  Adam -η·m̂/(√v̂ + ε) with m = β₁m + (1-β₁)G and v = β₂v + (1-β₂)G² (the v
+  term detached, bias corrections at the coming step). When Δ = -η·G (the paper
+  variants) the forward runs exactly at the weight the optimizer is about to
+  produce, so the meta-nets are trained for the update really applied; with
+  Adam that update is ~η per weight instead of η·|G|. Same as "plain" for plain
+  SGD without weight decay.
+
+Option ``grad_norm`` (common; not in either paper): ``"learned"`` (default) hands
+G over as generated; ``"ste"`` rescales, per layer, G to the norm of STE's c⊙g and
+the look-ahead offset Δ to η times it, so only their direction is learned;
+``"ste-detached"`` the same with the rescaling factor a constant to the meta-gradient
+(:mod:`bnnopt.methods.learned.variants`).
+
+Three options reproduce details of the official codes (github two-tiger/FSG and
+csyhhu/MetaQuant); each defaults to the official behaviour under
+``variant="official"`` and to bnnopt's otherwise (an explicit value always wins):
+
+* ``first_step``: "ste" (bnnopt: the first step, with nothing stored yet, is a
+  plain STE step) or "skip" (official: the first iteration runs forward and
+  backward to store g and Ŵ but updates nothing at all, no weight, no BN).
+* ``adam_eps``: "torch" or "official": with an Adam base optimizer, the official
+  code's ε placement m̂/(√v̂ + ε/√(1-β₂ᵗ)) (:mod:`bnnopt.methods.learned.official_adam`).
+* ``bias_lookahead``: False or True: the forward of a quantized layer uses the
+  bias b - η_t·r_b, r_b its previous refined gradient (the previous applied step
+  divided by that step's η; after a skipped first step, its raw gradient), as the
+  official layers do (their ``meta_bias = bias - bias.grad * lr``).
+
+Option ``meta_data`` (common; not in either paper): ``"train"`` (default, Eq. 14-15:
+the meta-nets are trained on the loss of the training batch at the look-ahead, the
+same forward that yields g_t) or ``"heldout"``: the Trainer holds out
+``meta_fraction`` (default 0.1) of the training images as a meta split
+(:mod:`bnnopt.data.split`, disjoint from train and validation), and each step with
+meta-nets runs two forwards::
+
+    L_meta = CE(model(x_meta; W̃), y_meta)   ∂L_meta/∂φ trains the meta-nets
+                                             (BatchNorm statistics untouched)
+    L      = criterion(model(x; W̃ detached from φ), y)   g_t, the other parameters
+
+(CE: mean cross-entropy over the meta batch, which is always a full batch; under
+torchrun each rank takes an equal share and the meta-gradients are averaged).
+so the meta-nets learn the update that lowers the loss of images the task network
+does not train on (generalisation as the target, as learned-optimizer work
+trains on a validation batch), at about one more forward and backward per step.
+The k-th held-out batch is batch k mod n of the meta loader's epoch k div n (a pure
+function of k; k is saved with the method state, so resume is exact).
+
+Under torchrun (``set_distributed``) the model is DistributedDataParallel, which
+averages the task network's gradients; this step also averages, across ranks, the
+stored g_t (before it reaches ``record``, i.e. the HGS, and the meta-nets) and the
+meta-nets' gradients (LRE included) before their optimizers step, so every rank
+holds identical task weights, meta-nets and history (``sync_learned = False``
+switches that off, for the test that shows the ranks then diverge).
+
+Subclasses implement :meth:`build_meta` (create meta-nets and their optimizers)
+and :meth:`generate`; optionally :meth:`record` (e.g. push g into a history) and
+:meth:`extra_state` / :meth:`load_extra_state`.
+"""
+from __future__ import annotations
+
+import copy as copy_module
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bnnopt.methods.learned.variants import GRAD_NORMS, ste_normalized
+from bnnopt.registry import choice
+from bnnopt.methods.base import Method, OptimConfig, StepOutput
+
+POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer", "act_bits",
+               "act_estimator")
+COMMON_DEFAULTS: dict[str, Any] = {
+    "quantizer": "dorefa", "bits": 1, "estimator": "ste", "estimator_options": {},
+    "quantizer_options": {}, "meta_seed": None, "lookahead": "plain", "grad_norm": "learned",
+    "first_step": None, "adam_eps": None, "bias_lookahead": None,
+    "meta_data": "train", "meta_fraction": 0.1,
+}
+LOOKAHEADS = ("plain", "optimizer")
+FIRST_STEPS = ("ste", "skip")
+ADAM_EPS = ("torch", "official")
+META_DATA = ("train", "heldout")
+
+
+def calibration(quantizer: nn.Module, weight: Tensor) -> Tensor:
+    """c = ∂A(W)/∂W element-wise at ``weight`` (A's normaliser, e.g. max|tanh W|, held constant).
+
+    Uses the quantizer's closed form ``pre_derivative`` when it has one (DoReFa:
+    (1 - tanh²W)/max|tanh W|); otherwise autograd through ``pre``: with the
+    normaliser detached each output depends only on its own input, so the
+    gradient of Σ A(W) is exactly the element-wise derivative. A quantizer with
+    neither has A = identity, c = 1.
+    """
+    closed = getattr(quantizer, "pre_derivative", None)
+    if closed is not None:
+        with torch.no_grad():
+            return closed(weight.detach())
+    pre = getattr(quantizer, "pre", None)
+    if pre is None:
+        return torch.ones_like(weight, memory_format=torch.contiguous_format)
+    with torch.enable_grad():
+        w = weight.detach().requires_grad_(True)
+        (c,) = torch.autograd.grad(pre(w).sum(), w)
+    return c
+
+
+@torch.no_grad()
+def pre_quantized(quantizer: nn.Module, weight: Tensor) -> Tensor:
+    """Ŵ = A(weight) (detached copy); identity for a quantizer without ``pre``."""
+    pre = getattr(quantizer, "pre", None)
+    return (weight if pre is None else pre(weight)).detach().clone()
+
+
+def flat_cat(tensors: list[Tensor]) -> Tensor:
+    """Concatenate the flattened tensors of all layers -> (N,)."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def split_like(flat: Tensor, like: list[Tensor]) -> list[Tensor]:
+    """Inverse of :func:`flat_cat`: split (N,) into tensors shaped like ``like``."""
+    parts = torch.split(flat, [t.numel() for t in like])
+    return [p.reshape(t.shape) for p, t in zip(parts, like)]
+
+
+@dataclass
+class MetaInputs:
+    """What the meta-nets see at step t, one entry per quantized layer.
+
+    g: ∂L/∂Q of step t-1 (weight shape); w_hat: Ŵ = A(W̃) of step t-1;
+    c: ∂A/∂W at the current latent weight; lr: the base optimizer's current η.
+    """
+
+    g: list[Tensor]
+    w_hat: list[Tensor]
+    c: list[Tensor]
+    lr: float
+
+
+class LearnedGradientMethod(Method):
+    """Base class of the learned-gradient family (see the module docstring)."""
+
+    family = "learned-gradient"
+    method_name = "learned-gradient"
+    added_options = {"meta_data": "train", "meta_fraction": 0.1}
+    option_defaults: dict[str, Any] = {}
+    needs_prev_step = False  # record the applied update W_before - W_after per layer
+    sync_learned = True  # average g and the meta-nets' gradients across torchrun ranks
+
+    def __init__(self, **options: Any):
+        merged = {**COMMON_DEFAULTS, **self.option_defaults}
+        unknown = set(options) - set(merged)
+        if unknown:
+            raise ValueError(
+                f"unknown option {sorted(unknown)[0]!r} for method {self.method_name!r}; "
+                f"valid options: {', '.join(sorted(merged))}"
+            )
+        merged.update(options)
+        super().__init__(**merged)
+        self.validate_options()
+        self.resolve_official_details()
+        self.layers: list[tuple[str, nn.Module]] = []
+        self.meta_modules = nn.ModuleDict()
+        self.meta_optimizers: dict[str, torch.optim.Optimizer] = {}
+        self._g: list[Tensor] | None = None
+        self._w_hat: list[Tensor] | None = None
+        self._prev_step: list[Tensor] | None = None
+        self._prev_bias_step: list[Tensor | None] | None = None
+        self._prev_lr: float | None = None
+        self.steps = 0
+        self.meta_batches = 0  # held-out batches used so far (meta_data "heldout")
+        self._meta_loader = None
+        self._meta_forward = None
+        self._meta_iter = None  # (k, iterator positioned at batch k)
+
+    # -- options -------------------------------------------------------------------
+    def validate_options(self) -> None:
+        """Raise ValueError on a bad option value (subclasses extend)."""
+        seed = self.options["meta_seed"]
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"invalid meta_seed {seed!r}; must be an integer or None")
+        choice(self.options["lookahead"], LOOKAHEADS, f"{self.method_name} lookahead")
+        choice(self.options["grad_norm"], GRAD_NORMS, f"{self.method_name} grad_norm")
+        choice(self.options["meta_data"], META_DATA, f"{self.method_name} meta_data")
+        fraction = self.options["meta_fraction"]
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
+                or not 0 < fraction < 1:
+            raise ValueError(f"invalid meta_fraction {fraction!r} for method "
+                             f"{self.method_name!r}; valid: a number in (0, 1)")
+
+    def resolve_official_details(self) -> None:
+        """Fill first_step / adam_eps / bias_lookahead left None from the variant."""
+        opts = self.options
+        official = opts.get("variant") == "official"
+        for key, value in (("first_step", "skip" if official else "ste"),
+                           ("adam_eps", "official" if official else "torch"),
+                           ("bias_lookahead", official)):
+            if opts[key] is None:
+                opts[key] = value
+        choice(opts["first_step"], FIRST_STEPS, f"{self.method_name} first_step")
+        choice(opts["adam_eps"], ADAM_EPS, f"{self.method_name} adam_eps")
+        if not isinstance(opts["bias_lookahead"], bool):
+            raise ValueError(f"invalid bias_lookahead {opts['bias_lookahead']!r} for method "
+                             f"{self.method_name!r}; must be true or false")
+
+    def resolved_options(self) -> dict[str, Any]:
+        """Every option after presets and variants (what will run)."""
+        return copy_module.deepcopy(self.options)
+
+    @classmethod
+    def held_out_fraction(cls, options: dict[str, Any]) -> float:
+        """``meta_fraction`` under ``meta_data="heldout"``, else 0."""
+        merged = {**COMMON_DEFAULTS, **cls.option_defaults, **options}
+        return float(merged["meta_fraction"]) if merged["meta_data"] == "heldout" else 0.0
+
+    def set_meta_data(self, loader, forward) -> None:
+        """The meta split's loader (``epoch(e, start)``, ``len``) and the model to run it
+        through (the task network itself, not DDP-wrapped: the meta forward's backward
+        reaches only the meta-nets)."""
+        if self.options["meta_data"] != "heldout":
+            raise ValueError(f"{self.method_name} got a meta split but meta_data is "
+                             f"{self.options['meta_data']!r}")
+        if len(loader) < 1:
+            raise ValueError("the meta split has no batch")
+        self._meta_loader, self._meta_forward, self._meta_iter = loader, forward, None
+
+    def _next_meta_batch(self) -> tuple[Tensor, Tensor]:
+        """Held-out batch number ``self.meta_batches``: batch k mod n of epoch k div n."""
+        k, n = self.meta_batches, len(self._meta_loader)
+        if self._meta_iter is None or self._meta_iter[0] != k or k % n == 0:
+            self._meta_iter = (k, self._meta_loader.epoch(k // n, start=k % n))
+        batch = next(self._meta_iter[1])
+        self.meta_batches = k + 1
+        self._meta_iter = (k + 1, self._meta_iter[1])
+        return batch
+
+    def _heldout_meta_gradients(self) -> None:
+        """``meta_data="heldout"``: ∂L_meta/∂φ at the look-ahead (deltas already set on
+        the layers) into the meta-nets' .grad; BatchNorm buffers restored afterwards."""
+        if self._meta_loader is None:
+            raise ValueError(f"{self.method_name} meta_data 'heldout' needs the Trainer's meta "
+                             "split (set_meta_data); none was given")
+        import torch.nn.functional as F
+
+        # meta batches are full and the global batch divides by the ranks: every rank's
+        # share has the same size, so the ranks' mean gradients average to the global one
+        model = self._meta_forward
+        x, y = self._next_meta_batch()
+        buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        try:
+            loss = F.cross_entropy(model(x), y)
+            params = [p for p in self.meta_modules.parameters() if p.requires_grad]
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        finally:
+            with torch.no_grad():
+                for b, saved in buffers:
+                    b.copy_(saved)
+        for p, g in zip(params, grads):
+            p.grad = torch.zeros_like(p) if g is None else g
+
+    def _positive(self, key: str, integer: bool = False) -> None:
+        value = self.options[key]
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok or not value > 0:
+            kind = "an integer >= 1" if integer else "a number > 0"
+            raise ValueError(f"invalid {key} {value!r} for method {self.method_name!r}; "
+                             f"must be {kind}")
+
+    # -- model ---------------------------------------------------------------------
+    def quant_config(self, policy: dict[str, Any]):
+        from bnnopt.nn import QuantConfig
+
+        unknown = set(policy) - set(POLICY_KEYS)
+        if unknown:
+            raise ValueError(f"unknown policy key {sorted(unknown)[0]!r}; "
+                             f"valid keys: {', '.join(POLICY_KEYS)}")
+        cfg = QuantConfig(weight_quantizer=self.options["quantizer"],
+                          weight_bits=self.options["bits"], estimator=self.options["estimator"],
+                          estimator_options=dict(self.options["estimator_options"]),
+                          quantizer_options=dict(self.options["quantizer_options"]), **policy)
+        return cfg.validate()
+
+    def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
+        from bnnopt.nn import binarize_
+
+        return binarize_(model, self.quant_config(policy))
+
+    def build(self, model: nn.Module, optim: OptimConfig) -> None:
+        """Base optimizer over all parameters, then the meta-nets for every quantized layer."""
+        from bnnopt.nn import quantized_layers
+
+        super().build(model, optim)
+        if self.options["adam_eps"] == "official" and type(self.optimizer) is torch.optim.Adam:
+            from bnnopt.methods.learned.official_adam import OfficialEpsAdam
+
+            group = self.optimizer.param_groups[0]
+            self.optimizer = OfficialEpsAdam(model.parameters(), lr=group["lr"],
+                                             betas=group["betas"], eps=group["eps"],
+                                             weight_decay=group["weight_decay"])
+        self.layers = list(quantized_layers(model))
+        if not self.layers:
+            raise ValueError(f"method {self.method_name!r} needs at least one quantized layer "
+                             "(QConv2d/QLinear); the model has none")
+        for _, layer in self.layers:
+            layer.track_quantized = True
+        first = self.layers[0][1].weight
+        seed = self.options["meta_seed"]
+        seed = torch.initial_seed() if seed is None else seed
+        with torch.random.fork_rng(devices=[]):  # meta-net init never shifts the global RNG
+            torch.manual_seed(seed)
+            self.build_meta()
+        self.meta_modules.to(device=first.device, dtype=first.dtype)  # follow the model
+        self.finish_meta()
+        self._make_meta_optimizers()
+
+    def build_meta(self) -> None:
+        """Create ``self.meta_modules`` entries (uses ``self.layers``)."""
+        raise NotImplementedError
+
+    def finish_meta(self) -> None:
+        """Hook after the meta-nets moved to the model's device and dtype (e.g. exact inits)."""
+
+    def _make_meta_optimizers(self) -> None:
+        """Create ``self.meta_optimizers`` (name -> optimizer over meta-net parameters)."""
+        raise NotImplementedError
+
+    # -- the step --------------------------------------------------------------------
+    def generate(self, inputs: MetaInputs) -> tuple[list[Tensor], list[Tensor]]:
+        """Return (Δ_i differentiable look-ahead offsets, G_i detached generated gradients)."""
+        raise NotImplementedError
+
+    def record(self, g: list[Tensor], w_hat: list[Tensor]) -> None:
+        """Hook called with the newly stored g_t and Ŵ_t at the end of every step."""
+
+    def train_step(self, model: nn.Module, x: Tensor, y: Tensor, criterion) -> StepOutput:
+        assert self.optimizer is not None, "build() first"
+        layers = [layer for _, layer in self.layers]
+        meta = self._g is not None
+        skip = not meta and self.options["first_step"] == "skip"
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        grads: list[Tensor] = []
+        if meta:
+            for opt in self.meta_optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
+            deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
+            if self.options["grad_norm"] != "learned":
+                deltas, grads = ste_normalized(
+                    deltas, grads, [ci * gi for ci, gi in zip(c, self._g)], lr,
+                    detach_scale=self.options["grad_norm"] == "ste-detached")
+            if self.options["lookahead"] == "optimizer" and lr > 0:
+                deltas = [self._optimizer_update(layer.weight, -d / lr, lr)
+                          for layer, d in zip(layers, deltas)]
+            for layer, delta in zip(layers, deltas):
+                layer.delta = delta
+            if self.options["bias_lookahead"] and self._prev_bias_step is not None:
+                for layer, step in zip(layers, self._prev_bias_step):
+                    if step is not None:
+                        layer.bias_delta = -(lr / self._prev_lr) * step
+        heldout = meta and self.options["meta_data"] == "heldout"
+        try:
+            if heldout:  # the meta-nets learn from the held-out batch; the step from x
+                self._heldout_meta_gradients()
+                for layer in layers:
+                    layer.delta = layer.delta.detach()
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = criterion(logits, y)
+            loss.backward()
+            new_g, new_w = [], []
+            for layer in layers:
+                q = getattr(layer, "last_quantized", None)
+                gq = None if q is None else q.grad
+                new_g.append(torch.zeros_like(layer.weight) if gq is None else gq.detach().clone())
+                w_eff = layer.weight.detach()
+                if layer.delta is not None:
+                    w_eff = w_eff + layer.delta.detach()
+                new_w.append(pre_quantized(layer.weight_quantizer, w_eff))
+        finally:
+            for layer in layers:
+                layer.delta = None
+                layer.bias_delta = None
+        syncing = self.dist is not None and self.dist.enabled and self.sync_learned
+        if syncing:
+            self.dist.average_(new_g)
+        if meta:
+            if syncing:
+                self.dist.average_([p.grad for p in self.meta_modules.parameters()])
+            for opt in self.meta_optimizers.values():
+                opt.step()
+            for layer, grad in zip(layers, grads):
+                layer.weight.grad = grad.detach().to(layer.weight.dtype).reshape(layer.weight.shape)
+        self._g, self._w_hat = new_g, new_w
+        self.record(new_g, new_w)
+        track_w, track_b = self.needs_prev_step, self.options["bias_lookahead"]
+        if skip:  # official first iteration: no update; the raw gradients stand for the step
+            def raw(p):
+                return torch.zeros_like(p) if p.grad is None else lr * p.grad.detach()
+            if track_w:
+                self._prev_step = [raw(layer.weight) for layer in layers]
+            if track_b:
+                self._prev_bias_step = [None if layer.bias is None else raw(layer.bias)
+                                        for layer in layers]
+            self._prev_lr = lr
+            self.steps += 1
+            return StepOutput(loss.detach(), logits.detach(), {"meta_step": 0.0})
+        before = [layer.weight.detach().clone() for layer in layers] if track_w else None
+        before_b = ([None if layer.bias is None else layer.bias.detach().clone() for layer in layers]
+                    if track_b else None)
+        self.optimizer.step()
+        if before is not None:
+            self._prev_step = [b - layer.weight.detach() for b, layer in zip(before, layers)]
+        if before_b is not None:
+            self._prev_bias_step = [None if b is None else b - layer.bias.detach()
+                                    for b, layer in zip(before_b, layers)]
+        self._prev_lr = lr
+        self.steps += 1
+        return StepOutput(loss.detach(), logits.detach(), {"meta_step": float(meta)})
+
+    def previous_offsets(self, lr: float) -> list[Tensor] | None:
+        """-(η/η_prev)·(W_prev - W) per layer: minus η times the previous refined gradient.
+
+        The official look-ahead value offset (its ``- lr * weight.grad``, where
+        weight.grad holds the previous step's refined gradient); None before any step.
+        """
+        if self._prev_step is None:
+            return None
+        scale = lr / self._prev_lr if self._prev_lr else 1.0
+        return [-scale * s for s in self._prev_step]
+
+    def _optimizer_update(self, weight: Tensor, grad: Tensor, lr: float) -> Tensor:
+        """The base optimizer's coming update of ``weight`` from ``grad``, differentiable in it.
+
+        torch.optim.Adam (not amsgrad) and torch.optim.SGD are modelled; any other
+        optimizer gets the plain SGD step -lr·grad.
+        """
+        opt = self.optimizer
+        group = next(g for g in opt.param_groups if any(p is weight for p in g["params"]))
+        state = opt.state.get(weight, {})
+        w = weight.detach().reshape(grad.shape)
+        if group.get("weight_decay", 0):
+            grad = grad + group["weight_decay"] * w
+        if isinstance(opt, torch.optim.Adam) and not group.get("amsgrad", False):
+            beta1, beta2 = group["betas"]
+            step = float(state["step"]) + 1 if "step" in state else 1.0
+            m = state.get("exp_avg")
+            v = state.get("exp_avg_sq")
+            m = (1 - beta1) * grad if m is None else beta1 * m.reshape(grad.shape) + (1 - beta1) * grad
+            g2 = grad.detach().square()
+            v = (1 - beta2) * g2 if v is None else beta2 * v.reshape(grad.shape) + (1 - beta2) * g2
+            eps = group["eps"]
+            if type(opt).__name__ == "OfficialEpsAdam":  # ε added to √v, before bias correction
+                eps = eps / math.sqrt(1 - beta2 ** step)
+            denom = (v / (1 - beta2 ** step)).sqrt() + eps
+            return -lr * (m / (1 - beta1 ** step)) / denom
+        if isinstance(opt, torch.optim.SGD) and group.get("momentum", 0):
+            mu, damp = group["momentum"], group.get("dampening", 0)
+            buf = state.get("momentum_buffer")
+            buf = grad if buf is None else mu * buf.reshape(grad.shape) + (1 - damp) * grad
+            return -lr * (grad + mu * buf if group.get("nesterov", False) else buf)
+        return -lr * grad
+
+    # -- checkpoints -----------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+
+        def copy(ts):
+            return None if ts is None else [t.clone() for t in ts]
+
+        state.update({
+            "layers": [name for name, _ in self.layers],
+            "steps": self.steps, "meta_batches": self.meta_batches,
+            "g": copy(self._g), "w_hat": copy(self._w_hat), "prev_step": copy(self._prev_step),
+            "prev_bias_step": (None if self._prev_bias_step is None else
+                               [None if t is None else t.clone() for t in self._prev_bias_step]),
+            "prev_lr": self._prev_lr,
+            "meta_modules": self.meta_modules.state_dict(),
+            "meta_optimizers": {k: opt.state_dict() for k, opt in self.meta_optimizers.items()},
+            "extra": self.extra_state(),
+        })
+        return copy_module.deepcopy(state)  # a snapshot: training on must not change it
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        names = [name for name, _ in self.layers]
+        if state.get("layers") != names:
+            raise ValueError(f"method state was saved for layers {state.get('layers')}; "
+                             f"this model's quantized layers are {names}")
+        super().load_state_dict(state)
+        self.steps = int(state["steps"])
+        self.meta_batches = int(state.get("meta_batches", 0))
+        self._meta_iter = None
+        self._g, self._w_hat, self._prev_step = state["g"], state["w_hat"], state["prev_step"]
+        self._prev_bias_step = state.get("prev_bias_step")
+        self._prev_lr = state.get("prev_lr")
+        self.meta_modules.load_state_dict(state["meta_modules"])
+        for key, opt in self.meta_optimizers.items():
+            opt.load_state_dict(state["meta_optimizers"][key])
+        self.load_extra_state(state["extra"])

@@ -1,0 +1,240 @@
+"""The loss-aware family as training methods: ``lab``, ``laq``, ``blaq``.
+
+Each method binarize_s the model with the "lossaware" weight quantizer
+(:mod:`bnnopt.methods.lossaware.quantizer`), initialises every quantized layer with the
+D = I optimum, and trains with its optimizer, which owns quantization:
+
+=====  =========================================  ==========================================
+lab    LAB (Hou et al. ICLR 2017), 1 bit          options: clip, eps
+laq    LAQ (Hou and Kwok ICLR 2018), 1/2/4 bits   bits (1), levels (linear|log|pow2;
+                                                  default linear), clip, max_iter (10),
+                                                  eps, first_bits, last_bits, layer_bits
+blaq   BLAQ (Ma et al. AAAI 2024), 1/2/4 bits     bits (1), levels (default pow2), clip,
+                                                  a (0.6), m (5), reading (trial|recursive),
+                                                  eps, trial_bn_stats (False), first_bits,
+                                                  last_bits, layer_bits
+=====  =========================================  ==========================================
+
+LAQ at 1 bit is LAB (LAQ paper, Sec. 3.1). Levels: LAQ keeps its own linear/log
+sets (with zero); BLAQ defaults to the paper's powers of two without zero
+(``pow2``; at 1 bit all three sets are {-1, 1}). Layer policy: LAB quantizes every
+layer, so when the run's ``policy`` does not say otherwise these methods use
+``keep_first = keep_last = False``; ``policy = {keep_first = true, ...}`` keeps
+them in full precision (those parameters then take the plain Adam step).
+
+Per-layer bit widths (laq, blaq): ``first_bits`` / ``last_bits`` set the width of
+the first / last quantizable layer (Conv2d or Linear in module order, as the
+policy's keep_first/keep_last), ``layer_bits`` maps layer names (regex,
+``re.fullmatch`` on ``model.named_modules()`` names) to widths; later rules win:
+``bits``, then ``layer_bits``, then first/last. Widths 1, 2, 4 and 8; an 8-bit
+layer uses linear levels (255 uniform levels: BLAQ's ImageNet run "uniformly
+quantizes the first and last layers with 8-bit"), other widths use ``levels``.
+A layer the policy keeps in full precision stays full precision.
+
+Optimizer: the update is intrinsically Adam-style (D is Adam's second moment), so
+from the run's OptimConfig only lr, betas and weight_decay are used; a name
+other than "adam" is accepted with a warning.
+
+BLAQ's ``train_step`` builds the closure (clear grads, forward, loss, backward)
+that its optimizer calls twice (``reading="trial"``, the default) or once
+(``reading="recursive"``, see :mod:`bnnopt.methods.lossaware.blaq`); after the trial (second)
+call it restores the model's buffers (BatchNorm running statistics) unless
+``trial_bn_stats=True``. The reported loss and logits are those of the current
+point (first call). The forward passes always go through the ``model`` argument
+(e.g. a DDP wrapper), never a stored reference.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from bnnopt.methods.lossaware.blaq import BLAQ, READINGS
+from bnnopt.methods.lossaware.laq import LAQ, lossaware_params
+from bnnopt.methods.lossaware.levels import BITS, LAYER_BITS, LEVEL_KINDS, check_levels
+from bnnopt.methods.lossaware.quantizer import LossAwareQuantizer, is_lossaware
+from bnnopt.registry import METHODS, choice
+from bnnopt.methods.base import Criterion, Method, OptimConfig, StepOutput
+
+__all__ = ["LossAwareMethod", "LABMethod", "LAQMethod", "BLAQMethod"]
+
+POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer", "act_bits",
+               "act_estimator")
+
+
+class LossAwareMethod(Method):
+    """Base of lab / laq / blaq: prepare with "lossaware" quantizers, build the optimizer."""
+
+    family = "loss-aware"
+    name = "loss-aware"
+    defaults: dict[str, Any] = {"bits": 1, "levels": "linear", "clip": 1.0, "max_iter": 10,
+                                "eps": 1e-8, "first_bits": None, "last_bits": None,
+                                "layer_bits": None}
+    bits_allowed: tuple[int, ...] = BITS
+
+    def __init__(self, **options: Any):
+        unknown = set(options) - set(self.defaults)
+        if unknown:
+            raise ValueError(f"unknown option {sorted(unknown)[0]!r} for method "
+                             f"{self.name!r}; valid options: {', '.join(sorted(self.defaults))}")
+        merged = {**self.defaults, **options}
+        choice(merged["bits"], self.bits_allowed, "bits")
+        choice(merged["levels"], LEVEL_KINDS, "levels")
+        for key in ("first_bits", "last_bits"):
+            if merged.get(key) is not None:
+                choice(merged[key], LAYER_BITS, key)
+        layer_bits = merged.get("layer_bits")
+        if layer_bits is not None:
+            if not isinstance(layer_bits, dict):
+                raise ValueError(f"invalid layer_bits {layer_bits!r}; must be a table "
+                                 "{layer-name regex = bits}")
+            for pattern, width in layer_bits.items():
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise ValueError(f"invalid layer_bits pattern {pattern!r}: {err}") from None
+                choice(width, LAYER_BITS, f"layer_bits[{pattern!r}]")
+        clip = merged["clip"]
+        if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
+            raise ValueError(f"invalid clip {clip!r}; must be > 0 or None")
+        super().__init__(**merged)
+        self._model_buffers: list[torch.Tensor] = []
+
+    # -- model -----------------------------------------------------------------------
+    def quant_config(self, policy: dict[str, Any]):
+        from bnnopt.nn import QuantConfig
+
+        unknown = set(policy) - set(POLICY_KEYS)
+        if unknown:
+            raise ValueError(f"unknown policy key {sorted(unknown)[0]!r}; "
+                             f"valid keys: {', '.join(POLICY_KEYS)}")
+        merged = {"keep_first": False, "keep_last": False, **policy}
+        return QuantConfig(weight_quantizer="lossaware", weight_bits=self.options["bits"],
+                           estimator="ste", quantizer_options={"levels": self.options["levels"]},
+                           **merged).validate()
+
+    def layer_widths(self, names: list[str], swapped: list[str]) -> dict[str, int]:
+        """Bits of each swapped layer: ``bits``, then ``layer_bits``, then first/last.
+
+        ``names``: every quantizable layer in module order (first/last refer to it).
+        """
+        opts = self.options
+        widths = {name: opts["bits"] for name in swapped}
+        for pattern, width in (opts.get("layer_bits") or {}).items():
+            for name in swapped:
+                if re.fullmatch(pattern, name):
+                    widths[name] = int(width)
+        if names and opts.get("first_bits") is not None and names[0] in widths:
+            widths[names[0]] = int(opts["first_bits"])
+        if names and opts.get("last_bits") is not None and names[-1] in widths:
+            widths[names[-1]] = int(opts["last_bits"])
+        return widths
+
+    def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
+        from bnnopt.nn import binarize_
+        from bnnopt.nn.convert import quantizable_layers
+
+        candidates = [name for name, _ in quantizable_layers(model)]
+        names = binarize_(model, self.quant_config(policy))
+        modules = dict(model.named_modules())
+        for name, width in self.layer_widths(candidates, names).items():
+            layer = modules[name]
+            if width != layer.weight_quantizer.bits:
+                levels = self.options["levels"] if width != 8 else "linear"
+                check_levels(width, levels)
+                layer.weight_quantizer = LossAwareQuantizer(bits=width, levels=levels).to(
+                    layer.weight.device)
+        for module in model.modules():
+            if is_lossaware(module):
+                module.weight_quantizer.requantize(module.weight, None, solver="exact")
+        return names
+
+    # -- optimisation ------------------------------------------------------------------
+    def optimizer_kwargs(self, optim: OptimConfig) -> dict[str, Any]:
+        if optim.name != "adam":
+            warnings.warn(f"method {self.name!r} always takes the Adam-style loss-aware step; "
+                          f"optimizer {optim.name!r} is ignored (lr, betas, weight_decay used)",
+                          stacklevel=3)
+        return dict(lr=optim.lr, betas=tuple(optim.betas), eps=self.options["eps"],
+                    weight_decay=optim.weight_decay, clip=self.options["clip"])
+
+    def make_optimizer(self, pairs, others, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+        return LAQ(pairs, others, max_iter=self.options.get("max_iter", 10), **kwargs)
+
+    def build(self, model: nn.Module, optim: OptimConfig) -> None:
+        pairs, others = lossaware_params(model)
+        if not pairs:
+            raise ValueError(f"method {self.name!r}: the model has no lossaware layer "
+                             "(call prepare first, or the policy excluded every layer)")
+        self.optimizer = self.make_optimizer(pairs, others, self.optimizer_kwargs(optim))
+        self.base_lr = optim.lr
+        self._model_buffers = [buf for module in model.modules()
+                         if not isinstance(module, LossAwareQuantizer)
+                         for buf in module._buffers.values() if buf is not None]
+
+
+@METHODS.register("lab", "LAB loss-aware binarization (Hou et al. 2017): Adam-Hessian "
+                         "weighted alpha*sign(W)")
+class LABMethod(LossAwareMethod):
+    name = "lab"
+    defaults = {"bits": 1, "clip": 1.0, "eps": 1e-8, "levels": "linear"}
+    bits_allowed = (1,)
+
+    def layer_widths(self, names: list[str], swapped: list[str]) -> dict[str, int]:
+        return {name: 1 for name in swapped}
+
+
+@METHODS.register("laq", "LAQ loss-aware quantization (Hou and Kwok 2018), 1/2/4 bits, "
+                         "linear|log|pow2 levels, per-layer bits")
+class LAQMethod(LossAwareMethod):
+    name = "laq"
+
+
+@METHODS.register("blaq", "BLAQ one-step forward and backtrack LAQ (Ma et al. AAAI 2024), "
+                          "pow2 levels, a=0.6, m=5, reading trial|recursive")
+class BLAQMethod(LossAwareMethod):
+    name = "blaq"
+    defaults = {"bits": 1, "levels": "pow2", "clip": 1.0, "eps": 1e-8, "a": 0.6, "m": 5,
+                "reading": "trial", "trial_bn_stats": False, "first_bits": None,
+                "last_bits": None, "layer_bits": None}
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        a, m = self.options["a"], self.options["m"]
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1:
+            raise ValueError(f"invalid a {a!r}; must be a number in [0, 1]")
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"invalid m {m!r}; must be an integer >= 1")
+        choice(self.options["reading"], READINGS, "reading")
+
+    def make_optimizer(self, pairs, others, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+        return BLAQ(pairs, others, a=self.options["a"], m=self.options["m"],
+                    reading=self.options["reading"], **kwargs)
+
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   criterion: Criterion) -> StepOutput:
+        assert self.optimizer is not None, "build() first"
+        outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        keep_stats = bool(self.options["trial_bn_stats"])
+
+        def closure() -> torch.Tensor:
+            trial = len(outputs) == 1
+            saved = [b.clone() for b in self._model_buffers] if trial and not keep_stats else None
+            self.optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = criterion(logits, y)
+            loss.backward()
+            if saved is not None:
+                with torch.no_grad():
+                    for buf, old in zip(self._model_buffers, saved):
+                        buf.copy_(old)
+            outputs.append((loss.detach(), logits.detach()))
+            return loss
+
+        self.optimizer.step(closure)
+        loss, logits = outputs[0]
+        extra = {"trial_loss": float(outputs[1][0])} if len(outputs) > 1 else {}
+        return StepOutput(loss, logits, extra)
