@@ -494,7 +494,7 @@ def _toy_commands(sub) -> None:
 
 def _export_commands(sub) -> None:
     try:
-        from bnnopt.export import add_export_commands
+        from bnnopt.cli.export import add_export_commands
     except ImportError:
         return
     add_export_commands(sub)

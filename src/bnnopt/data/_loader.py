@@ -27,6 +27,7 @@ import torch
 
 from bnnopt.data._augment import Normalizer, crop_flip_padded, draw_crop_flip, pad_images
 from bnnopt.data._base import ArrayDataset, Augment
+from bnnopt.data.split import shard_bounds
 
 __all__ = ["InMemoryLoader", "Sharded", "as_augment", "epoch_generator", "make_loaders"]
 
@@ -94,15 +95,11 @@ class Sharded:
 
     def local_range(self, start: int, stop: int) -> tuple[int, int]:
         """This rank's contiguous part of the global batch [start, stop)."""
-        from bnnopt.train.distributed import shard_bounds
-
         lo, hi = shard_bounds(stop - start, self.rank, self.world_size)
         return start + lo, start + hi
 
     def eval_range(self) -> tuple[int, int]:
         """This rank's contiguous part of the whole split, for evaluation."""
-        from bnnopt.train.distributed import shard_bounds
-
         return shard_bounds(self.num_samples, self.rank, self.world_size)
 
     def __len__(self) -> int:

@@ -83,3 +83,14 @@ def hold_out_validation(ds: ArrayDataset, fraction: float, seed: int, *,
                          ds.test_y, ds.classes, ds.mean, ds.std, ds.augment, ds.source,
                          dict(ds.extra))
     return train, ds.train_x[val_idx], ds.train_y[val_idx]
+
+
+def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of rank ``rank``'s contiguous shard of ``n`` items.
+
+    The first ``n % world`` ranks get one item more (as ``torch.tensor_split``), so
+    concatenating the shards of ranks 0..world-1 gives back 0..n-1 in order.
+    """
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (1 if rank < extra else 0)

@@ -12,7 +12,7 @@ docs/export_format.md and :mod:`bnnopt.export.container`. Unreadable files raise
 :class:`ExportFormatError` (a ValueError).
 """
 from bnnopt.export.bits import pack_codes, packed_nbytes, unpack_codes
-from bnnopt.cli.export import add_export_commands, export_checkpoint
+from bnnopt.export.from_run import export_checkpoint
 from bnnopt.export.container import FORMAT_VERSION, ExportFormatError
 from bnnopt.export.layers import PackedConv2d, PackedLinear
 from bnnopt.export.reader import float_state_dict, is_packed, load_packed, read_manifest
@@ -24,7 +24,6 @@ __all__ = [
     "ExportFormatError",
     "PackedConv2d",
     "PackedLinear",
-    "add_export_commands",
     "describe_packed",
     "export_checkpoint",
     "export_packed",

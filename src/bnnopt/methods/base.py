@@ -2,7 +2,7 @@
 
 The Trainer owns everything around a step (data, epochs, learning-rate schedule,
 evaluation, checkpoints, logs); a Method owns the step itself. Three families
-implement it (see DESIGN.md):
+implement it (docs/design.md):
 
 1. estimator family (fp, ste, ede, reste, ...): binarize_ the model with a
    quantizer + surrogate-gradient estimator, then plain autograd + optimizer.

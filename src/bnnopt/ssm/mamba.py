@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .scan import DEFAULT_TILE_ELEMS, METHODS, _use_kernel, selective_scan
+from .scan import DEFAULT_TILE_ELEMS, METHODS, use_kernel, selective_scan
 from . import scalar_mamba
 from .scan_last import selective_scan_last
 
@@ -218,7 +218,7 @@ class Mamba(nn.Module):
         official kernel.
         """
         self._check_input(h)
-        if h.shape[1] == 0 or _use_kernel(h, self.use_cuda_kernel):
+        if h.shape[1] == 0 or use_kernel(h, self.use_cuda_kernel):
             return self.forward(h)[:, -1]
         if scalar_mamba.applies(self, h):      # one channel (FSG's default): fused, chunked
             return scalar_mamba.scalar_mamba_last(self, h)

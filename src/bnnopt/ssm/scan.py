@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .scan_kernels import _Plan, _time_major, scan_tile_backward, scan_tile_forward
+from .scan_kernels import Plan, time_major, scan_tile_backward, scan_tile_forward
 from .scan_kernels import linear_scan  # noqa: F401  (still importable from here)
 
 __all__ = ["selective_scan", "selective_scan_ref", "mamba_ssm_available", "METHODS"]
@@ -88,7 +88,7 @@ def _is_cuda(u) -> bool:
     return u.is_cuda
 
 
-def _use_kernel(u, use_cuda_kernel) -> bool:
+def use_kernel(u, use_cuda_kernel) -> bool:
     """Resolve ``use_cuda_kernel`` for input ``u`` (see :func:`selective_scan`).
 
     None: True when u is on CUDA in one of ``KERNEL_DTYPES`` and ``mamba_ssm``
@@ -128,7 +128,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     if method not in METHODS:
         raise ValueError(f"unknown selective-scan method {method!r}; valid: {', '.join(METHODS)}")
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    if _use_kernel(u, use_cuda_kernel):   # A, D and delta_bias go in as float32, as it wants
+    if use_kernel(u, use_cuda_kernel):   # A, D and delta_bias go in as float32, as it wants
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
         return selective_scan_fn(
             u, delta, A.float(), B, C, D=None if D is None else D.float(), z=z,
@@ -165,7 +165,7 @@ class _SelectiveScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, chunked, tile_elems, want_last):
-        p = _Plan(u, delta, B, C, z, A, D, delta_bias, tile_elems)
+        p = Plan(u, delta, B, C, z, A, D, delta_bias, tile_elems)
         yT = p.empty(p.Dch)
         last = p.uT.new_empty(p.Bt, p.Dch, p.N) if want_last else p.uT.new_empty(0)
         with torch.no_grad():
@@ -185,8 +185,8 @@ class _SelectiveScanFn(torch.autograd.Function):
     def backward(ctx, dout, _dlast):
         u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
         softplus, chunked, tile_elems = ctx.cfg
-        p = _Plan(u, delta, B, C, z, A, D, delta_bias, tile_elems)
-        gT = _time_major(dout, p.work, p.b_inner)
+        p = Plan(u, delta, B, C, z, A, D, delta_bias, tile_elems)
+        gT = time_major(dout, p.work, p.b_inner)
         grads = {"u": p.empty(p.Dch), "delta": p.empty(p.Dch), "B": p.empty(p.N).zero_(),
                  "C": p.empty(p.N).zero_(), "z": None if z is None else p.empty(p.Dch)}
         grads.update({k: None if v is None else torch.zeros_like(v) for k, v in p.params.items()})

@@ -31,7 +31,7 @@ two-level scan in about 2 sqrt(l) Python steps.
 Layout. Every tensor is time-major: logical (L, Bt, X) for the (Bt, X, L)
 inputs and (l, b, d, N) for the state tiles, so that one time step is one
 contiguous block. The physical order of the other dims is chosen per call
-(:class:`_Plan`): "batch-inner" (L, X, Bt) / (l, d, N, b) when a tile holds
+(:class:`Plan`): "batch-inner" (L, X, Bt) / (l, d, N, b) when a tile holds
 many short sequences (wide vector loops over the batch even for a few
 channels), else "channel-inner" (L, Bt, X) / (l, b, d, N) (long sequences,
 small batch).
@@ -60,7 +60,7 @@ def _tiles(Bt, Dch, L, N, tile_elems):
     return 1, ds, max(1, tile_elems // (ds * N))
 
 
-def _time_major(t, work, b_inner):
+def time_major(t, work, b_inner):
     """(Bt, X, L) -> logical (L, Bt, X); a view when its inner dim is already unit-stride."""
     tm = t.to(work).permute(2, 0, 1)
     if tm.stride(1 if b_inner else 2) == 1:
@@ -100,7 +100,7 @@ def _sum(x, dims):
 
 
 
-class _Plan:
+class Plan:
     """Tiling, layout and time-major views of one call's inputs."""
 
     def __init__(self, u, delta, B, C, z, A, D, delta_bias, tile_elems):
@@ -110,9 +110,9 @@ class _Plan:
         self.bs, self.ds, self.ls = _tiles(self.Bt, self.Dch, self.L, self.N, tile_elems)
         # batch-inner as soon as a tile holds a few dozen sequences
         self.b_inner = self.bs >= min(self.ds * self.N, 64)
-        self.uT, self.dT, self.BT, self.CT = (_time_major(t, work, self.b_inner)
+        self.uT, self.dT, self.BT, self.CT = (time_major(t, work, self.b_inner)
                                               for t in (u, delta, B, C))
-        self.zT = None if z is None else _time_major(z, work, self.b_inner)
+        self.zT = None if z is None else time_major(z, work, self.b_inner)
         self.params = {"A": A.to(work), "D": None if D is None else D.to(work),
                        "delta_bias": None if delta_bias is None else delta_bias.to(work)}
         self.ws = _Workspace(self.b_inner)

@@ -6,7 +6,7 @@ sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``)
 finite collective timeout; without those variables, or with ``WORLD_SIZE=1``,
 everything stays a single process and nothing changes.
 
-What each method family keeps identical on every rank, per step (DESIGN.md):
+What each method family keeps identical on every rank, per step (docs/design.md):
 
 =================  =================================================================
 estimator          the model's gradients: DistributedDataParallel's all-reduce
@@ -33,6 +33,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from bnnopt.data.split import shard_bounds  # noqa: F401  (re-exported: the loop's sharding)
 
 #: Seconds a collective may wait for a peer before the job fails (``--dist-timeout``).
 DEFAULT_TIMEOUT_S = 300.0
@@ -157,17 +159,6 @@ def check_global_batch(batch_size: int, world_size: int) -> int:
                          f"{world_size} processes (e.g. {lower or world_size} or "
                          f"{lower + world_size})")
     return batch_size // world_size
-
-
-def shard_bounds(n: int, rank: int, world_size: int) -> tuple[int, int]:
-    """[start, stop) of rank ``rank``'s contiguous shard of ``n`` items.
-
-    The first ``n % world`` ranks get one item more (as ``torch.tensor_split``), so
-    concatenating the shards of ranks 0..world-1 gives back 0..n-1 in order.
-    """
-    base, extra = divmod(n, world_size)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
 
 
 def sharded_criterion(n_global: int, world_size: int) -> Callable[[Tensor, Tensor], Tensor]:
