@@ -103,7 +103,7 @@ def bench_model(model_name: str, args, timer: _QuantTimer) -> dict:
                 torch.randint(0, 10, (args.batch_size,), generator=gen)) for _ in range(8)]
     runs = {name: build(model_name, name, args.bits, args.hidden, args.seed) for name in ARMS}
     samples = {name: {"step": [], "quantize": [], "fwd_bwd": []} for name in runs}
-    for name, (model, method) in runs.items():
+    for model, method in runs.values():
         time_steps(model, method, batches, args.warmup, timer)
     for _ in range(args.repeats):
         for name, (model, method) in runs.items():

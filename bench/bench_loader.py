@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from bnnopt.data import CIFAR10_MEAN, CIFAR10_STD, DataError, InMemoryLoader, read_cifar10
+from bnnopt.data import CIFAR10_MEAN, CIFAR10_STD, DataError, InMemoryLoader, read_cifar10  # noqa: E402
 
 SHARED_DATA = ROOT / ".." / "shared" / "data"
 

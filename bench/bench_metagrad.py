@@ -13,8 +13,8 @@ seconds per epoch, and ratios to STE come from the same rounds, so load from
 other jobs on the machine hits every configuration alike. Peak resident memory
 is measured per configuration in a fresh process. With ``--accuracy-epochs E``
 STE, FCGrad and the FSG configurations of ``--accuracy-configs`` also train E
-full epochs from the checkpoint (cosine lr) and report the test accuracy on the 1,017 shared test images. Prints tables and
-writes JSON (default bench/results/metagrad.json).
+full epochs from the checkpoint (cosine lr) and report the test accuracy on the 1,017 shared
+test images. Prints tables and writes JSON (default bench/results/metagrad.json).
 
     PYTHONPATH=src python bench/bench_metagrad.py                  # methods table
     PYTHONPATH=src python bench/bench_metagrad.py --grid           # + expand x history x d_state
@@ -138,8 +138,9 @@ def train_for_accuracy(spec: dict) -> dict:
         method.set_lr(1e-3 * 0.5 * (1 + math.cos(math.pi * epoch / epochs)))
         model.train()
         total, n = 0.0, 0
-        for n, (x, y) in enumerate(train.epoch(epoch), start=1):
+        for x, y in train.epoch(epoch):
             total += float(method.train_step(model, x, y, F.cross_entropy).loss)
+            n += 1
         losses.append(total / max(n, 1))
     seconds = time.perf_counter() - t0
     model.eval()

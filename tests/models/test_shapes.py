@@ -77,7 +77,7 @@ def cifar_resnet_params(depth: int, num_classes: int = 10, c_in: int = 3) -> int
     total = c_in * 16 * 9 + _bn(16)
     cin = 16
     for w in (16, 32, 64):
-        for b in range(n):
+        for _ in range(n):
             total += cin * w * 9 + w * w * 9 + 2 * _bn(w)
             if cin != w:
                 total += cin * w + _bn(w)

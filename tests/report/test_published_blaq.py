@@ -1,5 +1,4 @@
 """Published numbers of BLAQ (AAAI 2024): every cell as printed, and matched to the configs."""
-import re
 from pathlib import Path
 
 from bnnopt.report.published import load_published, matching_rows, papers

@@ -2,8 +2,8 @@
 
 The whole split lives on the compute device as uint8 ``[N, C, H, W]`` (CIFAR-10's 50k
 training images are 150 MB; 240 MB once padded by 4 for augmentation); each batch is
-one gather (crop) + flip + normalise on the device, so there are no worker processes, no per-sample Python and no host-device
-copies after construction.
+one gather (crop) + flip + normalise on the device, so there are no worker processes, no
+per-sample Python and no host-device copies after construction.
 
 Exact resume: an epoch's order, crop offsets and flips come from a ``torch.Generator``
 (on the CPU, so CPU and CUDA runs see the same batches) seeded with

@@ -65,7 +65,8 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-@MODELS.register("resnet18", "ResNet-18 (He et al. 2016), torchvision key names; 3x3 stem without max-pool for inputs <= 64 px; 11.7M params")
+@MODELS.register("resnet18", "ResNet-18 (He et al. 2016), torchvision key names; 3x3 stem "
+                              "without max-pool for inputs <= 64 px; 11.7M params")
 def resnet18(num_classes: int = 1000, in_channels: int = 3, input_size: int = 224,
              small_input: bool | None = None) -> ResNet18:
     """ResNet-18; ImageNet stem by default, CIFAR stem when small_input (auto: input_size <= 64)."""
