@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import os
 import sys
 import warnings
 from typing import Any, ClassVar, Mapping, TypeVar
@@ -55,14 +54,11 @@ def check_policy(policy: Mapping[str, Any]) -> None:
                          f"valid keys: {', '.join(POLICY_KEYS)}")
 
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def warn_deprecated(message: str) -> None:
     """DeprecationWarning attributed to the first caller outside the bnnopt package
     (so Python's default filters show it to the user's own script)."""
     level, frame = 1, sys._getframe(1)  # noqa: SLF001 - the standard way to walk the stack
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] == "bnnopt":
         frame, level = frame.f_back, level + 1
     warnings.warn(message, DeprecationWarning, stacklevel=level + 1)
 
