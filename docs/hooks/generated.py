@@ -3,7 +3,11 @@
 - ``<!-- bnnopt-help COMMAND -->`` becomes ``bnnopt COMMAND --help`` (``<!-- bnnopt-help -->``:
   the top-level help), from the argparse parser;
 - ``<!-- bnnopt-configs -->`` becomes a table of ``configs/*.toml`` with each file's header
-  comment (what it reproduces and how).
+  comment (what it reproduces and how);
+- ``<!-- bnnopt-fsg-what-runs -->`` becomes FSG's variant x preset table, rendered from the
+  presets (:func:`bnnopt.methods.learned.config.what_runs_table`); the same table's
+  placeholder in the fsg module docstring (``<what-runs-table>``, filled in at import)
+  is filled in on the API page.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from pathlib import Path
 
 MARKER = re.compile(r"<!-- bnnopt-help ?([a-z-]*) -->")
 CONFIGS = "<!-- bnnopt-configs -->"
+WHAT_RUNS = "<!-- bnnopt-fsg-what-runs -->"
+DOCSTRING_WHAT_RUNS = ("<what-runs-table>", "&lt;what-runs-table&gt;")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,7 +44,27 @@ def on_page_markdown(markdown: str, **kwargs) -> str:  # noqa: ARG001 - mkdocs h
     markdown = MARKER.sub(replace, markdown)
     if CONFIGS in markdown:
         markdown = markdown.replace(CONFIGS, _configs())
+    if WHAT_RUNS in markdown:
+        markdown = markdown.replace(WHAT_RUNS, _what_runs())
     return markdown
+
+
+def on_page_content(html: str, **kwargs) -> str:  # noqa: ARG001 - mkdocs hook signature
+    """The fsg docstring's table placeholder (read statically by mkdocstrings) as a table."""
+    if not any(p in html for p in DOCSTRING_WHAT_RUNS):
+        return html
+    import markdown as md
+
+    table = md.markdown(_what_runs(), extensions=["tables"])
+    for placeholder in DOCSTRING_WHAT_RUNS:
+        html = html.replace(f"<p>{placeholder}</p>", table).replace(placeholder, table)
+    return html
+
+
+def _what_runs() -> str:
+    from bnnopt.methods.learned.config import what_runs_table
+
+    return what_runs_table("markdown")
 
 
 def _configs() -> str:

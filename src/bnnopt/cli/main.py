@@ -228,6 +228,7 @@ def dry_run(args) -> dict[str, Any]:
     """
     import dataclasses
 
+    from bnnopt.methods.config import POLICY_KEYS
     from bnnopt.nn import QuantConfig
     from bnnopt.registry import METHODS
     from bnnopt.train import RunConfig
@@ -242,8 +243,7 @@ def dry_run(args) -> dict[str, Any]:
     resolved["method_options"] = method.resolved_options()
     resolved["optim"] = cfg.optim_config().to_dict()
     policy_defaults = {f.name: f.default for f in dataclasses.fields(QuantConfig)
-                       if f.name in ("keep_first", "keep_last", "include", "exclude",
-                                     "act_quantizer", "act_bits", "act_estimator")}
+                       if f.name in POLICY_KEYS}
     resolved["policy"] = {**policy_defaults, **cfg.policy}
     return {"dry_run": True, "run_directory": str(args.resume or args.out or "runs/<method>-"
                                                   "<model>-<dataset>-s<seed>-<time>"),

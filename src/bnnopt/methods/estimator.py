@@ -25,39 +25,29 @@ from typing import Any
 
 from torch import nn
 
-from bnnopt.registry import METHODS
 from bnnopt.methods.base import Method
-
-POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer", "act_bits",
-               "act_estimator")
+from bnnopt.methods.config import check_policy
+from bnnopt.methods.estimator_config import (ESTIMATOR_PRESETS, EstimatorConfig, FPConfig,
+                                             RBNNConfig)
+from bnnopt.registry import METHODS
 
 
 class EstimatorMethod(Method):
     """binarize_ the model with ``QuantConfig(quantizer, bits, estimator, ...)`` + autograd."""
 
     family = "estimator"
-    defaults: dict[str, Any] = {"quantizer": "dorefa", "bits": 1, "estimator": "ste"}
+    #: the registered name whose :data:`ESTIMATOR_PRESETS` entry gives the defaults
+    preset_name = "ste"
 
     def __init__(self, **options: Any):
-        merged = dict(self.defaults)
-        merged.update(options)
-        valid = {"quantizer", "bits", "estimator", "estimator_options"}
-        unknown = set(merged) - valid
-        if unknown:
-            raise ValueError(
-                f"unknown option {sorted(unknown)[0]!r} for method {type(self).__name__}; "
-                f"valid options: {', '.join(sorted(valid))}"
-            )
-        super().__init__(**merged)
+        #: the resolved typed options (:class:`bnnopt.methods.estimator_config.EstimatorConfig`)
+        self.config = EstimatorConfig.from_options(options, method=self.preset_name)
+        super().__init__(**self.config.to_options())
 
     def quant_config(self, policy: dict[str, Any]):
         from bnnopt.nn import QuantConfig
 
-        unknown = set(policy) - set(POLICY_KEYS)
-        if unknown:
-            raise ValueError(
-                f"unknown policy key {sorted(unknown)[0]!r}; valid keys: {', '.join(POLICY_KEYS)}"
-            )
+        check_policy(policy)
         cfg = QuantConfig(
             weight_quantizer=self.options["quantizer"],
             weight_bits=self.options["bits"],
@@ -84,31 +74,21 @@ class FullPrecision(Method):
     family = "estimator"
 
     def __init__(self, **options: Any):
-        if options:
-            raise ValueError(f"method 'fp' takes no options, got {sorted(options)}")
+        self.config = FPConfig.from_options(options)
         super().__init__()
 
     def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
         return []
 
 
-def _register(name: str, description: str, **defaults: Any) -> None:
+def _register(name: str, description: str) -> None:
     cls = type(f"{name.title().replace('_', '')}Method", (EstimatorMethod,),
-               {"defaults": {**EstimatorMethod.defaults, **defaults}, "__doc__": description})
+               {"preset_name": name, "__doc__": description})
     METHODS.register(name, description)(cls)
 
 
-_register("ste", "DoReFa weights (FSG Eq. 1-2) + identity straight-through estimator")
-_register("clipped_ste", "sign(W) + clipped STE 1{|W|<=1} (BinaryConnect / BNN)",
-          quantizer="sign", estimator="clipped_ste")
-_register("bwn", "BWN/XNOR weights mean|W|*sign(W) + clipped STE", quantizer="bwn",
-          estimator="clipped_ste")
-_register("approx_sign", "sign(W) + Bi-Real ApproxSign derivative 2-2|W|", quantizer="sign",
-          estimator="approx_sign")
-_register("irnet", "sign(W) + IR-Net EDE estimator (t annealed 1e-3 -> 10)", quantizer="sign",
-          estimator="ede")
-_register("reste", "sign(W) + ReSTE rectified power estimator (o annealed 1 -> 3)",
-          quantizer="sign", estimator="reste")
+for _name, (_description, _) in ESTIMATOR_PRESETS.items():
+    _register(_name, _description)
 
 
 @METHODS.register("rbnn", "RBNN (NeurIPS 2020): bi-rotated weights, adjustable rotation, "
@@ -122,15 +102,9 @@ class RBNNMethod(EstimatorMethod):
     approximation's progress p = epoch / epochs (the public code's t schedule).
     """
 
-    defaults = {"quantizer": "rbnn", "bits": 1, "estimator": "rbnn_sign"}
-
     def __init__(self, **options: Any):
-        merged = dict(options)
-        every = merged.pop("rotation_update", 1)
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"invalid rotation_update {every!r}; must be an integer >= 1")
-        super().__init__(**merged)
-        self.options["rotation_update"] = every
+        self.config = RBNNConfig.from_options(options)
+        Method.__init__(self, **self.config.to_options())
 
     def quant_config(self, policy: dict[str, Any]):
         opts = {k: v for k, v in self.options.items() if k != "rotation_update"}

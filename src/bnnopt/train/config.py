@@ -44,8 +44,10 @@ class RunConfig:
     model / model_options      registered model constructor and its kwargs
     dataset / data_root        registered dataset and where its files are
     method / method_options    registered training method and its options
-    policy                     layer selection for quantization (keep_first,
-                               keep_last, include, exclude, act_quantizer, act_bits)
+    policy                     layer selection and activation quantization: the keys
+                               of bnnopt.methods.config.POLICY_KEYS (keep_first,
+                               keep_last, include, exclude, act_quantizer, act_bits,
+                               act_estimator)
     optim                      base optimizer: name (sgd|sgdm|adam), lr, momentum,
                                weight_decay
     schedule                   "step" (x gamma every step_size epochs, both papers),
@@ -103,6 +105,9 @@ class RunConfig:
                        "model_options")
         DATASETS.get(self.dataset)
         METHODS.get(self.method)(**self.method_options)  # unknown options: ValueError
+        from bnnopt.methods.config import check_policy
+
+        check_policy(self.policy)
         if self.protocol is not None:
             PROTOCOLS.get(self.protocol)
         choice(self.schedule, SCHEDULES, "schedule")

@@ -99,22 +99,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bnnopt.methods.learned.variants import GRAD_NORMS, ste_normalized
-from bnnopt.registry import choice
 from bnnopt.methods.base import Method, OptimConfig, StepOutput
-
-POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer", "act_bits",
-               "act_estimator")
-COMMON_DEFAULTS: dict[str, Any] = {
-    "quantizer": "dorefa", "bits": 1, "estimator": "ste", "estimator_options": {},
-    "quantizer_options": {}, "meta_seed": None, "lookahead": "plain", "grad_norm": "learned",
-    "first_step": None, "adam_eps": None, "bias_lookahead": None,
-    "meta_data": "train", "meta_fraction": 0.1,
-}
-LOOKAHEADS = ("plain", "optimizer")
-FIRST_STEPS = ("ste", "skip")
-ADAM_EPS = ("torch", "official")
-META_DATA = ("train", "heldout")
+from bnnopt.methods.config import check_policy
+from bnnopt.methods.learned.config import LearnedConfig
+from bnnopt.methods.learned.variants import ste_normalized
 
 
 def calibration(quantizer: nn.Module, weight: Tensor) -> Tensor:
@@ -177,22 +165,15 @@ class LearnedGradientMethod(Method):
     family = "learned-gradient"
     method_name = "learned-gradient"
     added_options = {"meta_data": "train", "meta_fraction": 0.1}
-    option_defaults: dict[str, Any] = {}
+    #: the typed options (:mod:`bnnopt.methods.learned.config`); ``self.config`` is the
+    #: resolved instance and ``self.options`` its ``to_options()`` dict
+    config_class: type[LearnedConfig] = LearnedConfig
     needs_prev_step = False  # record the applied update W_before - W_after per layer
     sync_learned = True  # average g and the meta-nets' gradients across torchrun ranks
 
     def __init__(self, **options: Any):
-        merged = {**COMMON_DEFAULTS, **self.option_defaults}
-        unknown = set(options) - set(merged)
-        if unknown:
-            raise ValueError(
-                f"unknown option {sorted(unknown)[0]!r} for method {self.method_name!r}; "
-                f"valid options: {', '.join(sorted(merged))}"
-            )
-        merged.update(options)
-        super().__init__(**merged)
-        self.validate_options()
-        self.resolve_official_details()
+        self.config = self.config_class.from_options(options)
+        super().__init__(**self.config.to_options())
         self.layers: list[tuple[str, nn.Module]] = []
         self.meta_modules = nn.ModuleDict()
         self.meta_optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -208,35 +189,6 @@ class LearnedGradientMethod(Method):
         self._meta_iter = None  # (k, iterator positioned at batch k)
 
     # -- options -------------------------------------------------------------------
-    def validate_options(self) -> None:
-        """Raise ValueError on a bad option value (subclasses extend)."""
-        seed = self.options["meta_seed"]
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError(f"invalid meta_seed {seed!r}; must be an integer or None")
-        choice(self.options["lookahead"], LOOKAHEADS, f"{self.method_name} lookahead")
-        choice(self.options["grad_norm"], GRAD_NORMS, f"{self.method_name} grad_norm")
-        choice(self.options["meta_data"], META_DATA, f"{self.method_name} meta_data")
-        fraction = self.options["meta_fraction"]
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) \
-                or not 0 < fraction < 1:
-            raise ValueError(f"invalid meta_fraction {fraction!r} for method "
-                             f"{self.method_name!r}; valid: a number in (0, 1)")
-
-    def resolve_official_details(self) -> None:
-        """Fill first_step / adam_eps / bias_lookahead left None from the variant."""
-        opts = self.options
-        official = opts.get("variant") == "official"
-        for key, value in (("first_step", "skip" if official else "ste"),
-                           ("adam_eps", "official" if official else "torch"),
-                           ("bias_lookahead", official)):
-            if opts[key] is None:
-                opts[key] = value
-        choice(opts["first_step"], FIRST_STEPS, f"{self.method_name} first_step")
-        choice(opts["adam_eps"], ADAM_EPS, f"{self.method_name} adam_eps")
-        if not isinstance(opts["bias_lookahead"], bool):
-            raise ValueError(f"invalid bias_lookahead {opts['bias_lookahead']!r} for method "
-                             f"{self.method_name!r}; must be true or false")
-
     def resolved_options(self) -> dict[str, Any]:
         """Every option after presets and variants (what will run)."""
         return copy_module.deepcopy(self.options)
@@ -244,8 +196,8 @@ class LearnedGradientMethod(Method):
     @classmethod
     def held_out_fraction(cls, options: dict[str, Any]) -> float:
         """``meta_fraction`` under ``meta_data="heldout"``, else 0."""
-        merged = {**COMMON_DEFAULTS, **cls.option_defaults, **options}
-        return float(merged["meta_fraction"]) if merged["meta_data"] == "heldout" else 0.0
+        config = cls.config_class.from_options(options)
+        return float(config.meta_fraction) if config.meta_data == "heldout" else 0.0
 
     def set_meta_data(self, loader, forward) -> None:
         """The meta split's loader (``epoch(e, start)``, ``len``) and the model to run it
@@ -292,22 +244,11 @@ class LearnedGradientMethod(Method):
         for p, g in zip(params, grads):
             p.grad = torch.zeros_like(p) if g is None else g
 
-    def _positive(self, key: str, integer: bool = False) -> None:
-        value = self.options[key]
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok or not value > 0:
-            kind = "an integer >= 1" if integer else "a number > 0"
-            raise ValueError(f"invalid {key} {value!r} for method {self.method_name!r}; "
-                             f"must be {kind}")
-
     # -- model ---------------------------------------------------------------------
     def quant_config(self, policy: dict[str, Any]):
         from bnnopt.nn import QuantConfig
 
-        unknown = set(policy) - set(POLICY_KEYS)
-        if unknown:
-            raise ValueError(f"unknown policy key {sorted(unknown)[0]!r}; "
-                             f"valid keys: {', '.join(POLICY_KEYS)}")
+        check_policy(policy)
         cfg = QuantConfig(weight_quantizer=self.options["quantizer"],
                           weight_bits=self.options["bits"], estimator=self.options["estimator"],
                           estimator_options=dict(self.options["estimator_options"]),

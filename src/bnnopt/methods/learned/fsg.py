@@ -36,19 +36,15 @@ the sequence layouts in :mod:`.lre`):
     weight, no HGS and no LRE. The official ResNet is ``model_options.fc_bn = true`` with
     ``policy keep_first = false, keep_last = false``.
 
-Paper forms (options, paper variant): ``fast_form`` "product" (default since round 3:
-the convergence analysis and Fig. 1, M_f(G, x) = φ_f(x)·G, "learns the scale of the
-weights"; always so in the official variant) or "concat" (F = fast([g, x]), a bias-free
-linear net on the concatenation; the default before round 3). Chosen by a 3-seed
-measurement (docs/results.md, round 3): on cifar10-subset (4 epochs) the product form
-ended with a lower train loss than concat under Adam (-0.027, 95 % interval [-0.040,
--0.014]) and SGD lr 0.05 (-0.075 [-0.105, -0.045]), and on mnist-lenet (classic LeNet-5,
-3 epochs) with a higher test accuracy (+1.57 % [+0.33, +2.81]); ``what_range`` "unit"
-(default, Eq. 1: x = Ŵ in [0, 1], i.e. (tanh W/max|tanh W| + 1)/2) or "symmetric"
-(x = tanh W/max|tanh W| in [-1, 1], the input before round 2); ``d_model`` d
-(Eq. 10-11: gradient tokens projected by W_a (1 x d), d-dim LRE tokens, Mamba of
-width d, read out by W_b (d x 1); d = 1, the default, has no projections and is the
-official code's d_model 1).
+Paper forms (options, paper variant): ``fast_form`` "product" (the default and the
+official code's: the convergence analysis and Fig. 1, M_f(G, x) = φ_f(x)·G, "learns the
+scale of the weights") or "concat" (deprecated, kept to reproduce earlier results:
+F = fast([g, x]), a bias-free linear net on the concatenation; docs/results.md
+compares the two); ``what_range`` "unit" (default, Eq. 1: x = Ŵ in [0, 1], i.e.
+(tanh W/max|tanh W| + 1)/2) or "symmetric" (deprecated: x = tanh W/max|tanh W| in
+[-1, 1]); ``d_model`` d (Eq. 10-11: gradient tokens projected by W_a (1 x d), d-dim LRE
+tokens, Mamba of width d, read out by W_b (d x 1); d = 1, the default, has no
+projections and is the official code's d_model 1).
 
 ``layout``: "flat" (Eq. 10-11, one sequence of length l·ξ+1 per layer, as the
 paper and the official code) or "per-weight" (one (l+1)-token sequence per
@@ -70,38 +66,26 @@ Two options that are not in the paper (``normalize``, ``meta_init``):
   random sign makes the first updates ascend as often as descend (measured
   correlation with c⊙g at start: -0.6 with "rms").
 
-``preset`` fills every one of these left unset (an explicit option always wins);
-None (the default) means "cpu" for the paper variant and "official" for the official one:
+``preset`` sets layout, expand, d_state, d_conv, normalize and meta_init (an explicit
+option always wins); when none is named the paper variant runs "cpu" and the official
+one "official" (:class:`bnnopt.methods.learned.config.FSGConfig`: ``FSGConfig.cpu()``,
+``.paper()``, ``.official()``, ``.of(variant, preset)``):
 
-* ``"cpu"``: layout per-weight, Mamba expand 1, d_state 4, d_conv 8,
-  normalize "rms", meta_init "ste". Chosen with bench/bench_metagrad.py on
-  ResNet-20 / cifar10-subset (1 CPU thread, steps interleaved with STE's):
-  1.35-1.6x the time of an STE step with the paper's l = 6 (expand 1 / d_state 16:
-  2.7x; expand 4: 2.5-5.9x; expand 16: 3-13x; the paper's sizes: 34x flat, 45x
-  per-weight), and after 2 epochs 80.4 % test accuracy vs 79.8 % for STE (seed 1:
-  83.0 vs 82.2 %), where the literal paper settings of normalize/meta_init reach
-  57.3 % and larger expand / d_state did not do better (79.2 %, 77.7 %).
-  Since round 3 the per-weight layout computes only the slow-net output it reads
-  (the last token; :meth:`bnnopt.ssm.mamba.Mamba.forward_last`, and for this
-  one-channel block :mod:`bnnopt.ssm.scalar_mamba`): 1.1-1.3x STE's time at 1 thread
-  (1.14x per epoch in the latest measurement) and 1.3-1.37x at 2 (1.71x and 1.93x per
-  step in one measurement of the previous code; bench/README.md).
+* ``"cpu"``: layout per-weight, Mamba expand 1, d_state 4, d_conv 8, normalize "rms",
+  meta_init "ste": sizes chosen with bench/bench_metagrad.py for a cost near STE's
+  on a CPU (the per-weight layout computes only the slow-net output it reads,
+  :meth:`bnnopt.ssm.mamba.Mamba.forward_last` and :mod:`bnnopt.ssm.scalar_mamba`;
+  measurements in bench/README.md).
 * ``"paper"`` and ``"official"`` (same values): layout flat, expand 100, d_state 16,
   d_conv 8, normalize "none", meta_init "paper": the paper and the official code,
   nothing added.
 
-What runs, variant x preset (``bnnopt train ... --dry-run`` prints every option):
+What runs, variant x preset (rendered from the presets; ``bnnopt train ... --dry-run``
+prints every option):
 
-=========  ========  =========  ======  =======  ======  =========  =========  ==  ====  =======  ==========  ========  ==============
-variant    preset    layout     expand  d_state  d_conv  normalize  meta_init  l   beta  fast_lr  first_step  adam_eps  bias_lookahead
-=========  ========  =========  ======  =======  ======  =========  =========  ==  ====  =======  ==========  ========  ==============
-paper      cpu (*)   per-weight 1       4        8       rms        ste        6   0.3   1e-3     ste         torch     false
-paper      paper     flat       100     16       8       none       paper      6   0.3   1e-3     ste         torch     false
-official   official  flat       100     16       8       none       paper      5   0.9   1e-2     skip        official  true
-official   cpu       per-weight 1       4        8       rms        ste        5   0.9   1e-2     skip        official  true
-=========  ========  =========  ======  =======  ======  =========  =========  ==  ====  =======  ==========  ========  ==============
+<what-runs-table>
 
-(*) default. slow_lr is 1e-3 and the fast-net hidden width 100 everywhere.
+(*) the variant's default preset. slow_lr is 1e-3 and the fast-net hidden width 100 everywhere.
 """
 from __future__ import annotations
 
@@ -112,33 +96,14 @@ from torch import Tensor
 
 from bnnopt.methods.learned.hgs import HistoryBuffer
 from bnnopt.methods.learned.base import LearnedGradientMethod, MetaInputs, flat_cat, split_like
-from bnnopt.methods.learned.lre import (LAYOUTS, LayerEmbedding, flat_slow_gradients,
-                              per_weight_slow_gradients)
+from bnnopt.methods.learned.config import FSGConfig, what_runs_table
+from bnnopt.methods.learned.lre import LayerEmbedding, flat_slow_gradients, per_weight_slow_gradients
 from bnnopt.methods.learned.meta_nets import LinearStack
-from bnnopt.methods.learned.variants import SLOW_SCALES, slow_weight
-from bnnopt.registry import METHODS, choice
+from bnnopt.methods.learned.variants import slow_weight
+from bnnopt.registry import METHODS
 
-VARIANTS = ("paper", "official")
-SLOW_NETS = ("mamba", "lstm", "lstmfc")
-NORMALIZE = ("none", "rms")
-META_INITS = ("paper", "ste")
-FAST_FORMS = ("concat", "product")
-WHAT_RANGES = ("unit", "symmetric")
-# Per-variant defaults for options left as None.
-PRESETS = {
-    "cpu": {"layout": "per-weight", "expand": 1, "d_state": 4, "d_conv": 8,
-            "normalize": "rms", "meta_init": "ste"},
-    "paper": {"layout": "flat", "expand": 100, "d_state": 16, "d_conv": 8,
-              "normalize": "none", "meta_init": "paper"},
-    # the official code's own settings (the default of variant "official")
-    "official": {"layout": "flat", "expand": 100, "d_state": 16, "d_conv": 8,
-                 "normalize": "none", "meta_init": "paper"},
-}
-DEFAULT_PRESET = {"paper": "cpu", "official": "official"}
-VARIANT_DEFAULTS = {
-    "paper": {"history": 6, "beta": 0.3, "fast_lr": 1e-3},
-    "official": {"history": 5, "beta": 0.9, "fast_lr": 1e-2},
-}
+if __doc__:  # the variant x preset table, rendered from the presets
+    __doc__ = __doc__.replace("<what-runs-table>", what_runs_table("rst"))
 
 
 def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, concat: bool) -> None:
@@ -175,79 +140,17 @@ def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, concat: bool) -> Non
 
 @METHODS.register("fsg", "FSG (AAAI 2025): fast-net + Mamba/LSTM slow-net over HGS with LRE")
 class FSG(LearnedGradientMethod):
-    """Fast and Slow Gradient generation; options are listed in ``option_defaults``.
-
-    variant "paper"|"official"; preset "cpu"|"paper"|"official" (None: "cpu" / "official";
-    fills layout, expand, d_state, d_conv, normalize, meta_init when None); layout
-    "flat"|"per-weight"; slow_net "mamba"|"lstm"|"lstmfc" (official MetaFastAndLSTM); history l (None: 6 paper / 5 official); beta (None: 0.3 / 0.9);
-    hidden (fast-net width, 100); expand, d_state, d_conv (Mamba); normalize
-    "none"|"rms"; meta_init "paper"|"ste"; fast_form "concat"|"product" (None: product);
-    what_range "unit"|"symmetric"; d_model (1); fast_lr (None: 1e-3 / 1e-2), slow_lr (1e-3);
-    slow_net_options (extra keyword arguments of the slow-net constructor, e.g.
-    {hidden = 20} for the LSTM); slow_scale "constant" (Eq. 9) | "lr-schedule" (β·η_t/η_0,
-    :mod:`bnnopt.methods.learned.variants`); plus the common quantizer / bits / estimator / lookahead
-    options (:mod:`bnnopt.methods.learned.base`).
+    """Fast and Slow Gradient generation; the options are the fields of
+    :class:`bnnopt.methods.learned.config.FSGConfig` (``FSG(**FSGConfig.official().to_options())``
+    or ``FSG(variant="official", history=3)``; ``self.config`` holds the resolved config).
     """
 
     method_name = "fsg"
-    option_defaults: dict[str, Any] = {
-        "variant": "paper", "preset": None, "layout": None, "slow_net": "mamba",
-        "history": None, "beta": None, "hidden": 100, "expand": None, "d_state": None,
-        "d_conv": None, "normalize": None, "meta_init": None,
-        "fast_lr": None, "slow_lr": 1e-3, "slow_net_options": {}, "slow_scale": "constant",
-        "fast_form": None, "what_range": "unit", "d_model": 1,
-    }
+    config_class = FSGConfig
 
     def __init__(self, **options: Any):
         super().__init__(**options)
         self.hgs: list[HistoryBuffer] = []
-
-    # -- options -----------------------------------------------------------------------
-    def validate_options(self) -> None:
-        super().validate_options()
-        opts = self.options
-        choice(opts["variant"], VARIANTS, "fsg variant")
-        if opts["preset"] is None:
-            opts["preset"] = DEFAULT_PRESET[opts["variant"]]
-        choice(opts["preset"], tuple(PRESETS), "fsg preset")
-        for key, value in PRESETS[opts["preset"]].items():
-            if opts[key] is None:
-                opts[key] = value
-        choice(opts["layout"], LAYOUTS, "fsg layout")
-        choice(opts["slow_net"], SLOW_NETS, "fsg slow_net")
-        choice(opts["normalize"], NORMALIZE, "fsg normalize")
-        choice(opts["meta_init"], META_INITS, "fsg meta_init")
-        if opts["fast_form"] is None:
-            opts["fast_form"] = "product"   # paper (chosen by measurement, round 3) and official
-        choice(opts["fast_form"], FAST_FORMS, "fsg fast_form")
-        choice(opts["what_range"], WHAT_RANGES, "fsg what_range")
-        if opts["variant"] == "official" and (opts["fast_form"], opts["what_range"]) != ("product", "unit"):
-            raise ValueError("fsg variant 'official' has fast_form 'product' and what_range 'unit' "
-                             f"(got {opts['fast_form']!r}, {opts['what_range']!r})")
-        if (opts["meta_init"] == "ste" and opts["fast_form"] == "product"
-                and opts["what_range"] == "symmetric"):
-            raise ValueError("fsg meta_init 'ste' with fast_form 'product' needs what_range 'unit'")
-        self._positive("d_model", integer=True)
-        if opts["d_model"] > 1 and opts["slow_net"] != "mamba":
-            raise ValueError(f"fsg d_model {opts['d_model']} needs slow_net 'mamba' (Eq. 10-11); "
-                             f"got slow_net {opts['slow_net']!r}")
-        choice(opts["slow_scale"], SLOW_SCALES, "fsg slow_scale")
-        if opts["slow_scale"] != "constant" and opts["variant"] != "paper":
-            raise ValueError(f"fsg slow_scale {opts['slow_scale']!r} applies to variant 'paper' "
-                             f"(the official variant's S is not in G); valid here: constant")
-        for key, value in VARIANT_DEFAULTS[opts["variant"]].items():
-            if opts[key] is None:
-                opts[key] = value
-        for key in ("history", "hidden", "expand", "d_state", "d_conv"):
-            self._positive(key, integer=True)
-        for key in ("fast_lr", "slow_lr"):
-            self._positive(key)
-        beta = opts["beta"]
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta <= 1:
-            raise ValueError(f"invalid fsg beta {beta!r}; must be a number in [0, 1]")
-        if not isinstance(opts["slow_net_options"], dict):
-            raise ValueError(f"invalid fsg slow_net_options {opts['slow_net_options']!r}; "
-                             "must be a table of keyword arguments")
 
     # -- nets ----------------------------------------------------------------------------
     def build_meta(self) -> None:

@@ -28,6 +28,10 @@ Variants of the look-ahead weight (the update G = c ⊙ M is the same):
   W̃ = W - η·(c⊙M + stopgrad(r_{t-1} - c⊙M)). It also takes the official
   first iteration (no update), Adam ε placement and bias look-ahead
   (``first_step``, ``adam_eps``, ``bias_lookahead`` in :mod:`bnnopt.methods.learned.base`).
+
+The options of each method are the fields of its config
+(:mod:`bnnopt.methods.learned.config`: :class:`FCGradConfig`, :class:`MultiFCConfig`,
+:class:`LSTMFCConfig`; ``FCGradConfig.official()`` is the official variant).
 """
 from __future__ import annotations
 
@@ -37,22 +41,16 @@ import torch
 from torch import Tensor
 
 from bnnopt.methods.learned.base import LearnedGradientMethod, MetaInputs, flat_cat, split_like
-from bnnopt.methods.learned.meta_nets import LSTM_IMPLS, NONLINEAR, LinearStack, LSTMFCNet
-from bnnopt.registry import METHODS, choice
-
-VARIANTS = ("paper", "official")
+from bnnopt.methods.learned.config import (FCGradConfig, LSTMFCConfig, MetaQuantConfig,
+                                           MultiFCConfig)
+from bnnopt.methods.learned.meta_nets import LinearStack, LSTMFCNet
+from bnnopt.registry import METHODS
 
 
 class MetaQuantMethod(LearnedGradientMethod):
     """Common part of FCGrad / MultiFC / LSTMFC: G = c ⊙ M, Δ = -η·G (see module doc)."""
 
-    option_defaults: dict[str, Any] = {"variant": "paper", "hidden": 100, "meta_lr": 1e-3}
-
-    def validate_options(self) -> None:
-        super().validate_options()
-        choice(self.options["variant"], VARIANTS, f"{self.method_name} variant")
-        self._positive("hidden", integer=True)
-        self._positive("meta_lr")
+    config_class = MetaQuantConfig
 
     @property
     def needs_prev_step(self) -> bool:  # type: ignore[override]
@@ -84,11 +82,7 @@ class FCGrad(MetaQuantMethod):
     """MetaQuant's FC-Grad: M = FC(g), 2 bias-free linear layers (1 -> hidden -> 1)."""
 
     method_name = "fcgrad"
-    option_defaults = {**MetaQuantMethod.option_defaults, "nonlinear": "none"}
-
-    def validate_options(self) -> None:
-        super().validate_options()
-        choice(self.options["nonlinear"], NONLINEAR, "fcgrad nonlinear")
+    config_class = FCGradConfig
 
     def build_meta(self) -> None:
         self.meta_modules["meta"] = LinearStack(1, self.options["hidden"], depth=2,
@@ -103,12 +97,7 @@ class MultiFC(MetaQuantMethod):
     """MetaQuant's MultiFC: M = g ⊙ MultiFC(u), ``depth`` bias-free linear layers."""
 
     method_name = "multifc"
-    option_defaults = {**MetaQuantMethod.option_defaults, "nonlinear": "none", "depth": 3}
-
-    def validate_options(self) -> None:
-        super().validate_options()
-        choice(self.options["nonlinear"], NONLINEAR, "multifc nonlinear")
-        self._positive("depth", integer=True)
+    config_class = MultiFCConfig
 
     def build_meta(self) -> None:
         self.meta_modules["meta"] = LinearStack(1, self.options["hidden"],
@@ -124,12 +113,8 @@ class LSTMFC(MetaQuantMethod):
     """MetaQuant's LSTMFC: M = g ⊙ fc(LSTM(u; h)), h kept per layer, detached."""
 
     method_name = "lstmfc"
-    option_defaults = {**MetaQuantMethod.option_defaults, "impl": "chunked"}
+    config_class = LSTMFCConfig
     _state: tuple[Tensor, Tensor] | None = None  # (h, c) of all layers, each (1, N, H)
-
-    def validate_options(self) -> None:
-        super().validate_options()
-        choice(self.options["impl"], LSTM_IMPLS, "lstmfc impl")
 
     def build_meta(self) -> None:
         self.meta_modules["meta"] = LSTMFCNet(self.options["hidden"], impl=self.options["impl"])

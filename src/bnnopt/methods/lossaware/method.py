@@ -15,6 +15,10 @@ blaq   BLAQ (Ma et al. AAAI 2024), 1/2/4 bits     bits (1), levels (default pow2
                                                   last_bits, layer_bits
 =====  =========================================  ==========================================
 
+The options are the fields of :class:`bnnopt.methods.lossaware.config.LABConfig`,
+:class:`~bnnopt.methods.lossaware.config.LAQConfig` and
+:class:`~bnnopt.methods.lossaware.config.BLAQConfig`.
+
 LAQ at 1 bit is LAB (LAQ paper, Sec. 3.1). Levels: LAQ keeps its own linear/log
 sets (with zero); BLAQ defaults to the paper's powers of two without zero
 (``pow2``; at 1 bit all three sets are {-1, 1}). Layer policy: LAB quantizes every
@@ -52,17 +56,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnnopt.methods.lossaware.blaq import BLAQ, READINGS
-from bnnopt.methods.lossaware.laq import LAQ, lossaware_params
-from bnnopt.methods.lossaware.levels import BITS, LAYER_BITS, LEVEL_KINDS, check_levels
-from bnnopt.methods.lossaware.quantizer import LossAwareQuantizer, is_lossaware
-from bnnopt.registry import METHODS, choice
 from bnnopt.methods.base import Criterion, Method, OptimConfig, StepOutput
+from bnnopt.methods.config import LOSS_AWARE_POLICY, check_policy
+from bnnopt.methods.lossaware.blaq import BLAQ
+from bnnopt.methods.lossaware.config import BLAQConfig, LABConfig, LAQConfig, LossAwareConfig
+from bnnopt.methods.lossaware.laq import LAQ, lossaware_params
+from bnnopt.methods.lossaware.levels import check_levels
+from bnnopt.methods.lossaware.quantizer import LossAwareQuantizer, is_lossaware
+from bnnopt.registry import METHODS
 
 __all__ = ["LossAwareMethod", "LABMethod", "LAQMethod", "BLAQMethod"]
-
-POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer", "act_bits",
-               "act_estimator")
 
 
 class LossAwareMethod(Method):
@@ -70,48 +73,20 @@ class LossAwareMethod(Method):
 
     family = "loss-aware"
     name = "loss-aware"
-    defaults: dict[str, Any] = {"bits": 1, "levels": "linear", "clip": 1.0, "max_iter": 10,
-                                "eps": 1e-8, "first_bits": None, "last_bits": None,
-                                "layer_bits": None}
-    bits_allowed: tuple[int, ...] = BITS
+    #: the typed options (:mod:`bnnopt.methods.lossaware.config`)
+    config_class: type[LossAwareConfig] = LAQConfig
 
     def __init__(self, **options: Any):
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r} for method "
-                             f"{self.name!r}; valid options: {', '.join(sorted(self.defaults))}")
-        merged = {**self.defaults, **options}
-        choice(merged["bits"], self.bits_allowed, "bits")
-        choice(merged["levels"], LEVEL_KINDS, "levels")
-        for key in ("first_bits", "last_bits"):
-            if merged.get(key) is not None:
-                choice(merged[key], LAYER_BITS, key)
-        layer_bits = merged.get("layer_bits")
-        if layer_bits is not None:
-            if not isinstance(layer_bits, dict):
-                raise ValueError(f"invalid layer_bits {layer_bits!r}; must be a table "
-                                 "{layer-name regex = bits}")
-            for pattern, width in layer_bits.items():
-                try:
-                    re.compile(pattern)
-                except re.error as err:
-                    raise ValueError(f"invalid layer_bits pattern {pattern!r}: {err}") from None
-                choice(width, LAYER_BITS, f"layer_bits[{pattern!r}]")
-        clip = merged["clip"]
-        if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
-            raise ValueError(f"invalid clip {clip!r}; must be > 0 or None")
-        super().__init__(**merged)
+        self.config = self.config_class.from_options(options)
+        super().__init__(**self.config.to_options())
         self._model_buffers: list[torch.Tensor] = []
 
     # -- model -----------------------------------------------------------------------
     def quant_config(self, policy: dict[str, Any]):
         from bnnopt.nn import QuantConfig
 
-        unknown = set(policy) - set(POLICY_KEYS)
-        if unknown:
-            raise ValueError(f"unknown policy key {sorted(unknown)[0]!r}; "
-                             f"valid keys: {', '.join(POLICY_KEYS)}")
-        merged = {"keep_first": False, "keep_last": False, **policy}
+        check_policy(policy)
+        merged = {**LOSS_AWARE_POLICY, **policy}
         return QuantConfig(weight_quantizer="lossaware", weight_bits=self.options["bits"],
                            estimator="ste", quantizer_options={"levels": self.options["levels"]},
                            **merged).validate()
@@ -180,8 +155,7 @@ class LossAwareMethod(Method):
                          "weighted alpha*sign(W)")
 class LABMethod(LossAwareMethod):
     name = "lab"
-    defaults = {"bits": 1, "clip": 1.0, "eps": 1e-8, "levels": "linear"}
-    bits_allowed = (1,)
+    config_class = LABConfig
 
     def layer_widths(self, names: list[str], swapped: list[str]) -> dict[str, int]:
         return {name: 1 for name in swapped}
@@ -197,18 +171,7 @@ class LAQMethod(LossAwareMethod):
                           "pow2 levels, a=0.6, m=5, reading trial|recursive")
 class BLAQMethod(LossAwareMethod):
     name = "blaq"
-    defaults = {"bits": 1, "levels": "pow2", "clip": 1.0, "eps": 1e-8, "a": 0.6, "m": 5,
-                "reading": "trial", "trial_bn_stats": False, "first_bits": None,
-                "last_bits": None, "layer_bits": None}
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        a, m = self.options["a"], self.options["m"]
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1:
-            raise ValueError(f"invalid a {a!r}; must be a number in [0, 1]")
-        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
-            raise ValueError(f"invalid m {m!r}; must be an integer >= 1")
-        choice(self.options["reading"], READINGS, "reading")
+    config_class = BLAQConfig
 
     def make_optimizer(self, pairs, others, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
         return BLAQ(pairs, others, a=self.options["a"], m=self.options["m"],
