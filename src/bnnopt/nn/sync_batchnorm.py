@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["CPUSyncBatchNorm", "convert_sync_batchnorm"]

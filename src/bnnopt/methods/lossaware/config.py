@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from bnnopt.methods.config import MethodConfig, check_int, check_number
 from bnnopt.methods.lossaware.blaq import READINGS
