@@ -10,7 +10,7 @@ parameter, quantized or not, follows it; Q_D is the D-weighted quantization):
 Stage 1, one-step forward (Eq. 4-6)::
 
     g_t   = dL/dW_hat at W_hat_t                          closure call 1
-    v_t   = b2 v_{t-1} + (1-b2) g_t^2,   D_t = sqrt(v_t/(1-b2^t)) + eps
+    v_t   = b2 h_{t-1} + (1-b2) g_t^2,   D_t = sqrt(v_t/(1-b2^t)) + eps
     m'    = b1 m_{t-1} + (1-b1) g_t
     W'    = clip(W_t - lr m'/(1-b1^t) / D_t)              the LAQ step = trial point
     W_hat' = Q_{D_t}(W')
@@ -21,9 +21,27 @@ Stage 1, one-step forward (Eq. 4-6)::
 Stage 2, backtrack and update (Eq. 7-10)::
 
     g~ = a g_t + (1-a) g'               D~ = a D_t + (1-a) D'
-    m_t = b1 m_{t-1} + (1-b1) g~        (v_t as above: the trial's v is discarded)
+    m_t = b1 m_{t-1} + (1-b1) g~
+    h_t = b2 h_{t-1} + (1-b2) (a g_t^2 + (1-a) g'^2)      (h_0 = 0)
     W_{t+1} = clip(W_t - lr m_t/(1-b1^t) / D~)        from W_t (backtracked)
     W_hat_{t+1} = Q_{D~}(W_{t+1})
+
+Moment bookkeeping. The paper writes Eq. 6 and 8 with a bare g and D and does
+not say which moments carry over between steps; LAQ's Adam-style reading is
+used (the first moment m of the gradients, D from the second moment). Eq. 9
+feeds the first moment with g~, which contains the trial gradients g'; the
+second-moment history h (state ``mixed_avg_sq``) therefore receives the squares
+of the same gradients with the same weights, a g_t^2 + (1-a) g'^2 (>= g~^2), and
+the current point's v_t (state ``exp_avg_sq``) and the trial's v' are built on h.
+Were h fed with g_t^2 only (the trial's squares discarded), a weight whose
+gradient is zero at the current point but not at the trial point (a ReLU unit
+that is dead at W_hat_t and alive at W_hat') would accumulate g' in m and
+nothing in v: D = eps on later steps and a step of lr * |m| / eps, i.e. of
+order 10^4 * lr. On a small Conv1d + MLP network that made the loss explode
+within 5 steps at lr = 1e-3. Step 1 (h_0 = 0) is the same under both
+bookkeepings, and so is every step at a = 1 (then h_t = v_t: LAQ, bit for bit).
+Bound: |m_hat| / sqrt(h_hat) obeys Adam's bound, and D_t, D' >= sqrt(b2 h_{t-1}
+/ (1 - b2^(t+1))), so the backtracked step stays of order lr.
 
 With a = 1 the trial is discarded and the step is LAQ's, bit for bit (the trial
 is still evaluated). The paper uses a = 0.6 for the small models and 0.9 on
@@ -168,7 +186,10 @@ class BLAQ(LAQ):
                 p.grad = None
                 if group["weight_decay"]:
                     g = g.add(p, alpha=group["weight_decay"])
-                v = torch.mul(state["exp_avg_sq"], b2, out=buf["v"]).addcmul_(g, g, value=1 - b2)
+                if "mixed_avg_sq" not in state:     # h_0 = v_0 (zeros, or a LAQ state)
+                    state["mixed_avg_sq"] = state["exp_avg_sq"].clone()
+                v = torch.mul(state["mixed_avg_sq"], b2, out=buf["v"]).addcmul_(g, g,
+                                                                              value=1 - b2)
                 denom = self._denom_into(buf["denom"], v, step, b2, group["eps"])
                 m_trial = torch.lerp(state["exp_avg"], g, 1 - b1, out=buf["tmp"])
                 quantizer = self._quantizer.get(p)
@@ -203,6 +224,10 @@ class BLAQ(LAQ):
                                        "use gradient_as_bucket_view=False")
                 if group["weight_decay"]:
                     g_trial = g_trial.add(w_trial, alpha=group["weight_decay"])  # at W'
+                # h_t = b2 h_{t-1} + (1-b2) (a g^2 + (1-a) g'^2): every gradient that enters
+                # the first moment below also enters the second-moment history
+                state["mixed_avg_sq"].mul_(b2).addcmul_(g, g, value=(1 - b2) * a).addcmul_(
+                    g_trial, g_trial, value=(1 - b2) * (1 - a))
                 v_trial = torch.mul(v, b2, out=buf["tmp"]).addcmul_(g_trial, g_trial,
                                                                      value=1 - b2)
                 # D~ = a D + (1-a) D' with D' = sqrt(v'/(1-b2^(t+1))) + eps, in fewer passes:
@@ -211,6 +236,8 @@ class BLAQ(LAQ):
                 denom.mul_(a).add_(sqrt_trial, alpha=(1 - a) / math.sqrt(1 - b2 ** (step + 1)))
                 denom.add_((1 - a) * group["eps"])
                 g.lerp_(g_trial, 1 - a)                   # g~ = a g + (1-a) g'  (Eq. 9)
+            else:
+                state["mixed_avg_sq"].copy_(v)            # no trial gradient: h_t = v_t
             state["step"] = step
             state["exp_avg"].lerp_(g, 1 - b1)
             state["exp_avg_sq"], buf["v"] = v, state["exp_avg_sq"]   # v_t (swap, no copy)
