@@ -94,6 +94,7 @@ from typing import Any, Callable
 import torch
 
 from bnnopt.methods.lossaware.laq import LAQ
+from bnnopt.methods.lossaware.quantizer import LossAwareQuantizer
 
 __all__ = ["BLAQ", "READINGS"]
 
@@ -103,28 +104,52 @@ READINGS = ("trial", "recursive")
 class BLAQ(LAQ):
     """BLAQ optimizer: LAQ plus a trial step and a backtracked, mixed update.
 
+    ``BLAQ(model, lr=1e-3, bits=2, a=0.6)`` prepares a plain model as
+    :class:`LAQ` does (every quantizable layer, first and last included, unless
+    ``keep_first`` / ``keep_last``; levels default to the paper's ``"pow2"``).
+    ``opt.step(closure)``: the closure clears the gradients, runs the forward
+    pass, backward, and returns the loss (as for torch.optim.LBFGS).
+
     Args (besides those of :class:`LAQ`):
         a: weight of the current gradient / D in the mix (Eq. 9-10), in [0, 1]
             (recursive reading: the weight of the previous mixed gradient / D).
         m: rounds of the alternating alpha/b solver per quantization (see the
             module docstring; replaces LAQ's ``max_iter``).
         reading: "trial" (two passes per step) or "recursive" (one pass).
+        trial_bn_stats: keep the buffer updates of the trial forward pass
+            (default False: when built from a model, its buffers, e.g. BatchNorm
+            running statistics and num_batches_tracked, are saved before the
+            trial pass and restored after it, so only the real point updates them;
+            built from (weight, quantizer) pairs, the optimizer knows no buffers).
     """
 
-    def __init__(self, quantized, others=(), lr: float = 1e-3,
+    default_levels = "pow2"
+
+    def __init__(self, params, others=(), lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, clip: float | None = 1.0, a: float = 0.6,
-                 m: int = 5, reading: str = "trial"):
-        if not 0 <= a <= 1:
+                 m: int = 5, reading: str = "trial", trial_bn_stats: bool = False,
+                 **kwargs: Any):
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1:
             raise ValueError(f"invalid a {a!r}; must be in [0, 1]")
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"invalid m {m!r}; must be an integer >= 1")
         if reading not in READINGS:
             raise ValueError(f"invalid reading {reading!r}; valid: {', '.join(READINGS)}")
-        super().__init__(quantized, others, lr=lr, betas=betas, eps=eps,
-                         weight_decay=weight_decay, clip=clip, max_iter=m)
+        if "max_iter" in kwargs:
+            raise ValueError("invalid argument 'max_iter' for BLAQ; use m (solver rounds)")
+        super().__init__(params, others, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, clip=clip, max_iter=m, **kwargs)
         for group in self.param_groups:
             group.setdefault("a", float(a))
         self.defaults["a"] = float(a)
         self.reading = reading
+        self.trial_bn_stats = bool(trial_bn_stats)
+        self._trial_buffers: list[torch.Tensor] = []
+        if self.model is not None:
+            self._trial_buffers = [buf for module in self.model.modules()
+                                   if not isinstance(module, LossAwareQuantizer)
+                                   for buf in module._buffers.values() if buf is not None]
         self._scratch: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
     def _buffers(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -139,7 +164,10 @@ class BLAQ(LAQ):
     @torch.no_grad()
     def _recursive_step(self, closure: Callable[[], Any] | None):
         """The one-pass reading (module docstring); closure optional, called once."""
+        step = self._next_step()
         loss = self._call_once(closure)
+        self._check_loss(loss, "loss", step)
+        self._check_grads("gradient", step)
         for group, p, g, state in self._gradients():
             b1, b2 = group["betas"]
             a = group["a"]
@@ -155,6 +183,7 @@ class BLAQ(LAQ):
             self._move(p, state["exp_avg"], state["mix_denom"], state["step"], group)
             if group["quantized"]:
                 self._quantize(p, state["mix_denom"], group)
+        self._check_update(step)
         return loss
 
     @torch.no_grad()
@@ -165,8 +194,11 @@ class BLAQ(LAQ):
         if closure is None:
             raise ValueError("BLAQ.step needs a closure (it evaluates a trial point); "
                              "see torch.optim.LBFGS for the convention")
+        step_number = self._next_step()
         with torch.enable_grad():
             loss = closure()
+        self._check_loss(loss, "loss", step_number)
+        self._check_grads("gradient", step_number)
         # ---- stage 1: trial step = the LAQ step, remembering what to backtrack to.
         # A quantized layer's forward reads only its stored W_hat, so its trial latent W'
         # goes to a scratch buffer and p keeps W_t (nothing to restore); other parameters
@@ -194,8 +226,8 @@ class BLAQ(LAQ):
                 m_trial = torch.lerp(state["exp_avg"], g, 1 - b1, out=buf["tmp"])
                 quantizer = self._quantizer.get(p)
                 snap = None
-                if quantizer is not None and quantizer.bits > 1:  # warm start of the solver
-                    snap = quantizer.snapshot()
+                if quantizer is not None and (quantizer.bits > 1 or self.check_finite):
+                    snap = quantizer.snapshot()   # warm start of the solver / undo
                 step_size = group["lr"] / (1 - b1 ** step)
                 if quantized:
                     w_trial = torch.addcdiv(p, m_trial, denom, value=-step_size, out=buf["w_t"])
@@ -206,8 +238,21 @@ class BLAQ(LAQ):
                     buf["w_t"].copy_(p)
                     self._move(p, m_trial, denom, step, group)
                 saved.append((p, group, buf, g, snap))
+        saved_buffers = None
+        if self._trial_buffers and not self.trial_bn_stats:
+            saved_buffers = [b.clone() for b in self._trial_buffers]
         with torch.enable_grad():
-            closure()
+            trial_loss = closure()
+        if saved_buffers is not None:
+            for buf, old in zip(self._trial_buffers, saved_buffers):
+                buf.copy_(old)
+        if self.check_finite:
+            try:
+                self._check_loss(trial_loss, "trial loss", step_number)
+                self._check_grads("trial gradient", step_number)
+            except Exception:
+                self._undo_trial(saved)
+                raise
         # ---- stage 2: backtrack to W_t and take the mixed step
         for p, group, buf, g, snap in saved:
             b1, b2 = group["betas"]
@@ -246,7 +291,16 @@ class BLAQ(LAQ):
             self._move(p, state["exp_avg"], denom, step, group)
             if group["quantized"]:
                 quantizer = self._quantizer[p]
-                if snap is not None:
+                if snap is not None and quantizer.bits > 1:
                     quantizer.restore(snap)
                 self._quantize(p, denom, group, quantizer)
+        self._check_update(step_number)
         return loss
+
+    def _undo_trial(self, saved) -> None:
+        """Back to W_t after a failed trial: parameters, quantizers and gradients."""
+        for p, group, buf, g, snap in saved:
+            if not group["quantized"]:
+                p.copy_(buf["w_t"])
+            if snap is not None:
+                self._quantizer[p].restore(snap)

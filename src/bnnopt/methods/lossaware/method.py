@@ -45,7 +45,6 @@ point (first call). The forward passes always go through the ``model`` argument
 """
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
@@ -53,17 +52,15 @@ import torch
 from torch import nn
 
 from bnnopt.methods.lossaware.blaq import BLAQ, READINGS
-from bnnopt.methods.lossaware.laq import LAQ, lossaware_params
-from bnnopt.methods.lossaware.levels import BITS, LAYER_BITS, LEVEL_KINDS, check_levels
-from bnnopt.methods.lossaware.quantizer import LossAwareQuantizer, is_lossaware
+from bnnopt.methods.lossaware.laq import LAQ, NonFiniteStepError, lossaware_params
+from bnnopt.methods.lossaware.levels import BITS, SCALE_RULES
+from bnnopt.methods.lossaware.prepare import (POLICY_KEYS, check_layer_bits, layer_widths,
+                                              prepare_lossaware)
 from bnnopt.registry import METHODS, choice
 from bnnopt.methods.base import Criterion, Method, OptimConfig, StepOutput
+from bnnopt.runs.rundir import NonFiniteLossError
 
 __all__ = ["LossAwareMethod", "LABMethod", "LAQMethod", "BLAQMethod"]
-
-POLICY_KEYS = ("keep_first", "keep_last", "include", "exclude", "act_quantizer", "act_bits",
-               "act_estimator")
-
 
 class LossAwareMethod(Method):
     """Base of lab / laq / blaq: prepare with "lossaware" quantizers, build the optimizer."""
@@ -72,7 +69,8 @@ class LossAwareMethod(Method):
     name = "loss-aware"
     defaults: dict[str, Any] = {"bits": 1, "levels": "linear", "clip": 1.0, "max_iter": 10,
                                 "eps": 1e-8, "first_bits": None, "last_bits": None,
-                                "layer_bits": None}
+                                "layer_bits": None, "scale_rule": "exact"}
+    added_options = {"scale_rule": "exact"}
     bits_allowed: tuple[int, ...] = BITS
 
     def __init__(self, **options: Any):
@@ -82,26 +80,14 @@ class LossAwareMethod(Method):
                              f"{self.name!r}; valid options: {', '.join(sorted(self.defaults))}")
         merged = {**self.defaults, **options}
         choice(merged["bits"], self.bits_allowed, "bits")
-        choice(merged["levels"], LEVEL_KINDS, "levels")
-        for key in ("first_bits", "last_bits"):
-            if merged.get(key) is not None:
-                choice(merged[key], LAYER_BITS, key)
-        layer_bits = merged.get("layer_bits")
-        if layer_bits is not None:
-            if not isinstance(layer_bits, dict):
-                raise ValueError(f"invalid layer_bits {layer_bits!r}; must be a table "
-                                 "{layer-name regex = bits}")
-            for pattern, width in layer_bits.items():
-                try:
-                    re.compile(pattern)
-                except re.error as err:
-                    raise ValueError(f"invalid layer_bits pattern {pattern!r}: {err}") from None
-                choice(width, LAYER_BITS, f"layer_bits[{pattern!r}]")
+        check_layer_bits(merged["bits"], merged["levels"], merged.get("first_bits"),
+                         merged.get("last_bits"), merged.get("layer_bits"))
+        if "scale_rule" in merged:
+            choice(merged["scale_rule"], SCALE_RULES, "scale_rule")
         clip = merged["clip"]
         if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
             raise ValueError(f"invalid clip {clip!r}; must be > 0 or None")
         super().__init__(**merged)
-        self._model_buffers: list[torch.Tensor] = []
 
     # -- model -----------------------------------------------------------------------
     def quant_config(self, policy: dict[str, Any]):
@@ -122,35 +108,15 @@ class LossAwareMethod(Method):
         ``names``: every quantizable layer in module order (first/last refer to it).
         """
         opts = self.options
-        widths = {name: opts["bits"] for name in swapped}
-        for pattern, width in (opts.get("layer_bits") or {}).items():
-            for name in swapped:
-                if re.fullmatch(pattern, name):
-                    widths[name] = int(width)
-        if names and opts.get("first_bits") is not None and names[0] in widths:
-            widths[names[0]] = int(opts["first_bits"])
-        if names and opts.get("last_bits") is not None and names[-1] in widths:
-            widths[names[-1]] = int(opts["last_bits"])
-        return widths
+        return layer_widths(names, swapped, opts["bits"], opts.get("first_bits"),
+                            opts.get("last_bits"), opts.get("layer_bits"))
 
     def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
-        from bnnopt.nn import binarize_
-        from bnnopt.nn.convert import quantizable_layers
-
-        candidates = [name for name, _ in quantizable_layers(model)]
-        names = binarize_(model, self.quant_config(policy))
-        modules = dict(model.named_modules())
-        for name, width in self.layer_widths(candidates, names).items():
-            layer = modules[name]
-            if width != layer.weight_quantizer.bits:
-                levels = self.options["levels"] if width != 8 else "linear"
-                check_levels(width, levels)
-                layer.weight_quantizer = LossAwareQuantizer(bits=width, levels=levels).to(
-                    layer.weight.device)
-        for module in model.modules():
-            if is_lossaware(module):
-                module.weight_quantizer.requantize(module.weight, None, solver="exact")
-        return names
+        opts = self.options
+        return prepare_lossaware(model, bits=opts["bits"], levels=opts["levels"],
+                                 policy=policy, first_bits=opts.get("first_bits"),
+                                 last_bits=opts.get("last_bits"),
+                                 layer_bits=opts.get("layer_bits"))
 
     # -- optimisation ------------------------------------------------------------------
     def optimizer_kwargs(self, optim: OptimConfig) -> dict[str, Any]:
@@ -161,19 +127,35 @@ class LossAwareMethod(Method):
         return dict(lr=optim.lr, betas=tuple(optim.betas), eps=self.options["eps"],
                     weight_decay=optim.weight_decay, clip=self.options["clip"])
 
-    def make_optimizer(self, pairs, others, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-        return LAQ(pairs, others, max_iter=self.options.get("max_iter", 10), **kwargs)
+    def make_optimizer(self, model: nn.Module, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+        return LAQ(model, max_iter=self.options.get("max_iter", 10),
+                   scale_rule=self.options.get("scale_rule", "exact"), **kwargs)
 
     def build(self, model: nn.Module, optim: OptimConfig) -> None:
-        pairs, others = lossaware_params(model)
+        pairs, _ = lossaware_params(model)
         if not pairs:
             raise ValueError(f"method {self.name!r}: the model has no lossaware layer "
                              "(call prepare first, or the policy excluded every layer)")
-        self.optimizer = self.make_optimizer(pairs, others, self.optimizer_kwargs(optim))
+        self.optimizer = self.make_optimizer(model, self.optimizer_kwargs(optim))
         self.base_lr = optim.lr
-        self._model_buffers = [buf for module in model.modules()
-                         if not isinstance(module, LossAwareQuantizer)
-                         for buf in module._buffers.values() if buf is not None]
+
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   criterion: Criterion) -> StepOutput:
+        """Forward, backward and the optimizer's step. A non-finite loss skips the step
+        and is returned (the Trainer stops with its message); a non-finite gradient
+        or update raises NonFiniteLossError with the optimizer's message."""
+        assert self.optimizer is not None, "build() first"
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = criterion(logits, y)
+        if not bool(torch.isfinite(loss.detach())):
+            return StepOutput(loss.detach(), logits.detach())
+        loss.backward()
+        try:
+            self.optimizer.step()
+        except NonFiniteStepError as err:
+            raise NonFiniteLossError(str(err)) from err
+        return StepOutput(loss.detach(), logits.detach())
 
 
 @METHODS.register("lab", "LAB loss-aware binarization (Hou et al. 2017): Adam-Hessian "
@@ -181,6 +163,7 @@ class LossAwareMethod(Method):
 class LABMethod(LossAwareMethod):
     name = "lab"
     defaults = {"bits": 1, "clip": 1.0, "eps": 1e-8, "levels": "linear"}
+    added_options: dict[str, Any] = {}
     bits_allowed = (1,)
 
     def layer_widths(self, names: list[str], swapped: list[str]) -> dict[str, int]:
@@ -199,7 +182,7 @@ class BLAQMethod(LossAwareMethod):
     name = "blaq"
     defaults = {"bits": 1, "levels": "pow2", "clip": 1.0, "eps": 1e-8, "a": 0.6, "m": 5,
                 "reading": "trial", "trial_bn_stats": False, "first_bits": None,
-                "last_bits": None, "layer_bits": None}
+                "last_bits": None, "layer_bits": None, "scale_rule": "exact"}
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -210,31 +193,32 @@ class BLAQMethod(LossAwareMethod):
             raise ValueError(f"invalid m {m!r}; must be an integer >= 1")
         choice(self.options["reading"], READINGS, "reading")
 
-    def make_optimizer(self, pairs, others, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-        return BLAQ(pairs, others, a=self.options["a"], m=self.options["m"],
-                    reading=self.options["reading"], **kwargs)
+    def make_optimizer(self, model: nn.Module, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+        return BLAQ(model, a=self.options["a"], m=self.options["m"],
+                    reading=self.options["reading"], scale_rule=self.options["scale_rule"],
+                    trial_bn_stats=bool(self.options["trial_bn_stats"]), **kwargs)
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    criterion: Criterion) -> StepOutput:
         assert self.optimizer is not None, "build() first"
         outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        keep_stats = bool(self.options["trial_bn_stats"])
 
         def closure() -> torch.Tensor:
-            trial = len(outputs) == 1
-            saved = [b.clone() for b in self._model_buffers] if trial and not keep_stats else None
             self.optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = criterion(logits, y)
-            loss.backward()
-            if saved is not None:
-                with torch.no_grad():
-                    for buf, old in zip(self._model_buffers, saved):
-                        buf.copy_(old)
             outputs.append((loss.detach(), logits.detach()))
+            if len(outputs) == 1 and not bool(torch.isfinite(loss.detach())):
+                return loss      # the optimizer refuses it before any change
+            loss.backward()
             return loss
 
-        self.optimizer.step(closure)
+        try:
+            self.optimizer.step(closure)
+        except NonFiniteStepError as err:
+            if err.what == "loss":   # nothing changed: the Trainer reports the loss
+                return StepOutput(*outputs[0])
+            raise NonFiniteLossError(str(err)) from err
         loss, logits = outputs[0]
         extra = {"trial_loss": float(outputs[1][0])} if len(outputs) > 1 else {}
         return StepOutput(loss, logits, extra)
