@@ -60,14 +60,29 @@ gradient at the point the previous update reached as the "next-step" one::
     m_t = b1 m_{t-1} + (1-b1) g~_t
     W_{t+1} = clip(W_t - lr m_t/(1-b1^t) / D~_t),  W_hat_{t+1} = Q_{D~_t}(W_{t+1})
 
-One forward/backward per step (LAQ's cost). Here a weighs the *old* mixed
-gradient, so a = 0 is LAQ bit for bit, and a = 1 would freeze g~ and D~ at
-their first values (it is accepted, but is not LAQ); the paper's a = 0.6 keeps
-60 % of the history, an extra exponential average in front of Adam's.
-Measured (docs/results.md, issue 12: 1 bit, 3 seeds, 4 epochs on MNIST subsets):
-the recursive reading costs LAQ's time per step but was 0.3 % less accurate than
-LAQ and flipped more; the trial reading matched LAQ's accuracy at about twice the
-cost. So "trial" stays the default.
+One forward/backward per step (LAQ's cost). This is a different algorithm from
+Eq. 4-10, not a cheaper way to compute it: no trial point is evaluated, so the
+"next-step" gradient is the one at the point the previous update reached, and
+the mix is an exponential average of LAQ gradients (and of LAQ's D) in front of
+Adam's first moment. Here a weighs the *old* mixed gradient: a = 1 would freeze
+g~ and D~ at their first values (accepted, but not LAQ), and the paper's a = 0.6
+keeps 60 % of the history. At a = 0 the step is LAQ's step, but the solver runs
+m rounds where LAQ runs ``max_iter`` (10): the two are equal bit for bit only
+while LAQ's solver stops (converges) within m rounds. At 1 bit (closed form) and
+usually at 2 bits that always holds; at 4 bits with m = 5 a layer eventually
+needs more rounds and the runs part (on a small MLP, after some tens of steps).
+The default stays "trial", the paper's two-pass algorithm.
+
+Levels at k bits. The paper's "Notations" define Q as "a set of 2k quantized
+values" and print Q = {-1, ..., -1/2^(k-1), -1/2^k, 1/2^k, 1/2^(k-1), ..., 1},
+adding "when k = 1, Q = {-1, 1}". The printed endpoints +-1/2^k give 2k + 2
+values ({+-1, +-1/2} at k = 1), contradicting both the count and the k = 1
+example; the count and the example agree, so ``levels="pow2"`` uses the 2k
+values +-1, +-1/2, ..., +-1/2^(k-1) (:mod:`bnnopt.methods.lossaware.levels`).
+At k = 4 that is 8 values {+-1, +-1/2, +-1/4, +-1/8} in 16 codes (3 bits
+would hold them): the literal reading of "k bits" as the exponent range, kept
+because it is the only one consistent with the stated count; ``levels="linear"``
+or ``"log"`` (LAQ's sets, with zero, 15 values at 4 bits) use all the codes.
 
 The paper's second hyper-parameter m (5 for the small models, 10 for ImageNet)
 is not defined in its body. Interpretation used here (option ``m``): the number

@@ -8,11 +8,12 @@ D = I optimum, and trains with its optimizer, which owns quantization:
 lab    LAB (Hou et al. ICLR 2017), 1 bit          options: clip, eps
 laq    LAQ (Hou and Kwok ICLR 2018), 1/2/4 bits   bits (1), levels (linear|log|pow2;
                                                   default linear), clip, max_iter (10),
-                                                  eps, first_bits, last_bits, layer_bits
+                                                  eps, first_bits, last_bits, layer_bits,
+                                                  scale_rule (exact|official)
 blaq   BLAQ (Ma et al. AAAI 2024), 1/2/4 bits     bits (1), levels (default pow2), clip,
                                                   a (0.6), m (5), reading (trial|recursive),
                                                   eps, trial_bn_stats (False), first_bits,
-                                                  last_bits, layer_bits
+                                                  last_bits, layer_bits, scale_rule
 =====  =========================================  ==========================================
 
 LAQ at 1 bit is LAB (LAQ paper, Sec. 3.1). Levels: LAQ keeps its own linear/log
@@ -37,11 +38,17 @@ other than "adam" is accepted with a warning.
 
 BLAQ's ``train_step`` builds the closure (clear grads, forward, loss, backward)
 that its optimizer calls twice (``reading="trial"``, the default) or once
-(``reading="recursive"``, see :mod:`bnnopt.methods.lossaware.blaq`); after the trial (second)
-call it restores the model's buffers (BatchNorm running statistics) unless
-``trial_bn_stats=True``. The reported loss and logits are those of the current
-point (first call). The forward passes always go through the ``model`` argument
-(e.g. a DDP wrapper), never a stored reference.
+(``reading="recursive"``, see :mod:`bnnopt.methods.lossaware.blaq`); the optimizer
+restores the model's buffers (BatchNorm running statistics) after the trial
+(second) call unless ``trial_bn_stats=True``. The reported loss and logits are
+those of the current point (first call). The forward passes always go through
+the ``model`` argument (e.g. a DDP wrapper), never a stored reference.
+
+``scale_rule`` (laq, blaq): the m-bit solver's alpha-step, "exact" (default) or
+"official" (the official LAQ code's formula; see
+:func:`bnnopt.methods.lossaware.levels.solve`). A non-finite loss is returned
+without a step (the Trainer stops on it); a non-finite gradient, trial loss or
+update raises NonFiniteLossError with the optimizer's one-line message.
 """
 from __future__ import annotations
 
