@@ -31,6 +31,9 @@ def __getattr__(name: str):
         "load_packed": "bnnopt.export",
         "export_packed": "bnnopt.export",
         "packed_summary": "bnnopt.export",
+        "LAB": "bnnopt.methods.lossaware",
+        "LAQ": "bnnopt.methods.lossaware",
+        "BLAQ": "bnnopt.methods.lossaware",
     }
     if name in lazy:
         import importlib

@@ -77,7 +77,7 @@ def test_one_step_matches_eq_4_to_10_by_hand():
     q = LossAwareQuantizer(bits=1)
     q.requantize(w, None)
     w0 = w.detach().clone()
-    lr, a, b1, b2, eps = 0.1, 0.6, 0.9, 0.999, 1e-8
+    lr, a, b2, eps = 0.1, 0.6, 0.999, 1e-8
     opt = BLAQ([(w, q)], lr=lr, a=a)
 
     def grad_at(what):
@@ -151,3 +151,21 @@ def test_recursive_reading_mixes_the_previous_mixed_gradient():
     assert torch.allclose(state["mix_denom"], a * d1 + (1 - a) * d2)
     with pytest.raises(ValueError, match="reading 'twice'; valid: trial, recursive"):
         BLAQ([(w, q)], reading="twice")
+
+
+def test_recursive_at_a_zero_is_laq_only_when_m_covers_laqs_solver_rounds(batch):
+    """reading="recursive", a = 0: the same step as LAQ, except that the solver runs m
+    rounds where LAQ runs max_iter; equal when m >= the rounds LAQ used, else apart."""
+    laq_model, laq, _ = _run("laq", 1, batch, bits=4, levels="linear", max_iter=10)
+    x, y = batch
+    rounds = [laq_model[i].weight_quantizer.last_iterations for i in (0, 3)]
+    for _ in range(5):
+        laq.train_step(laq_model, x, y, F.cross_entropy)
+        rounds += [laq_model[i].weight_quantizer.last_iterations for i in (0, 3)]
+    assert max(rounds) > 1
+    for m, equal in ((max(rounds), True), (1, False)):
+        rec_model, rec, _ = _run("blaq", 6, batch, bits=4, levels="linear", a=0.0, m=m,
+                                 reading="recursive")
+        same = all(torch.equal(a, b) for a, b in zip(laq_model.state_dict().values(),
+                                                      rec_model.state_dict().values()))
+        assert same == equal, m

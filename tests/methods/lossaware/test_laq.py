@@ -97,3 +97,52 @@ def test_clipping_and_validation():
         METHODS.get("lab")(bits=2)
     with pytest.raises(ValueError, match="valid options"):
         METHODS.get("laq")(alpha=3)
+
+
+def test_scale_rules_against_hand_computed_alphas():
+    """4-bit linear levels k/7: the official alpha sum|b d w| / sum|b| d vs the minimiser."""
+    from bnnopt.methods.lossaware import level_values, scale_official, weighted_error
+
+    w = torch.tensor([0.5, -0.2, 0.1], dtype=torch.float64)
+    d = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
+    b = torch.tensor([1.0, -2 / 7, 1 / 7], dtype=torch.float64)
+    official = (0.5 * 1 + 3 * (2 / 7) * 0.2 + 2 * (1 / 7) * 0.1) / (1 + 3 * (2 / 7) + 2 * (1 / 7))
+    exact = (0.5 * 1 + 3 * (2 / 7) * 0.2 + 2 * (1 / 7) * 0.1) / (1 + 3 * 4 / 49 + 2 / 49)
+    assert math.isclose(float(scale_official(w, d, b)), official, rel_tol=1e-12)
+    assert math.isclose(float(scale_for(w, d, b)), exact, rel_tol=1e-12)
+    # |b| in {0, 1} (ternary): the two rules coincide
+    t = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64)
+    assert torch.allclose(scale_official(w, d, t), scale_for(w, d, t))
+    # each solver's fixed point satisfies its own alpha-step; the exact one errs less
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(300, generator=gen, dtype=torch.float64) * 0.3
+    d = torch.rand(300, generator=gen, dtype=torch.float64) + 0.05
+    table = level_values(4).double()
+    errors = {}
+    for rule, step in (("exact", scale_for), ("official", scale_official)):
+        alpha, codes, _ = solve(w, d, 4, max_iter=100, scale_rule=rule)
+        levels = code_table(4).double()[codes.long()]
+        assert torch.allclose(alpha, step(w, d, levels))
+        errors[rule] = float(weighted_error(w, d, alpha * levels))
+    assert errors["exact"] < errors["official"]
+    assert table.numel() == 15
+    with pytest.raises(ValueError, match="invalid scale_rule 'l2'; valid: exact, official"):
+        solve(w, d, 4, scale_rule="l2")
+
+
+def test_laq_official_scale_rule_in_the_optimizer(batch):
+    from bnnopt.methods.lossaware import scale_official
+
+    x, y = batch
+    model = tiny_mlp()
+    opt = LAQ(model, lr=0.05, bits=4, scale_rule="official", max_iter=50)
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    q = model[0].weight_quantizer
+    d = opt._denom(opt.state[model[0].weight]["exp_avg_sq"], 1, 0.999, 1e-8)
+    b = code_table(4)[q.codes.long()]
+    assert torch.allclose(q.alpha, scale_official(model[0].weight.detach(), d, b))
+    assert not torch.allclose(q.alpha, scale_for(model[0].weight.detach(), d, b))
+    with pytest.raises(ValueError, match="scale_rule"):
+        METHODS.get("laq")(scale_rule="paper")

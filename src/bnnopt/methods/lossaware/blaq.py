@@ -10,7 +10,7 @@ parameter, quantized or not, follows it; Q_D is the D-weighted quantization):
 Stage 1, one-step forward (Eq. 4-6)::
 
     g_t   = dL/dW_hat at W_hat_t                          closure call 1
-    v_t   = b2 v_{t-1} + (1-b2) g_t^2,   D_t = sqrt(v_t/(1-b2^t)) + eps
+    v_t   = b2 h_{t-1} + (1-b2) g_t^2,   D_t = sqrt(v_t/(1-b2^t)) + eps
     m'    = b1 m_{t-1} + (1-b1) g_t
     W'    = clip(W_t - lr m'/(1-b1^t) / D_t)              the LAQ step = trial point
     W_hat' = Q_{D_t}(W')
@@ -21,9 +21,27 @@ Stage 1, one-step forward (Eq. 4-6)::
 Stage 2, backtrack and update (Eq. 7-10)::
 
     g~ = a g_t + (1-a) g'               D~ = a D_t + (1-a) D'
-    m_t = b1 m_{t-1} + (1-b1) g~        (v_t as above: the trial's v is discarded)
+    m_t = b1 m_{t-1} + (1-b1) g~
+    h_t = b2 h_{t-1} + (1-b2) (a g_t^2 + (1-a) g'^2)      (h_0 = 0)
     W_{t+1} = clip(W_t - lr m_t/(1-b1^t) / D~)        from W_t (backtracked)
     W_hat_{t+1} = Q_{D~}(W_{t+1})
+
+Moment bookkeeping. The paper writes Eq. 6 and 8 with a bare g and D and does
+not say which moments carry over between steps; LAQ's Adam-style reading is
+used (the first moment m of the gradients, D from the second moment). Eq. 9
+feeds the first moment with g~, which contains the trial gradients g'; the
+second-moment history h (state ``mixed_avg_sq``) therefore receives the squares
+of the same gradients with the same weights, a g_t^2 + (1-a) g'^2 (>= g~^2), and
+the current point's v_t (state ``exp_avg_sq``) and the trial's v' are built on h.
+Were h fed with g_t^2 only (the trial's squares discarded), a weight whose
+gradient is zero at the current point but not at the trial point (a ReLU unit
+that is dead at W_hat_t and alive at W_hat') would accumulate g' in m and
+nothing in v: D = eps on later steps and a step of lr * |m| / eps, i.e. of
+order 10^4 * lr. On a small Conv1d + MLP network that made the loss explode
+within 5 steps at lr = 1e-3. Step 1 (h_0 = 0) is the same under both
+bookkeepings, and so is every step at a = 1 (then h_t = v_t: LAQ, bit for bit).
+Bound: |m_hat| / sqrt(h_hat) obeys Adam's bound, and D_t, D' >= sqrt(b2 h_{t-1}
+/ (1 - b2^(t+1))), so the backtracked step stays of order lr.
 
 With a = 1 the trial is discarded and the step is LAQ's, bit for bit (the trial
 is still evaluated). The paper uses a = 0.6 for the small models and 0.9 on
@@ -42,14 +60,29 @@ gradient at the point the previous update reached as the "next-step" one::
     m_t = b1 m_{t-1} + (1-b1) g~_t
     W_{t+1} = clip(W_t - lr m_t/(1-b1^t) / D~_t),  W_hat_{t+1} = Q_{D~_t}(W_{t+1})
 
-One forward/backward per step (LAQ's cost). Here a weighs the *old* mixed
-gradient, so a = 0 is LAQ bit for bit, and a = 1 would freeze g~ and D~ at
-their first values (it is accepted, but is not LAQ); the paper's a = 0.6 keeps
-60 % of the history, an extra exponential average in front of Adam's.
-Measured (docs/results.md, issue 12: 1 bit, 3 seeds, 4 epochs on MNIST subsets):
-the recursive reading costs LAQ's time per step but was 0.3 % less accurate than
-LAQ and flipped more; the trial reading matched LAQ's accuracy at about twice the
-cost. So "trial" stays the default.
+One forward/backward per step (LAQ's cost). This is a different algorithm from
+Eq. 4-10, not a cheaper way to compute it: no trial point is evaluated, so the
+"next-step" gradient is the one at the point the previous update reached, and
+the mix is an exponential average of LAQ gradients (and of LAQ's D) in front of
+Adam's first moment. Here a weighs the *old* mixed gradient: a = 1 would freeze
+g~ and D~ at their first values (accepted, but not LAQ), and the paper's a = 0.6
+keeps 60 % of the history. At a = 0 the step is LAQ's step, but the solver runs
+m rounds where LAQ runs ``max_iter`` (10): the two are equal bit for bit only
+while LAQ's solver stops (converges) within m rounds. At 1 bit (closed form) and
+usually at 2 bits that always holds; at 4 bits with m = 5 a layer eventually
+needs more rounds and the runs part (on a small MLP, after some tens of steps).
+The default stays "trial", the paper's two-pass algorithm.
+
+Levels at k bits. The paper's "Notations" define Q as "a set of 2k quantized
+values" and print Q = {-1, ..., -1/2^(k-1), -1/2^k, 1/2^k, 1/2^(k-1), ..., 1},
+adding "when k = 1, Q = {-1, 1}". The printed endpoints +-1/2^k give 2k + 2
+values ({+-1, +-1/2} at k = 1), contradicting both the count and the k = 1
+example; the count and the example agree, so ``levels="pow2"`` uses the 2k
+values +-1, +-1/2, ..., +-1/2^(k-1) (:mod:`bnnopt.methods.lossaware.levels`).
+At k = 4 that is 8 values {+-1, +-1/2, +-1/4, +-1/8} in 16 codes (3 bits
+would hold them): the literal reading of "k bits" as the exponent range, kept
+because it is the only one consistent with the stated count; ``levels="linear"``
+or ``"log"`` (LAQ's sets, with zero, 15 values at 4 bits) use all the codes.
 
 The paper's second hyper-parameter m (5 for the small models, 10 for ImageNet)
 is not defined in its body. Interpretation used here (option ``m``): the number
@@ -76,6 +109,7 @@ from typing import Any, Callable
 import torch
 
 from bnnopt.methods.lossaware.laq import LAQ
+from bnnopt.methods.lossaware.quantizer import LossAwareQuantizer
 
 __all__ = ["BLAQ", "READINGS"]
 
@@ -85,28 +119,52 @@ READINGS = ("trial", "recursive")
 class BLAQ(LAQ):
     """BLAQ optimizer: LAQ plus a trial step and a backtracked, mixed update.
 
+    ``BLAQ(model, lr=1e-3, bits=2, a=0.6)`` prepares a plain model as
+    :class:`LAQ` does (every quantizable layer, first and last included, unless
+    ``keep_first`` / ``keep_last``; levels default to the paper's ``"pow2"``).
+    ``opt.step(closure)``: the closure clears the gradients, runs the forward
+    pass, backward, and returns the loss (as for torch.optim.LBFGS).
+
     Args (besides those of :class:`LAQ`):
         a: weight of the current gradient / D in the mix (Eq. 9-10), in [0, 1]
             (recursive reading: the weight of the previous mixed gradient / D).
         m: rounds of the alternating alpha/b solver per quantization (see the
             module docstring; replaces LAQ's ``max_iter``).
         reading: "trial" (two passes per step) or "recursive" (one pass).
+        trial_bn_stats: keep the buffer updates of the trial forward pass
+            (default False: when built from a model, its buffers, e.g. BatchNorm
+            running statistics and num_batches_tracked, are saved before the
+            trial pass and restored after it, so only the real point updates them;
+            built from (weight, quantizer) pairs, the optimizer knows no buffers).
     """
 
-    def __init__(self, quantized, others=(), lr: float = 1e-3,
+    default_levels = "pow2"
+
+    def __init__(self, params, others=(), lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0, clip: float | None = 1.0, a: float = 0.6,
-                 m: int = 5, reading: str = "trial"):
-        if not 0 <= a <= 1:
+                 m: int = 5, reading: str = "trial", trial_bn_stats: bool = False,
+                 **kwargs: Any):
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1:
             raise ValueError(f"invalid a {a!r}; must be in [0, 1]")
+        if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+            raise ValueError(f"invalid m {m!r}; must be an integer >= 1")
         if reading not in READINGS:
             raise ValueError(f"invalid reading {reading!r}; valid: {', '.join(READINGS)}")
-        super().__init__(quantized, others, lr=lr, betas=betas, eps=eps,
-                         weight_decay=weight_decay, clip=clip, max_iter=m)
+        if "max_iter" in kwargs:
+            raise ValueError("invalid argument 'max_iter' for BLAQ; use m (solver rounds)")
+        super().__init__(params, others, lr=lr, betas=betas, eps=eps,
+                         weight_decay=weight_decay, clip=clip, max_iter=m, **kwargs)
         for group in self.param_groups:
             group.setdefault("a", float(a))
         self.defaults["a"] = float(a)
         self.reading = reading
+        self.trial_bn_stats = bool(trial_bn_stats)
+        self._trial_buffers: list[torch.Tensor] = []
+        if self.model is not None:
+            self._trial_buffers = [buf for module in self.model.modules()
+                                   if not isinstance(module, LossAwareQuantizer)
+                                   for buf in module._buffers.values() if buf is not None]
         self._scratch: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
 
     def _buffers(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -121,7 +179,10 @@ class BLAQ(LAQ):
     @torch.no_grad()
     def _recursive_step(self, closure: Callable[[], Any] | None):
         """The one-pass reading (module docstring); closure optional, called once."""
+        step = self._next_step()
         loss = self._call_once(closure)
+        self._check_loss(loss, "loss", step)
+        self._check_grads("gradient", step)
         for group, p, g, state in self._gradients():
             b1, b2 = group["betas"]
             a = group["a"]
@@ -137,6 +198,7 @@ class BLAQ(LAQ):
             self._move(p, state["exp_avg"], state["mix_denom"], state["step"], group)
             if group["quantized"]:
                 self._quantize(p, state["mix_denom"], group)
+        self._check_update(step)
         return loss
 
     @torch.no_grad()
@@ -147,8 +209,11 @@ class BLAQ(LAQ):
         if closure is None:
             raise ValueError("BLAQ.step needs a closure (it evaluates a trial point); "
                              "see torch.optim.LBFGS for the convention")
+        step_number = self._next_step()
         with torch.enable_grad():
             loss = closure()
+        self._check_loss(loss, "loss", step_number)
+        self._check_grads("gradient", step_number)
         # ---- stage 1: trial step = the LAQ step, remembering what to backtrack to.
         # A quantized layer's forward reads only its stored W_hat, so its trial latent W'
         # goes to a scratch buffer and p keeps W_t (nothing to restore); other parameters
@@ -168,13 +233,16 @@ class BLAQ(LAQ):
                 p.grad = None
                 if group["weight_decay"]:
                     g = g.add(p, alpha=group["weight_decay"])
-                v = torch.mul(state["exp_avg_sq"], b2, out=buf["v"]).addcmul_(g, g, value=1 - b2)
+                if "mixed_avg_sq" not in state:     # h_0 = v_0 (zeros, or a LAQ state)
+                    state["mixed_avg_sq"] = state["exp_avg_sq"].clone()
+                v = torch.mul(state["mixed_avg_sq"], b2, out=buf["v"]).addcmul_(g, g,
+                                                                              value=1 - b2)
                 denom = self._denom_into(buf["denom"], v, step, b2, group["eps"])
                 m_trial = torch.lerp(state["exp_avg"], g, 1 - b1, out=buf["tmp"])
                 quantizer = self._quantizer.get(p)
                 snap = None
-                if quantizer is not None and quantizer.bits > 1:  # warm start of the solver
-                    snap = quantizer.snapshot()
+                if quantizer is not None and (quantizer.bits > 1 or self.check_finite):
+                    snap = quantizer.snapshot()   # warm start of the solver / undo
                 step_size = group["lr"] / (1 - b1 ** step)
                 if quantized:
                     w_trial = torch.addcdiv(p, m_trial, denom, value=-step_size, out=buf["w_t"])
@@ -185,8 +253,21 @@ class BLAQ(LAQ):
                     buf["w_t"].copy_(p)
                     self._move(p, m_trial, denom, step, group)
                 saved.append((p, group, buf, g, snap))
+        saved_buffers = None
+        if self._trial_buffers and not self.trial_bn_stats:
+            saved_buffers = [b.clone() for b in self._trial_buffers]
         with torch.enable_grad():
-            closure()
+            trial_loss = closure()
+        if saved_buffers is not None:
+            for buf, old in zip(self._trial_buffers, saved_buffers):
+                buf.copy_(old)
+        if self.check_finite:
+            try:
+                self._check_loss(trial_loss, "trial loss", step_number)
+                self._check_grads("trial gradient", step_number)
+            except Exception:
+                self._undo_trial(saved)
+                raise
         # ---- stage 2: backtrack to W_t and take the mixed step
         for p, group, buf, g, snap in saved:
             b1, b2 = group["betas"]
@@ -203,6 +284,10 @@ class BLAQ(LAQ):
                                        "use gradient_as_bucket_view=False")
                 if group["weight_decay"]:
                     g_trial = g_trial.add(w_trial, alpha=group["weight_decay"])  # at W'
+                # h_t = b2 h_{t-1} + (1-b2) (a g^2 + (1-a) g'^2): every gradient that enters
+                # the first moment below also enters the second-moment history
+                state["mixed_avg_sq"].mul_(b2).addcmul_(g, g, value=(1 - b2) * a).addcmul_(
+                    g_trial, g_trial, value=(1 - b2) * (1 - a))
                 v_trial = torch.mul(v, b2, out=buf["tmp"]).addcmul_(g_trial, g_trial,
                                                                      value=1 - b2)
                 # D~ = a D + (1-a) D' with D' = sqrt(v'/(1-b2^(t+1))) + eps, in fewer passes:
@@ -211,6 +296,8 @@ class BLAQ(LAQ):
                 denom.mul_(a).add_(sqrt_trial, alpha=(1 - a) / math.sqrt(1 - b2 ** (step + 1)))
                 denom.add_((1 - a) * group["eps"])
                 g.lerp_(g_trial, 1 - a)                   # g~ = a g + (1-a) g'  (Eq. 9)
+            else:
+                state["mixed_avg_sq"].copy_(v)            # no trial gradient: h_t = v_t
             state["step"] = step
             state["exp_avg"].lerp_(g, 1 - b1)
             state["exp_avg_sq"], buf["v"] = v, state["exp_avg_sq"]   # v_t (swap, no copy)
@@ -219,7 +306,16 @@ class BLAQ(LAQ):
             self._move(p, state["exp_avg"], denom, step, group)
             if group["quantized"]:
                 quantizer = self._quantizer[p]
-                if snap is not None:
+                if snap is not None and quantizer.bits > 1:
                     quantizer.restore(snap)
                 self._quantize(p, denom, group, quantizer)
+        self._check_update(step_number)
         return loss
+
+    def _undo_trial(self, saved) -> None:
+        """Back to W_t after a failed trial: parameters, quantizers and gradients."""
+        for p, group, buf, _g, snap in saved:
+            if not group["quantized"]:
+                p.copy_(buf["w_t"])
+            if snap is not None:
+                self._quantizer[p].restore(snap)

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from bnnopt.methods.config import MethodConfig, check_int, check_number
 from bnnopt.methods.lossaware.blaq import READINGS
-from bnnopt.methods.lossaware.levels import BITS, LAYER_BITS, LEVEL_KINDS
+from bnnopt.methods.lossaware.levels import BITS, LAYER_BITS, LEVEL_KINDS, SCALE_RULES
 from bnnopt.registry import choice
 
 __all__ = ["BLAQConfig", "LABConfig", "LAQConfig", "LossAwareConfig", "PerLayerBitsConfig"]
@@ -66,14 +66,19 @@ class PerLayerBitsConfig(LossAwareConfig):
         first_bits: width of the first quantizable layer (1, 2, 4 or 8); None: ``bits``.
         last_bits: width of the last quantizable layer; None: ``bits``.
         layer_bits: {layer-name regex (re.fullmatch): width}; None: none.
+        scale_rule: the m-bit solver's alpha-step, "exact" (the D-weighted minimiser) or
+            "official" (the official LAQ code's formula;
+            :func:`bnnopt.methods.lossaware.levels.solve`).
     """
 
     first_bits: int | None = None
     last_bits: int | None = None
     layer_bits: dict | None = None
+    scale_rule: str = "exact"
 
     def validate(self) -> None:
         super().validate()
+        choice(self.scale_rule, SCALE_RULES, "scale_rule")
         for key in ("first_bits", "last_bits"):
             if getattr(self, key) is not None:
                 choice(getattr(self, key), LAYER_BITS, key)

@@ -37,9 +37,10 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from bnnopt.methods.lossaware.levels import SCALE_RULES
 from bnnopt.methods.lossaware.quantizer import LossAwareQuantizer, is_lossaware
 
-__all__ = ["LAQ", "lossaware_params"]
+__all__ = ["LAB", "LAQ", "NonFiniteStepError", "SCALE_RULES", "lossaware_params"]
 
 
 def lossaware_params(model: nn.Module) -> tuple[list[tuple[nn.Parameter, LossAwareQuantizer]],
@@ -55,21 +56,69 @@ def lossaware_params(model: nn.Module) -> tuple[list[tuple[nn.Parameter, LossAwa
     return pairs, others
 
 
+class NonFiniteStepError(FloatingPointError, ValueError):
+    """A loss-aware step met a NaN or infinite loss, gradient or update.
+
+    ``what`` names it: "loss", "trial loss", "gradient", "trial gradient" or
+    "update"; ``step`` is the 1-based step number. For everything but "update"
+    the parameters, moments and quantizers are left as they were before the step.
+    """
+
+    def __init__(self, message: str, what: str, step: int):
+        super().__init__(message)
+        self.what = what
+        self.step = step
+
+
+_PREP_KEYS = ("bits", "levels", "keep_first", "keep_last", "first_bits", "last_bits",
+              "layer_bits")
+
+
 class LAQ(torch.optim.Optimizer):
     """LAB (bits=1) / LAQ (m bits) optimizer; bits and levels live in the quantizers.
 
+    ``LAQ(model, lr=1e-3, bits=2)`` on a plain ``nn.Module`` swaps its layers to the
+    "lossaware" quantizer first (:func:`~bnnopt.methods.lossaware.prepare.prepare_lossaware`:
+    every quantizable layer, first and last included, unless ``keep_first`` /
+    ``keep_last``), then optimizes every trainable parameter of the model. On a
+    model that already has lossaware layers it uses them as they are (the
+    preparation arguments must then be left out). ``LAQ(pairs, others)`` takes
+    explicit (weight, quantizer) pairs instead.
+
     Args:
-        quantized: (weight Parameter, LossAwareQuantizer) pairs.
-        others: the remaining trainable parameters (plain Adam).
+        params: an ``nn.Module``, or (weight Parameter, LossAwareQuantizer) pairs.
+        others: with pairs, the remaining trainable parameters (plain Adam step).
         lr, betas, eps, weight_decay: as torch.optim.Adam.
         clip: latent-weight clipping bound c (None: off).
         max_iter: rounds of LAQ's alternating alpha/b solver per step (m bits only).
+        scale_rule: the solver's alpha-step, "exact" (default, the minimiser
+            <d*b, w> / <d*b, b>) or "official" (sum |b d w| / sum |b| d, the
+            official LAQ code); see :func:`~bnnopt.methods.lossaware.levels.solve`.
+        check_finite: raise :class:`NonFiniteStepError` on a NaN/inf loss,
+            gradient or update (default True; one device sync per check).
+        bits, levels, keep_first, keep_last, first_bits, last_bits, layer_bits:
+            how to prepare a plain model (defaults: 1 bit, ``levels`` "linear" for
+            LAQ and "pow2" for BLAQ, keep_first = keep_last = False).
+
+    ``param_groups[0]`` holds the quantized weights, ``param_groups[1]`` (when
+    present) every other parameter; ``lr`` in them is read at every step, so
+    torch.optim.lr_scheduler schedulers work. ``state_dict()`` holds the
+    moments and step counts; the quantizers' alpha and codes are model buffers
+    (``model.state_dict()``), so a resume loads both.
     """
 
-    def __init__(self, quantized: Iterable[tuple[nn.Parameter, LossAwareQuantizer]],
+    default_levels = "linear"
+    fixed_bits: int | None = None
+
+    def __init__(self, params: nn.Module | Iterable[tuple[nn.Parameter, LossAwareQuantizer]],
                  others: Iterable[nn.Parameter] = (), lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, clip: float | None = 1.0, max_iter: int = 10):
+                 weight_decay: float = 0.0, clip: float | None = 1.0, max_iter: int = 10,
+                 *, scale_rule: str = "exact", check_finite: bool = True,
+                 bits: int | None = None, levels: str | None = None,
+                 keep_first: bool | None = None, keep_last: bool | None = None,
+                 first_bits: int | None = None, last_bits: int | None = None,
+                 layer_bits: dict[str, int] | None = None):
         if not lr > 0:
             raise ValueError(f"invalid lr {lr!r}; must be > 0")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
@@ -80,31 +129,146 @@ class LAQ(torch.optim.Optimizer):
             raise ValueError(f"invalid clip {clip!r}; must be > 0 or None")
         if int(max_iter) < 1:
             raise ValueError(f"invalid max_iter {max_iter!r}; must be >= 1")
-        quantized = list(quantized)
+        if scale_rule not in SCALE_RULES:
+            raise ValueError(f"invalid scale_rule {scale_rule!r}; valid: "
+                             f"{', '.join(SCALE_RULES)}")
+        prep = {k: v for k, v in dict(bits=bits, levels=levels, keep_first=keep_first,
+                                      keep_last=keep_last, first_bits=first_bits,
+                                      last_bits=last_bits, layer_bits=layer_bits).items()
+                if v is not None}
+        self.model: nn.Module | None = None
+        if isinstance(params, nn.Module):
+            if list(others):
+                raise ValueError("invalid others: a model as the first argument brings all "
+                                 "its parameters; pass others only with (weight, quantizer) "
+                                 "pairs")
+            quantized, others = self._from_module(params, prep)
+            self.model = params
+        else:
+            if prep:
+                raise ValueError(f"invalid argument {sorted(prep)[0]!r}: it prepares a plain "
+                                 "model, so the first argument must be an nn.Module")
+            quantized = list(params)
+        self.check_finite = bool(check_finite)
         self._quantizer = {p: q for p, q in quantized}
         groups = [{"params": [p for p, _ in quantized], "quantized": True}]
         others = list(others)
         if others:
             groups.append({"params": others, "quantized": False})
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        clip=clip, max_iter=int(max_iter))
+                        clip=clip, max_iter=int(max_iter), scale_rule=scale_rule)
         super().__init__(groups, defaults)
         for p, q in quantized:  # a freshly built model: quantize with D = I
             if not q.initialized:
                 q.requantize(p, None, solver="exact")
 
+    def _from_module(self, model: nn.Module, prep: dict[str, Any]):
+        """(pairs, others) of ``model``, swapping its layers first if it has no lossaware one."""
+        from bnnopt.methods.lossaware.prepare import prepare_lossaware
+
+        name = type(self).__name__
+        if any(is_lossaware(m) for m in model.modules()):
+            if prep:
+                raise ValueError(f"invalid argument {sorted(prep)[0]!r}: the model already has "
+                                 "lossaware layers (they keep their bits and levels); leave "
+                                 "the preparation arguments out")
+        else:
+            if self.fixed_bits is not None and prep.get("bits", self.fixed_bits) != self.fixed_bits:
+                raise ValueError(f"invalid bits {prep['bits']!r} for {name}; valid: "
+                                 f"{self.fixed_bits}")
+            for key in ("first_bits", "last_bits", "layer_bits"):
+                if self.fixed_bits is not None and key in prep:
+                    raise ValueError(f"invalid argument {key!r} for {name}: every layer is "
+                                     f"{self.fixed_bits}-bit")
+            policy = {k: prep[k] for k in ("keep_first", "keep_last") if k in prep}
+            names = prepare_lossaware(
+                model, bits=prep.get("bits", self.fixed_bits or 1),
+                levels=prep.get("levels", self.default_levels), policy=policy,
+                first_bits=prep.get("first_bits"), last_bits=prep.get("last_bits"),
+                layer_bits=prep.get("layer_bits"))
+            if not names:
+                raise ValueError(f"{name}: the model has no quantizable layer to swap "
+                                 "(see bnnopt.nn.binarize_); nothing to optimize")
+        if self.fixed_bits is not None:
+            bad = [m.weight_quantizer.bits for m in model.modules() if is_lossaware(m)
+                   and m.weight_quantizer.bits != self.fixed_bits]
+            if bad:
+                raise ValueError(f"invalid bits {bad[0]!r} for {name}; valid: {self.fixed_bits}")
+        pairs, others = lossaware_params(model)
+        if not pairs:
+            raise ValueError(f"{name}: the model has no trainable lossaware layer")
+        return pairs, others
+
     @classmethod
     def from_model(cls, model: nn.Module, **kwargs: Any) -> "LAQ":
-        """Optimizer over every parameter of ``model`` (lossaware layers quantized)."""
+        """Optimizer over every parameter of an already prepared ``model``
+        (``cls(model, ...)`` also prepares a plain one)."""
         pairs, others = lossaware_params(model)
         if not pairs:
             raise ValueError("model has no layer with a 'lossaware' weight quantizer; "
-                             "prepare it with the lab/laq/blaq method (or binarize_ with "
+                             f"construct {cls.__name__}(model, ...) to prepare a plain model, "
+                             "or prepare it with the lab/laq/blaq method (or binarize_ with "
                              "weight_quantizer='lossaware') first")
-        return cls(pairs, others, **kwargs)
+        return cls(model, **kwargs)
 
     def quantizer_of(self, p: nn.Parameter) -> LossAwareQuantizer | None:
         return self._quantizer.get(p)
+
+    # -- non-finite checks ------------------------------------------------------------
+    def _next_step(self) -> int:
+        """1-based number of the step being taken."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state:
+                    return int(state["step"]) + 1
+        return 1
+
+    def _raise(self, what: str, detail: str, step: int) -> None:
+        after = ("the parameters were updated and are no longer finite" if what == "update"
+                 else "no parameter was changed")
+        raise NonFiniteStepError(f"{type(self).__name__} step {step}: non-finite {what} "
+                                 f"({detail}); {after}; try a lower lr", what, step)
+
+    def _check_loss(self, loss, what: str, step: int) -> None:
+        if self.check_finite and torch.is_tensor(loss) and not bool(torch.isfinite(loss).all()):
+            self._raise(what, f"{float(loss.detach().float().sum())}", step)
+
+    def _first_bad(self, tensors: list[tuple[str, torch.Tensor]]) -> str | None:
+        """Description of the first non-finite tensor, with one device sync when all are finite."""
+        if not tensors:
+            return None
+        if bool(torch.stack([torch.isfinite(t).all() for _, t in tensors]).all()):
+            return None
+        for label, t in tensors:
+            if not bool(torch.isfinite(t).all()):
+                return f"{label}, shape {list(t.shape)}"
+        return None
+
+    def _labelled(self, what: str) -> list[tuple[str, torch.Tensor]]:
+        """(label, tensor) of every parameter's gradient ("grad") or value ("param")."""
+        out = []
+        for gi, group in enumerate(self.param_groups):
+            for pi, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                out.append((f"param_groups[{gi}] parameter {pi}", p.grad if what == "grad" else p))
+                if what == "param" and p in self._quantizer:
+                    out.append((f"param_groups[{gi}] parameter {pi} scale alpha",
+                                self._quantizer[p].alpha))
+        return out
+
+    def _check_grads(self, what: str, step: int) -> None:
+        if self.check_finite:
+            bad = self._first_bad(self._labelled("grad"))
+            if bad is not None:
+                self._raise(what, bad, step)
+
+    def _check_update(self, step: int) -> None:
+        if self.check_finite:
+            bad = self._first_bad(self._labelled("param"))
+            if bad is not None:
+                self._raise("update", bad, step)
 
     # -- building blocks (shared with BLAQ) ----------------------------------------
     def _grad(self, p: nn.Parameter, group: dict[str, Any]) -> torch.Tensor:
@@ -144,7 +308,8 @@ class LAQ(torch.optim.Optimizer):
         """Quantize latent ``w`` (a quantized parameter, or BLAQ's trial copy of one)
         with D = ``denom`` into ``quantizer`` (default: the parameter's own)."""
         quantizer = self._quantizer[w] if quantizer is None else quantizer
-        quantizer.requantize(w, denom, max_iter=group["max_iter"])
+        quantizer.requantize(w, denom, max_iter=group["max_iter"],
+                             scale_rule=group.get("scale_rule", "exact"))
 
     # -- the step ---------------------------------------------------------------------
     def _gradients(self):
@@ -171,7 +336,10 @@ class LAQ(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """One LAB/LAQ step from the gradients in ``.grad`` (closure: optional, called once)."""
+        step = self._next_step()
         loss = self._call_once(closure)
+        self._check_loss(loss, "loss", step)
+        self._check_grads("gradient", step)
         for group, p, g, state in self._gradients():
             b1, b2 = group["betas"]
             state["exp_avg"].lerp_(g, 1 - b1)
@@ -180,4 +348,17 @@ class LAQ(torch.optim.Optimizer):
             self._move(p, state["exp_avg"], denom, state["step"], group)
             if group["quantized"]:
                 self._quantize(p, denom, group)
+        self._check_update(step)
         return loss
+
+
+class LAB(LAQ):
+    """LAB (Hou, Yao and Kwok, ICLR 2017): LAQ at 1 bit, closed-form alpha (Eq. 7).
+
+    ``LAB(model, lr=1e-3)`` swaps every quantizable layer of a plain model to a
+    1-bit "lossaware" quantizer (``keep_first`` / ``keep_last`` keep those in
+    full precision); the arguments are LAQ's (``max_iter`` and ``scale_rule``
+    have no effect at 1 bit). ValueError for a model with wider lossaware layers.
+    """
+
+    fixed_bits = 1

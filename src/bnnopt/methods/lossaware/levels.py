@@ -138,6 +138,22 @@ def scale_for(w: torch.Tensor, d: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return torch.where(den > 0, num / den.clamp_min(torch.finfo(w.dtype).tiny), num.new_zeros(()))
 
 
+def scale_official(w: torch.Tensor, d: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The official LAQ code's alpha-step ``sum |b d w| / sum |b| d`` (0 if b == 0).
+
+    Equal to :func:`scale_for` when every ``|b_i|`` is 0 or 1 (1 bit, ternary)
+    and ``b_i w_i >= 0``; for m-bit levels (``|b_i|`` < 1) it is a |b| d-weighted
+    mean of ``|w_i|`` instead of the minimiser of (*).
+    """
+    bd = (d * b.abs()).flatten()
+    num = torch.dot(bd, w.abs().flatten().to(bd.dtype))
+    den = bd.sum()
+    return torch.where(den > 0, num / den.clamp_min(torch.finfo(w.dtype).tiny), num.new_zeros(()))
+
+
+SCALE_RULES = ("exact", "official")
+
+
 def weighted_error(w: torch.Tensor, d: torch.Tensor, w_hat: torch.Tensor) -> torch.Tensor:
     """The objective (*): ``sum_i d_i (w_hat_i - w_i)^2``."""
     return (d * (w_hat - w) ** 2).sum()
@@ -146,7 +162,7 @@ def weighted_error(w: torch.Tensor, d: torch.Tensor, w_hat: torch.Tensor) -> tor
 @torch.no_grad()
 def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linear",
           init_codes: torch.Tensor | None = None, max_iter: int = 10,
-          tol: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor, int]:
+          tol: float = 1e-6, scale_rule: str = "exact") -> tuple[torch.Tensor, torch.Tensor, int]:
     """Loss-aware quantization of one layer: returns ``(alpha, codes, iterations)``.
 
     1 bit: closed form (LAB Eq. 7). m bits: LAQ's alternating minimisation of (*),
@@ -155,7 +171,25 @@ def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linea
     most ``max_iter`` rounds of (alpha-step, b-step), stopping early when alpha
     changes by less than ``tol * alpha``. ``d=None`` means D = I (unweighted).
     A layer with all-zero weights gets alpha = 0.
+
+    ``scale_rule`` picks the alpha-step of the m-bit alternation:
+
+    * ``"exact"`` (default): ``alpha = <d*b, w> / <d*b, b>``, the minimiser of (*)
+      for fixed b, so no round increases (*). LAQ states the projection as the
+      minimisation of (*) (its proximal step); this is the alpha that solves it.
+    * ``"official"``: ``alpha = sum |b d w| / sum |b| d``, the formula of the
+      official LAQ code (github houlu369/Loss-aware-weight-quantization), which
+      carries LAQ's ternary alpha over to m bits. The two agree when every
+      ``|b_i|`` is 0 or 1 (1 bit; 2-bit linear or log levels); otherwise (4 bits,
+      pow2 levels) the official alpha is a
+      ``|b| d``-weighted mean of ``|w|`` over the non-zero levels, not the
+      minimiser, and its fixed point has a larger D-weighted error (*).
+
+    The b-step (nearest level of ``w / alpha``), the warm start and the
+    stopping rule are the same for both.
     """
+    if scale_rule not in SCALE_RULES:
+        raise ValueError(f"invalid scale_rule {scale_rule!r}; valid: {', '.join(SCALE_RULES)}")
     if max_iter < 1:
         raise ValueError(f"invalid max_iter {max_iter!r}; must be >= 1")
     w = w.detach()
@@ -167,9 +201,10 @@ def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linea
                             den.new_zeros(()))
         return alpha, torch.ge(w, 0).view(torch.uint8), 1   # bool -> uint8 codes, no copy
     table = code_table(bits, kind).to(w.device, w.dtype)
+    step_alpha = scale_for if scale_rule == "exact" else scale_official
     alpha = w.new_zeros(())
     if init_codes is not None and init_codes.shape == w.shape:
-        alpha = scale_for(w, d, levels_of(init_codes, table))
+        alpha = step_alpha(w, d, levels_of(init_codes, table))
     if not alpha > 0:
         alpha = scale_for(w, d, torch.where(w >= 0, 1.0, -1.0).to(w.dtype))
     if not alpha > 0:  # all-zero layer
@@ -177,7 +212,7 @@ def solve(w: torch.Tensor, d: torch.Tensor | None, bits: int, kind: str = "linea
     codes = project(w / alpha, bits, kind)
     iters = 0
     for iters in range(1, max_iter + 1):
-        new_alpha = scale_for(w, d, levels_of(codes, table))  # alpha-step: exact for b
+        new_alpha = step_alpha(w, d, levels_of(codes, table))  # alpha-step
         if not new_alpha > 0:  # every weight fell to level 0 (cannot happen from a
             break              # closed-form alpha, kept as a guard)
         done = bool((new_alpha - alpha).abs() <= tol * alpha)

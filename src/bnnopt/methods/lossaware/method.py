@@ -8,11 +8,12 @@ D = I optimum, and trains with its optimizer, which owns quantization:
 lab    LAB (Hou et al. ICLR 2017), 1 bit          options: clip, eps
 laq    LAQ (Hou and Kwok ICLR 2018), 1/2/4 bits   bits (1), levels (linear|log|pow2;
                                                   default linear), clip, max_iter (10),
-                                                  eps, first_bits, last_bits, layer_bits
+                                                  eps, first_bits, last_bits, layer_bits,
+                                                  scale_rule (exact|official)
 blaq   BLAQ (Ma et al. AAAI 2024), 1/2/4 bits     bits (1), levels (default pow2), clip,
                                                   a (0.6), m (5), reading (trial|recursive),
                                                   eps, trial_bn_stats (False), first_bits,
-                                                  last_bits, layer_bits
+                                                  last_bits, layer_bits, scale_rule
 =====  =========================================  ==========================================
 
 The options are the fields of :class:`bnnopt.methods.lossaware.config.LABConfig`,
@@ -41,15 +42,20 @@ other than "adam" is accepted with a warning.
 
 BLAQ's ``train_step`` builds the closure (clear grads, forward, loss, backward)
 that its optimizer calls twice (``reading="trial"``, the default) or once
-(``reading="recursive"``, see :mod:`bnnopt.methods.lossaware.blaq`); after the trial (second)
-call it restores the model's buffers (BatchNorm running statistics) unless
-``trial_bn_stats=True``. The reported loss and logits are those of the current
-point (first call). The forward passes always go through the ``model`` argument
-(e.g. a DDP wrapper), never a stored reference.
+(``reading="recursive"``, see :mod:`bnnopt.methods.lossaware.blaq`); the optimizer
+restores the model's buffers (BatchNorm running statistics) after the trial
+(second) call unless ``trial_bn_stats=True``. The reported loss and logits are
+those of the current point (first call). The forward passes always go through
+the ``model`` argument (e.g. a DDP wrapper), never a stored reference.
+
+``scale_rule`` (laq, blaq): the m-bit solver's alpha-step, "exact" (default) or
+"official" (the official LAQ code's formula; see
+:func:`bnnopt.methods.lossaware.levels.solve`). A non-finite loss is returned
+without a step (the Trainer stops on it); a non-finite gradient, trial loss or
+update raises NonFiniteLossError with the optimizer's one-line message.
 """
 from __future__ import annotations
 
-import re
 import warnings
 from typing import Any
 
@@ -60,10 +66,10 @@ from bnnopt.methods.base import Criterion, Method, OptimConfig, StepOutput
 from bnnopt.methods.config import LOSS_AWARE_POLICY, check_policy
 from bnnopt.methods.lossaware.blaq import BLAQ
 from bnnopt.methods.lossaware.config import BLAQConfig, LABConfig, LAQConfig, LossAwareConfig
-from bnnopt.methods.lossaware.laq import LAQ, lossaware_params
-from bnnopt.methods.lossaware.levels import check_levels
-from bnnopt.methods.lossaware.quantizer import LossAwareQuantizer, is_lossaware
+from bnnopt.methods.lossaware.laq import LAQ, NonFiniteStepError, lossaware_params
+from bnnopt.methods.lossaware.prepare import layer_widths, prepare_lossaware
 from bnnopt.registry import METHODS
+from bnnopt.runs.rundir import NonFiniteLossError
 
 __all__ = ["LossAwareMethod", "LABMethod", "LAQMethod", "BLAQMethod"]
 
@@ -75,11 +81,11 @@ class LossAwareMethod(Method):
     name = "loss-aware"
     #: the typed options (:mod:`bnnopt.methods.lossaware.config`)
     config_class: type[LossAwareConfig] = LAQConfig
+    added_options = {"scale_rule": "exact"}
 
     def __init__(self, **options: Any):
         self.config = self.config_class.from_options(options)
         super().__init__(**self.config.to_options())
-        self._model_buffers: list[torch.Tensor] = []
 
     # -- model -----------------------------------------------------------------------
     def quant_config(self, policy: dict[str, Any]):
@@ -97,35 +103,15 @@ class LossAwareMethod(Method):
         ``names``: every quantizable layer in module order (first/last refer to it).
         """
         opts = self.options
-        widths = {name: opts["bits"] for name in swapped}
-        for pattern, width in (opts.get("layer_bits") or {}).items():
-            for name in swapped:
-                if re.fullmatch(pattern, name):
-                    widths[name] = int(width)
-        if names and opts.get("first_bits") is not None and names[0] in widths:
-            widths[names[0]] = int(opts["first_bits"])
-        if names and opts.get("last_bits") is not None and names[-1] in widths:
-            widths[names[-1]] = int(opts["last_bits"])
-        return widths
+        return layer_widths(names, swapped, opts["bits"], opts.get("first_bits"),
+                            opts.get("last_bits"), opts.get("layer_bits"))
 
     def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
-        from bnnopt.nn import binarize_
-        from bnnopt.nn.convert import quantizable_layers
-
-        candidates = [name for name, _ in quantizable_layers(model)]
-        names = binarize_(model, self.quant_config(policy))
-        modules = dict(model.named_modules())
-        for name, width in self.layer_widths(candidates, names).items():
-            layer = modules[name]
-            if width != layer.weight_quantizer.bits:
-                levels = self.options["levels"] if width != 8 else "linear"
-                check_levels(width, levels)
-                layer.weight_quantizer = LossAwareQuantizer(bits=width, levels=levels).to(
-                    layer.weight.device)
-        for module in model.modules():
-            if is_lossaware(module):
-                module.weight_quantizer.requantize(module.weight, None, solver="exact")
-        return names
+        opts = self.options
+        return prepare_lossaware(model, bits=opts["bits"], levels=opts["levels"],
+                                 policy=policy, first_bits=opts.get("first_bits"),
+                                 last_bits=opts.get("last_bits"),
+                                 layer_bits=opts.get("layer_bits"))
 
     # -- optimisation ------------------------------------------------------------------
     def optimizer_kwargs(self, optim: OptimConfig) -> dict[str, Any]:
@@ -136,19 +122,35 @@ class LossAwareMethod(Method):
         return dict(lr=optim.lr, betas=tuple(optim.betas), eps=self.options["eps"],
                     weight_decay=optim.weight_decay, clip=self.options["clip"])
 
-    def make_optimizer(self, pairs, others, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-        return LAQ(pairs, others, max_iter=self.options.get("max_iter", 10), **kwargs)
+    def make_optimizer(self, model: nn.Module, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+        return LAQ(model, max_iter=self.options.get("max_iter", 10),
+                   scale_rule=self.options.get("scale_rule", "exact"), **kwargs)
 
     def build(self, model: nn.Module, optim: OptimConfig) -> None:
-        pairs, others = lossaware_params(model)
+        pairs, _ = lossaware_params(model)
         if not pairs:
             raise ValueError(f"method {self.name!r}: the model has no lossaware layer "
                              "(call prepare first, or the policy excluded every layer)")
-        self.optimizer = self.make_optimizer(pairs, others, self.optimizer_kwargs(optim))
+        self.optimizer = self.make_optimizer(model, self.optimizer_kwargs(optim))
         self.base_lr = optim.lr
-        self._model_buffers = [buf for module in model.modules()
-                         if not isinstance(module, LossAwareQuantizer)
-                         for buf in module._buffers.values() if buf is not None]
+
+    def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   criterion: Criterion) -> StepOutput:
+        """Forward, backward and the optimizer's step. A non-finite loss skips the step
+        and is returned (the Trainer stops with its message); a non-finite gradient
+        or update raises NonFiniteLossError with the optimizer's message."""
+        assert self.optimizer is not None, "build() first"
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = criterion(logits, y)
+        if not bool(torch.isfinite(loss.detach())):
+            return StepOutput(loss.detach(), logits.detach())
+        loss.backward()
+        try:
+            self.optimizer.step()
+        except NonFiniteStepError as err:
+            raise NonFiniteLossError(str(err)) from err
+        return StepOutput(loss.detach(), logits.detach())
 
 
 @METHODS.register("lab", "LAB loss-aware binarization (Hou et al. 2017): Adam-Hessian "
@@ -156,6 +158,7 @@ class LossAwareMethod(Method):
 class LABMethod(LossAwareMethod):
     name = "lab"
     config_class = LABConfig
+    added_options: dict[str, Any] = {}
 
     def layer_widths(self, names: list[str], swapped: list[str]) -> dict[str, int]:
         return {name: 1 for name in swapped}
@@ -173,31 +176,32 @@ class BLAQMethod(LossAwareMethod):
     name = "blaq"
     config_class = BLAQConfig
 
-    def make_optimizer(self, pairs, others, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
-        return BLAQ(pairs, others, a=self.options["a"], m=self.options["m"],
-                    reading=self.options["reading"], **kwargs)
+    def make_optimizer(self, model: nn.Module, kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+        return BLAQ(model, a=self.options["a"], m=self.options["m"],
+                    reading=self.options["reading"], scale_rule=self.options["scale_rule"],
+                    trial_bn_stats=bool(self.options["trial_bn_stats"]), **kwargs)
 
     def train_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                    criterion: Criterion) -> StepOutput:
         assert self.optimizer is not None, "build() first"
         outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        keep_stats = bool(self.options["trial_bn_stats"])
 
         def closure() -> torch.Tensor:
-            trial = len(outputs) == 1
-            saved = [b.clone() for b in self._model_buffers] if trial and not keep_stats else None
             self.optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = criterion(logits, y)
-            loss.backward()
-            if saved is not None:
-                with torch.no_grad():
-                    for buf, old in zip(self._model_buffers, saved):
-                        buf.copy_(old)
             outputs.append((loss.detach(), logits.detach()))
+            if len(outputs) == 1 and not bool(torch.isfinite(loss.detach())):
+                return loss      # the optimizer refuses it before any change
+            loss.backward()
             return loss
 
-        self.optimizer.step(closure)
+        try:
+            self.optimizer.step(closure)
+        except NonFiniteStepError as err:
+            if err.what == "loss":   # nothing changed: the Trainer reports the loss
+                return StepOutput(*outputs[0])
+            raise NonFiniteLossError(str(err)) from err
         loss, logits = outputs[0]
         extra = {"trial_loss": float(outputs[1][0])} if len(outputs) > 1 else {}
         return StepOutput(loss, logits, extra)

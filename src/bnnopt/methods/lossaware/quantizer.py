@@ -24,7 +24,8 @@ loss-aware methods, so that a freshly prepared model is already quantized.
 Levels: ``levels="linear"``, ``"log"`` (LAQ; they differ at 4 bits, 2 bits is
 ternary for both) or ``"pow2"`` (BLAQ's powers of two without zero; see
 :mod:`bnnopt.methods.lossaware.levels`). 8 bits (linear levels only) is for the first/last
-layers of a per-layer bit assignment (BLAQ's ImageNet protocol). ``estimator`` must be "ste": the straight-through identity is
+layers of a per-layer bit assignment (BLAQ's ImageNet protocol). ``estimator`` must be "ste": the
+straight-through identity is
 the loss-aware family's gradient (the gradient w.r.t. W_hat, LAB Sec. 3.1).
 """
 from __future__ import annotations
@@ -100,11 +101,13 @@ class LossAwareQuantizer(WeightQuantizer):
 
     @torch.no_grad()
     def requantize(self, w: torch.Tensor, d: torch.Tensor | None = None, *,
-                   max_iter: int = 10, solver: str = "alternate") -> None:
+                   max_iter: int = 10, solver: str = "alternate",
+                   scale_rule: str = "exact") -> None:
         """Set ``W_hat = argmin_{alpha, b} sum d (alpha b - w)^2`` (d=None: D = I).
 
         ``solver="alternate"``: LAQ's alternating minimisation warm-started from the
-        current codes (``max_iter`` rounds); ``"exact"``: the global minimiser.
+        current codes (``max_iter`` rounds, alpha-step ``scale_rule``, see
+        :func:`~bnnopt.methods.lossaware.levels.solve`); ``"exact"``: the global minimiser.
         """
         choice(solver, ("alternate", "exact"), "solver")
         w = w.detach()
@@ -114,7 +117,8 @@ class LossAwareQuantizer(WeightQuantizer):
         else:
             init = self.codes if self.codes.shape == w.shape else None
             alpha, codes, self.last_iterations = solve(w, d, self.bits, self.levels,
-                                                       init_codes=init, max_iter=max_iter)
+                                                       init_codes=init, max_iter=max_iter,
+                                                       scale_rule=scale_rule)
         if self.codes.shape != w.shape or self.codes.device != w.device:
             self.codes = torch.empty(w.shape, dtype=torch.uint8, device=w.device)
         self.codes.copy_(codes)
