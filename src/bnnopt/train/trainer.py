@@ -333,6 +333,13 @@ class Trainer:
                                                  device=self.device)))
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start  # all threads; less sensitive to sharing
+        if cfg.bn_recalibrate:  # BN statistics of the current weights (bnnopt.nn.batchnorm)
+            from bnnopt.nn.batchnorm import recalibrate_bn_
+
+            recalibrate_bn_(self.eval_model, self.train_loader.epoch(epoch), cfg.bn_recalibrate,
+                            self.memory_format)
+            if dist.enabled:
+                self._broadcast_buffers()
         test_loss, test_acc = evaluate(self.eval_model, self.test_loader.epoch(0), dist,
                                        self.memory_format)
         row = {"epoch": epoch + 1, "lr": lr, "loss": loss_sum / max(seen, 1),
