@@ -1,4 +1,4 @@
-"""bnnopt: train binary and low-bit weight networks with better gradients than STE.
+"""bnnopt: train binary and low-bit weight networks with every gradient method of FSG and BLAQ and their baselines, and compare them fairly.
 
 Public API (curated)::
 
