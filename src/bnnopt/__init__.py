@@ -1,4 +1,7 @@
-"""bnnopt: train binary and low-bit weight networks with every gradient method of FSG and BLAQ and their baselines, and compare them fairly.
+"""bnnopt: train binary and low-bit weight networks with every gradient method of FSG and BLAQ and their baselines.
+
+Compare the methods fairly (validation tuning, seeds, Welch intervals) with
+``bnnopt compare`` / :mod:`bnnopt.experiments.compare`.
 
 Public API (curated)::
 
