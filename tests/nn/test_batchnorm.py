@@ -105,3 +105,24 @@ def test_empty_batches_are_refused_before_anything_changes():
     with pytest.raises(ValueError, match="empty"):
         recalibrate_bn_(model, [], num_batches=2)
     assert torch.all(model[1].running_mean == 7.0)
+
+
+def test_stale_fraction_follows_the_momentum():
+    from bnnopt.nn.batchnorm import stale_fraction
+
+    model = classifier()
+    assert stale_fraction(model, 4) == pytest.approx(0.9 ** 4)
+    model[1].momentum = None
+    assert stale_fraction(model, 4) == pytest.approx(1 / 5)
+    assert stale_fraction(nn.Sequential(nn.Linear(2, 2)), 4) == 0.0
+
+
+def test_stale_statistics_hint_only_when_both_signs_agree():
+    from bnnopt.nn.batchnorm import stale_statistics_hint
+
+    model = classifier()
+    hint = stale_statistics_hint(model, 4, train_acc=56.6, test_acc=10.4)
+    assert hint is not None and "--bn-recalibrate" in hint and "66%" in hint
+    assert stale_statistics_hint(model, 4, train_acc=56.6, test_acc=50.0) is None  # plausible
+    assert stale_statistics_hint(model, 40, train_acc=56.6, test_acc=10.4) is None  # caught up
+    assert stale_statistics_hint(nn.Sequential(nn.Linear(2, 2)), 1, 90.0, 10.0) is None

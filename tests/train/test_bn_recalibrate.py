@@ -60,3 +60,25 @@ def test_trainer_without_the_option_keeps_momentum_statistics(tmp_path):
     changed = [k for k, v in trainer.model.state_dict().items()
                if "running_mean" in k and not torch.equal(v, stored[k])]
     assert changed  # so the test above is not passing trivially
+
+
+def test_trainer_warns_when_the_test_number_cannot_be_meaningful(tmp_path):
+    # stale statistics on purpose: every BatchNorm starts from a far-off running mean
+    logged = []
+    trainer = Trainer(tiny_config(train_limit=128), tmp_path / "run", log=logged.append)
+    for module in trainer.model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.fill_(50.0)
+    trainer.run()
+    row = trainer.metrics[-1]
+    assert row["test_acc"] < 0.5 * row["train_acc"]
+    assert any("--bn-recalibrate" in line for line in logged)
+    logged.clear()
+    fixed = Trainer(tiny_config(train_limit=128, bn_recalibrate=2), tmp_path / "fixed",
+                    log=logged.append)
+    for module in fixed.model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.fill_(50.0)
+    fixed.run()
+    assert not any("--bn-recalibrate" in line for line in logged)
+    assert fixed.metrics[-1]["test_acc"] > row["test_acc"]

@@ -47,7 +47,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["recalibrate_bn_", "batchnorm_layers"]
+__all__ = ["recalibrate_bn_", "batchnorm_layers", "stale_fraction", "stale_statistics_hint"]
 
 _BATCHNORM = nn.modules.batchnorm._BatchNorm  # noqa: SLF001 - torch's public BN layers share it
 
@@ -111,3 +111,26 @@ def recalibrate_bn_(model: nn.Module, batches: Iterable, num_batches: int,
         for m, mode in modes.items():
             m.training = mode
     return used
+
+
+def stale_fraction(model: nn.Module, steps: int) -> float:
+    """The largest share ``(1 - m)^steps`` of any BatchNorm running estimate of ``model``
+    that still comes from before the last ``steps`` training steps (0.0 without
+    BatchNorm; layers with ``momentum=None`` average cumulatively and count as 1/(steps+1))."""
+    shares = [(1.0 - m.momentum) ** steps if m.momentum is not None else 1.0 / (steps + 1)
+              for m in batchnorm_layers(model)]
+    return max(shares, default=0.0)
+
+
+def stale_statistics_hint(model: nn.Module, steps: int, train_acc: float, test_acc: float,
+                          threshold: float = 0.05) -> str | None:
+    """A one-line warning when an evaluation is likely misled by stale BatchNorm statistics
+    (more than ``threshold`` of some running estimate predates the ``steps`` training
+    steps, and the test accuracy is below half the training accuracy); else None."""
+    share = stale_fraction(model, steps)
+    if share <= threshold or test_acc >= 0.5 * train_acc:
+        return None
+    return (f"warning: test accuracy {test_acc:.2f}% is far below train accuracy "
+            f"{train_acc:.2f}% after {steps} steps; {100 * share:.0f}% of the BatchNorm running "
+            "statistics still predate them, so the test number is not meaningful yet; "
+            "add --bn-recalibrate N (config key bn_recalibrate)")

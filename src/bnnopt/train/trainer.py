@@ -275,6 +275,13 @@ class Trainer:
                 self.metrics.append(row)
                 self.save(epoch)
                 self.log(_format_row(row, cfg.epochs))
+                if not cfg.bn_recalibrate:  # a short run's test number may mean nothing yet
+                    from bnnopt.nn.batchnorm import stale_statistics_hint
+
+                    hint = stale_statistics_hint(self.model, (epoch + 1) * len(self.train_loader),
+                                                 row["train_acc"], row["test_acc"])
+                    if hint:
+                        self.log(hint)
                 for callback in self.callbacks:
                     callback(self, row)
                 if stop_early(self.metrics, cfg.early_stop):
