@@ -131,6 +131,6 @@ def stale_statistics_hint(model: nn.Module, steps: int, train_acc: float, test_a
     if share <= threshold or test_acc >= 0.5 * train_acc:
         return None
     return (f"warning: test accuracy {test_acc:.2f}% is far below train accuracy "
-            f"{train_acc:.2f}% after {steps} steps; {100 * share:.0f}% of the BatchNorm running "
-            "statistics still predate them, so the test number is not meaningful yet; "
+            f"{train_acc:.2f}% after {steps} steps; up to {100 * share:.0f}% of a BatchNorm "
+            "running statistic still predates them, so the test number is not meaningful yet; "
             "add --bn-recalibrate N (config key bn_recalibrate)")
