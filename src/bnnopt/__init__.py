@@ -1,4 +1,7 @@
-"""bnnopt: train binary and low-bit weight networks with better gradients than STE.
+"""bnnopt: train binary and low-bit weight networks with every gradient method of FSG and BLAQ and their baselines.
+
+Compare the methods fairly (validation tuning, seeds, Welch intervals) with
+``bnnopt compare`` / :mod:`bnnopt.experiments.compare`.
 
 Public API (curated)::
 

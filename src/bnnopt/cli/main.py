@@ -25,7 +25,7 @@ FLAG_KEYS = {  # argparse dest -> RunConfig key (scalars)
     "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "device": "device",
     "init": "init", "schedule": "schedule", "zigzag": "zigzag",
     "train_limit": "train_limit", "test_limit": "test_limit", "val_fraction": "val_fraction",
-    "precision": "precision",
+    "precision": "precision", "bn_recalibrate": "bn_recalibrate",
 }
 
 
@@ -60,6 +60,9 @@ def _add_run_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None
                    help="override any config key, e.g. --set method_options.beta=0.5")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="tqdm progress bar (default: on when stderr is a terminal and $CI is unset)")
+    p.add_argument("--bn-recalibrate", dest="bn_recalibrate", type=int, metavar="N",
+                   help="before each evaluation, re-estimate BatchNorm statistics over N "
+                        "training batches with the current weights (0 = off)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     _add_scale_flags(p)
 

@@ -3,7 +3,9 @@
 The input shape for the MAC count comes from ``--input-shape C,H,W`` if given,
 else from the run's / file's data info, else from the registered model's
 ``in_channels`` / ``input_size`` defaults (see :func:`bnnopt.nn.summary.summary`).
-A packed file also reports its size next to the float32 state dict's.
+A packed file also reports its size next to the float32 state dict's: the *file
+ratio* (whole files on disk), printed apart from the model table's *parameter
+storage* ratio (parameters at their bit widths only), which is larger.
 """
 from __future__ import annotations
 
@@ -74,4 +76,26 @@ def summarize_target(target: str | None, *, model: str | None = None, method: st
         return str(result)
     from bnnopt.export import describe_packed
 
-    return describe_packed(packed_info) + "\n\n" + str(result)
+    return describe_packed(packed_info) + "\n\n" + label_parameter_storage(str(result))
+
+
+PARAMETER_STORAGE = ("parameter storage (parameters only: weights at their bit width, "
+                     "float32 scales and biases; no buffers, no file format)")
+
+
+def label_parameter_storage(table: str) -> str:
+    """Name the model table's storage totals for what they are, next to a packed file's
+    on-disk ratio: ``memory: ... compression Rx`` -> ``parameter storage (...): ... ratio Rx``.
+
+    Both figures are correct and differ (the file also stores BatchNorm buffers and its
+    own format): each is printed under its own name so they cannot be mistaken for
+    one another.
+    """
+    lines = []
+    for line in table.splitlines():
+        if line.startswith("memory: "):
+            line = PARAMETER_STORAGE + ": " + line[len("memory: "):]
+        if line.startswith((PARAMETER_STORAGE, "quantized layers: ")):
+            line = line.replace(", compression ", ", ratio ")
+        lines.append(line)
+    return "\n".join(lines)

@@ -7,7 +7,18 @@ Two float32 reference sizes are reported:
   as float32) plus integer buffers at their own width;
 - ``float32_state_dict_bytes``: the size ``torch.save`` gives the equivalent
   float32 state dict (same keys as the float model) on disk, measured by
-  serialising it to memory. ``compression`` = this / ``file_bytes``.
+  serialising it to memory.
+
+One ratio is reported for the file, the *file ratio*::
+
+    compression = float32_state_dict_bytes / file_bytes
+
+i.e. how many times smaller the packed file is on disk than the float32 state dict
+of the same model. It counts everything either file stores (BatchNorm buffers,
+float layers, level tables, the manifest, alignment, pickling overhead). It is not
+the *parameter storage* ratio of :func:`bnnopt.nn.summary.summary` (weights at their
+bit width plus float32 scales and biases, parameters only, no file format), which
+is larger; ``bnnopt summary FILE.bnnpk`` prints both, each under its own name.
 """
 from __future__ import annotations
 
@@ -61,9 +72,15 @@ def packed_summary(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def describe_packed(info: dict[str, Any]) -> str:
-    """One human line per fact of :func:`packed_summary`'s dict, headline first."""
-    head = (f"{info['file']}: {info['file_bytes']:,} bytes vs float32 state dict "
-            f"{info['float32_state_dict_bytes']:,} bytes ({info['compression']}x smaller)")
+    """One human line per fact of :func:`packed_summary`'s dict, headline first.
+
+    The headline states the file ratio (``compression``) with its definition; the
+    other lines list the remaining facts.
+    """
+    head = (f"{info['file']}: {info['file_bytes']:,} bytes on disk, {info['compression']}x "
+            f"smaller than the same model's float32 state dict saved with torch.save "
+            f"({info['float32_state_dict_bytes']:,} bytes) [file ratio: whole files, "
+            "buffers and format included]")
     rest = [f"  {k}: {v:,}" if isinstance(v, int) else f"  {k}: {v}"
-            for k, v in info.items() if k not in ("file",)]
+            for k, v in info.items() if k not in ("file", "compression")]
     return "\n".join([head, *rest])

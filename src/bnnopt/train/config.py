@@ -64,6 +64,10 @@ class RunConfig:
     precision                  fp32 | bf16 | fp16 | fp64 (bnnopt.train.precision)
     channels_last              NHWC memory format for the model and its inputs
     sync_bn                    BatchNorm over the global batch of all torchrun ranks
+    bn_recalibrate             before each evaluation, re-estimate the BatchNorm running
+                               statistics over this many training batches with the
+                               current (quantized) weights, no weight update (None or
+                               0 = off; bnnopt.nn.batchnorm.recalibrate_bn_)
     """
 
     model: str = "resnet20"
@@ -94,6 +98,7 @@ class RunConfig:
     precision: str = "fp32"
     channels_last: bool = False
     sync_bn: bool = False
+    bn_recalibrate: int | None = None
 
     # -- validation --------------------------------------------------------------
     def validate(self) -> "RunConfig":
@@ -126,6 +131,11 @@ class RunConfig:
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
                 or not 0 <= self.val_fraction < 1:
             raise ValueError(f"invalid val_fraction {self.val_fraction!r}; must be a number in [0, 1)")
+        if self.bn_recalibrate is not None and (
+                not isinstance(self.bn_recalibrate, int) or isinstance(self.bn_recalibrate, bool)
+                or self.bn_recalibrate < 0):
+            raise ValueError(f"invalid bn_recalibrate {self.bn_recalibrate!r}; must be an "
+                             "integer >= 0 (a number of training batches; 0 or none = off)")
         from bnnopt.diagnostics.zigzag import check_options
 
         check_options(self.zigzag_options)

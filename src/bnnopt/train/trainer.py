@@ -275,6 +275,13 @@ class Trainer:
                 self.metrics.append(row)
                 self.save(epoch)
                 self.log(_format_row(row, cfg.epochs))
+                if not cfg.bn_recalibrate:  # a short run's test number may mean nothing yet
+                    from bnnopt.nn.batchnorm import stale_statistics_hint
+
+                    hint = stale_statistics_hint(self.model, (epoch + 1) * len(self.train_loader),
+                                                 row["train_acc"], row["test_acc"])
+                    if hint:
+                        self.log(hint)
                 for callback in self.callbacks:
                     callback(self, row)
                 if stop_early(self.metrics, cfg.early_stop):
@@ -333,6 +340,13 @@ class Trainer:
                                                  device=self.device)))
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start  # all threads; less sensitive to sharing
+        if cfg.bn_recalibrate:  # BN statistics of the current weights (bnnopt.nn.batchnorm)
+            from bnnopt.nn.batchnorm import recalibrate_bn_
+
+            recalibrate_bn_(self.eval_model, self.train_loader.epoch(epoch), cfg.bn_recalibrate,
+                            self.memory_format)
+            if dist.enabled:
+                self._broadcast_buffers()
         test_loss, test_acc = evaluate(self.eval_model, self.test_loader.epoch(0), dist,
                                        self.memory_format)
         row = {"epoch": epoch + 1, "lr": lr, "loss": loss_sum / max(seen, 1),
