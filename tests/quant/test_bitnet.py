@@ -17,7 +17,7 @@ def _w(seed=0, shape=(8, 12)):
 
 def test_registered():
     assert {"bitnet", "bitnet_b158"} <= set(QUANTIZERS.names())
-    assert {"absmax", "ln_absmax", "rms_absmax"} <= set(ACT_QUANTIZERS.names())
+    assert {"absmax", "absmax_ln", "absmax_rms"} <= set(ACT_QUANTIZERS.names())
 
 
 def test_bitnet_closed_form_and_encode():
@@ -122,13 +122,13 @@ def test_absmax_per_token_closed_form():
     assert torch.equal(xg.grad, torch.ones_like(x))
 
 
-@pytest.mark.parametrize("name", ["absmax", "ln_absmax", "rms_absmax"])
+@pytest.mark.parametrize("name", ["absmax", "absmax_ln", "absmax_rms"])
 def test_absmax_quantizers_normalise_first(name):
     x = torch.randn(4, 10) * 3 + 1
     act = make_act_quantizer(name, bits=8, estimator="ste")
-    if name == "ln_absmax":
+    if name == "absmax_ln":
         base = F.layer_norm(x, (10,), eps=1e-5)
-    elif name == "rms_absmax":
+    elif name == "absmax_rms":
         base = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5)
     else:
         base = x
@@ -146,7 +146,7 @@ def test_bitlinear_via_binarize():
 
     model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
     binarize_(model, QuantConfig(weight_quantizer="bitnet_b158", weight_bits=2,
-                                 act_quantizer="ln_absmax", act_bits=8,
+                                 act_quantizer="absmax_ln", act_bits=8,
                                  keep_first=False, keep_last=False))
     layer = model[0]
     assert isinstance(layer, QLinear)

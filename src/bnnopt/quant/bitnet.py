@@ -37,16 +37,16 @@ quantizers (registered in ``ACT_QUANTIZERS``), written from the papers:
       Q_b = 2^(b-1),  gamma_x = max_j |x_j|  over the last dimension,
       x_q = Clip(round(x * Q_b / gamma_x), -Q_b, Q_b - 1) * gamma_x / Q_b
 
-  ``absmax``: the per-token absmax quantizer alone; ``ln_absmax``: LayerNorm
+  ``absmax``: the per-token absmax quantizer alone; ``absmax_ln``: LayerNorm
   without affine parameters first, LN(x) = (x - E x) / sqrt(Var x + eps)
   (BitNet Eq. 11-12, "SubLN" before the quantization keeps the output
-  variance); ``rms_absmax``: RMSNorm without affine parameters first,
+  variance); ``absmax_rms``: RMSNorm without affine parameters first,
   x / sqrt(mean(x^2) + eps) (BitNet b1.58's LLaMA-style components). The
   forward returns the de-quantized value (x_q above), so the weight scale and
   gamma_x / Q_b of Eq. 11 are already applied; the backward is the
   straight-through identity through the rounding (gradient of the
   normalisation, if any, included). Set one on a model with
-  ``QuantConfig(act_quantizer="ln_absmax", act_bits=8)`` (policy keys
+  ``QuantConfig(act_quantizer="absmax_ln", act_bits=8)`` (policy keys
   ``act_quantizer`` / ``act_bits``): QLinear applies it to its input.
 
 Relation to the loss-aware family's 2-bit levels: LAQ at 2 bits
@@ -257,17 +257,17 @@ ACT_QUANTIZERS.register("absmax", "per-token absmax activations, Q_b = 2^(b-1) (
     AbsMaxActivation)
 
 
-@ACT_QUANTIZERS.register("ln_absmax", "LayerNorm (no affine) then per-token absmax (BitNet Eq. 11)")
+@ACT_QUANTIZERS.register("absmax_ln", "LayerNorm (no affine) then per-token absmax (BitNet Eq. 11)")
 class LNAbsMaxActivation(AbsMaxActivation):
     """LN(x) = (x - E x) / sqrt(Var x + eps), then per-token absmax (BitNet Eq. 11-12)."""
 
-    name = "ln_absmax"
+    name = "absmax_ln"
     norm = "layernorm"
 
 
-@ACT_QUANTIZERS.register("rms_absmax", "RMSNorm (no affine) then per-token absmax (BitNet b1.58)")
+@ACT_QUANTIZERS.register("absmax_rms", "RMSNorm (no affine) then per-token absmax (BitNet b1.58)")
 class RMSAbsMaxActivation(AbsMaxActivation):
     """x / sqrt(mean(x^2) + eps), then per-token absmax (BitNet b1.58's RMSNorm)."""
 
-    name = "rms_absmax"
+    name = "absmax_rms"
     norm = "rmsnorm"
