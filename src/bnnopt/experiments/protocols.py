@@ -120,7 +120,7 @@ def lm_tiny_protocol() -> dict[str, Any]:
         "protocol": "lm-tiny", "model": "gpt_tiny", **data,
         "model_options": {"block_size": 128},
         "policy": {"keep_first": False, "keep_last": True},
-        "optim": {"name": "adam", "lr": 2e-3}, "epochs": 1, "batch_size": 32,
+        "optim": {"name": "adam", "lr": 2e-3}, "epochs": 3, "batch_size": 32,
         "train_limit": 1000, "test_limit": 100,
         "schedule": "cosine", "augment": False,
     }
