@@ -30,6 +30,7 @@ from bnnopt.data._imagenet import (
 )
 from bnnopt.data._loader import InMemoryLoader, epoch_generator, make_loaders
 from bnnopt.data._svhn import SVHN_MEAN, SVHN_STD, read_svhn
+from bnnopt.data import text  # noqa: E402,F401  (registers tinyshakespeare, shakespeare_embedded, enwik8)
 from bnnopt.registry import DATASETS
 
 __all__ = [

@@ -16,6 +16,10 @@ mnist-lenet      ALQ's LeNet-5 (20C5-MP-50C5-MP-500-10, ``lenet5_alq``; the netw
                  recorded result used it, and the classic network stays available
                  with ``--set model=lenet5``.
 digits           a small MLP on scikit-learn's embedded 8x8 digits (the demo; no files).
+lm-tiny          ``gpt_tiny`` byte-level language model (context 128) on tiny Shakespeare
+                 from the shared directory when present, else on the 400,000-byte slice
+                 shipped with bnnopt; the attention and MLP projections are quantized,
+                 embeddings and output head stay float; metric bits per character.
 
 The shared directory is found from ``$BNNOPT_SHARED`` (an error if it has no
 ``data/``), else a ``shared`` directory beside the current directory or beside
@@ -97,6 +101,27 @@ def digits_protocol() -> dict[str, Any]:
         "model_options": {"hidden": 256},
         "policy": {"keep_first": True, "keep_last": True},
         "optim": {"name": "adam", "lr": 3e-3}, "epochs": 15, "batch_size": 64,
+        "schedule": "cosine", "augment": False,
+    }
+
+
+@PROTOCOLS.register("lm-tiny", "gpt_tiny byte-level LM on tiny Shakespeare (shared file, else "
+                               "the embedded slice); projections quantized, bits per character")
+def lm_tiny_protocol() -> dict[str, Any]:
+    try:
+        shared = find_shared()
+    except ValueError:
+        shared = None
+    if shared is not None and (shared / "data" / "tinyshakespeare" / "input.txt").is_file():
+        data = {"dataset": "tinyshakespeare", "data_root": str(shared / "data")}
+    else:
+        data = {"dataset": "shakespeare_embedded"}
+    return {
+        "protocol": "lm-tiny", "model": "gpt_tiny", **data,
+        "model_options": {"block_size": 128},
+        "policy": {"keep_first": False, "keep_last": True},
+        "optim": {"name": "adam", "lr": 2e-3}, "epochs": 3, "batch_size": 32,
+        "train_limit": 1000, "test_limit": 100,
         "schedule": "cosine", "augment": False,
     }
 

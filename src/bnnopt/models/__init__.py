@@ -19,6 +19,7 @@ from typing import Any
 from torch import nn
 
 # Importing the modules registers their constructors in MODELS.
+from bnnopt.models.gpt import GPT, GPT_POLICY, gpt_base, gpt_small, gpt_tiny  # noqa: F401
 from bnnopt.models.cifar_resnet import (  # noqa: F401
     CifarResNet,
     resnet20,

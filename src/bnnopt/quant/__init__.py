@@ -57,6 +57,7 @@ from bnnopt.quant.weight import (
 from bnnopt.registry import ESTIMATORS, QUANTIZERS
 
 from bnnopt.quant.rbnn import RBNNQuantizer, RBNNSignEstimator  # noqa: E402  (registers rbnn)
+from bnnopt.quant import bitnet  # noqa: E402,F401  (registers bitnet, bitnet_b158, absmax*)
 
 __all__ = [
     "ESTIMATORS", "QUANTIZERS",

@@ -22,7 +22,7 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
                      seed: int = 0, train_limit: int = 0, test_limit: int = 0,
                      need_train: bool = True, eval_batch_size: int = 500,
                      val_fraction: float = 0.0, dtype: torch.dtype = torch.float32,
-                     meta_fraction: float = 0.0):
+                     meta_fraction: float = 0.0, block_size: int | None = None):
     """Read ``dataset`` and build ``(train, val or None, test, info, meta or None)`` loaders.
 
     augment: True uses the dataset's usual training augmentation (crop + flip for
@@ -38,11 +38,21 @@ def load_run_loaders(dataset: str, *, root: str | None = None, download: bool = 
     loader yields full batches of the training batch size only (so every rank has
     a share under torchrun), shuffles per epoch (seeded like the training loader)
     and is not augmented. 0 = none.
+    block_size: sequence length of a text (language-modelling) dataset, whose
+    loaders come from :func:`bnnopt.data.text.text_run_loaders` (default 128).
     """
     from bnnopt.data import InMemoryLoader, load_dataset, make_loaders
     from bnnopt.data.split import META_STREAM, hold_out_validation
 
     ds = load_dataset(dataset, root=root, download=download)
+    if getattr(ds, "task", None) == "lm":
+        from bnnopt.data.text import text_run_loaders
+
+        return text_run_loaders(ds, batch_size=batch_size, device=device, seed=seed,
+                                train_limit=train_limit, test_limit=test_limit,
+                                val_fraction=val_fraction, meta_fraction=meta_fraction,
+                                eval_batch_size=eval_batch_size, need_train=need_train,
+                                block_size=block_size)
     if train_limit or test_limit:
         ds = ds.take(train_limit or None, test_limit or None)
     val = None

@@ -50,10 +50,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bnnopt.train import distributed
+from bnnopt.train import distributed, lm
 from bnnopt.train.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint, save_checkpoint
 from bnnopt.train.config import RunConfig
 from bnnopt.train.distributed import DistContext
@@ -119,8 +118,8 @@ def evaluate(model: nn.Module, batches, dist: DistContext | None = None,
         if memory_format is not None:
             x = x.contiguous(memory_format=memory_format)
         logits = model(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += lm.token_cross_entropy(logits, y, "sum").item()  # per token for LMs
+        correct += lm.count_correct(logits, y)
         total += y.numel()
     model.train(was_training)
     if dist is not None and dist.enabled:
@@ -172,7 +171,8 @@ class Trainer:
             augment=cfg.augment, device=self.device, seed=cfg.seed,
             train_limit=cfg.train_limit, test_limit=cfg.test_limit,
             val_fraction=cfg.val_fraction, dtype=param_dtype(cfg.precision),
-            meta_fraction=METHODS.get(cfg.method).held_out_fraction(cfg.method_options))
+            meta_fraction=METHODS.get(cfg.method).held_out_fraction(cfg.method_options),
+            block_size=cfg.model_options.get("block_size"))
         for loader in (self.train_loader, self.val_loader, self.test_loader, self.meta_loader):
             if loader is not None:
                 loader.shard(dist.rank, dist.world_size)
@@ -315,29 +315,32 @@ class Trainer:
                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
         global_sizes = self.train_loader.global_sizes()
         start, cpu_start = time.perf_counter(), time.process_time()
-        seen, loss_sum, correct = 0, 0.0, 0
+        seen, loss_sum, correct, targets = 0, 0.0, 0, 0
         for step, (x, y) in enumerate(batches):
             if self.memory_format is not None:
                 x = x.contiguous(memory_format=self.memory_format)
             if dist.enabled:  # each rank: its shard's summed loss, scaled (distributed.py)
                 n = global_sizes[step]
-                criterion = distributed.sharded_criterion(n, dist.world_size)
+                criterion = (distributed.sharded_criterion(n, dist.world_size) if y.dim() == 1
+                             else lm.sharded_token_criterion(n, dist.world_size))
                 out = method.train_step(self.train_model, x, y, criterion)
                 # the global batch's mean loss, identical on every rank (one scalar all-reduce)
                 loss = float(dist.sum_(out.loss.detach().double().reshape(1))) / dist.world_size
             else:
-                out = method.train_step(self.train_model, x, y, F.cross_entropy)
+                out = method.train_step(self.train_model, x, y, lm.token_cross_entropy)
                 loss, n = float(out.loss), y.numel()
             check_finite(loss, epoch, step, len(self.train_loader), self.run_dir, epoch - 1, lr)
             seen += n
             loss_sum += loss * n
-            correct += (out.logits.argmax(1) == y).sum().item()
+            correct += lm.count_correct(out.logits, y)
+            targets += y.numel()
             if self.zigzag is not None:
                 self.zigzag.after_step(model)
         if dist.enabled:
             self._broadcast_buffers()
-            correct = int(dist.sum_(torch.tensor([correct], dtype=torch.float64,
-                                                 device=self.device)))
+            sums = dist.sum_(torch.tensor([correct, targets], dtype=torch.float64,
+                                          device=self.device))
+            correct, targets = int(sums[0]), int(sums[1])
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start  # all threads; less sensitive to sharing
         if cfg.bn_recalibrate:  # BN statistics of the current weights (bnnopt.nn.batchnorm)
@@ -350,13 +353,15 @@ class Trainer:
         test_loss, test_acc = evaluate(self.eval_model, self.test_loader.epoch(0), dist,
                                        self.memory_format)
         row = {"epoch": epoch + 1, "lr": lr, "loss": loss_sum / max(seen, 1),
-               "train_acc": 100.0 * correct / max(seen, 1), "test_loss": test_loss,
+               "train_acc": 100.0 * correct / max(targets, 1), "test_loss": test_loss,
                "test_acc": test_acc, "seconds": seconds, "cpu_seconds": cpu_seconds}
         if self.val_loader is not None:
             row["val_loss"], row["val_acc"] = evaluate(self.eval_model, self.val_loader.epoch(0),
                                                        dist, self.memory_format)
         if self.zigzag is not None:
             row["zigzag"] = self.zigzag.end_epoch(epoch, self.model)
+        if self.data_info.get("task") == "lm":
+            lm.add_bpc(row)
         return row
 
     def _broadcast_buffers(self) -> None:
@@ -441,6 +446,7 @@ def summarize(metrics: list[dict[str, Any]], config: RunConfig) -> dict[str, Any
         summary["stopped_early"] = True
     if "zigzag" in metrics[-1]:
         summary["zigzag"] = metrics[-1]["zigzag"]
+    summary.update(lm.bpc_summary(metrics))
     return summary
 
 
