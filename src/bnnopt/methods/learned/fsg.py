@@ -174,8 +174,9 @@ def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, concat: bool) -> Non
 
 
 @METHODS.register("fsg", "FSG (AAAI 2025): fast-net + Mamba/LSTM slow-net over HGS with LRE")
-class FSG(LearnedGradientMethod):
-    """Fast and Slow Gradient generation; options are listed in ``option_defaults``.
+class FSGMethod(LearnedGradientMethod):
+    """FSG as a Method (the Trainer's; the user-facing optimizer is
+    :class:`bnnopt.methods.learned.optimizer.FSG`): Fast and Slow Gradient generation; options are listed in ``option_defaults``.
 
     variant "paper"|"official"; preset "cpu"|"paper"|"official" (None: "cpu" / "official";
     fills layout, expand, d_state, d_conv, normalize, meta_init when None); layout
@@ -306,7 +307,7 @@ class FSG(LearnedGradientMethod):
         """slow_net "lstmfc" (official MetaFastAndLSTM): S = g ⊙ fc(LSTM(u; h)), u = (Ŵ+1)/2.
 
         One LSTM step per iteration with every weight a batch item; (h, c) carried
-        across iterations per weight, detached (as :class:`bnnopt.methods.learned.LSTMFC`).
+        across iterations per weight, detached (as :class:`bnnopt.methods.learned.metaquant.LSTMFCMethod`).
         """
         out, (h, c) = self.meta_modules["slow"](0.5 * w_hat + 0.5, self._lstm_state)
         self._lstm_state = (h.detach(), c.detach())
@@ -366,6 +367,12 @@ class FSG(LearnedGradientMethod):
             delta = -eta * (beta * slow + (1.0 - beta) * cf)
             grad = cf
         return split_like(delta, inputs.g), split_like(grad.detach(), inputs.g)
+
+    def move_extra(self, move) -> None:
+        for buf in self.hgs:
+            buf.buffer = move(buf.buffer)
+        if getattr(self, "_lstm_state", None) is not None:
+            self._lstm_state = move(self._lstm_state)
 
     # -- checkpoints -------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:
