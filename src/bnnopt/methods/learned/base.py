@@ -446,7 +446,8 @@ class LearnedGradientMethod(Method):
                              "returning the held-out loss (step(closure, meta_closure=...))")
         lr = float(self.optimizer.param_groups[0]["lr"])
         pending: dict[str, Any] = {"meta": meta, "lr": lr, "grads": [], "deltas": None,
-                                   "proxies": None, "acc": [None] * len(layers), "hooks": []}
+                                   "proxies": None, "acc": [None] * len(layers), "hooks": [],
+                                   "open": True}
         self._pending = pending
         try:
             if meta:
@@ -480,28 +481,32 @@ class LearnedGradientMethod(Method):
             for i, layer in enumerate(layers):
                 pending["hooks"].append(layer.register_forward_hook(self._g_hook(i)))
         except BaseException:
-            self.end_lookahead()
             self.discard_step()
             raise
 
     def _g_hook(self, i: int):
-        """Forward hook of layer i: sum ∂L/∂Q of this forward's Q into the pending g_t."""
-        def on_grad(grad: Tensor) -> None:
-            acc = self._pending["acc"]
-            acc[i] = grad.detach().clone() if acc[i] is None else acc[i] + grad.detach()
-
+        """Forward hook of layer i: sum ∂L/∂Q of this forward's Q into the pending g_t
+        (a backward that runs after the look-ahead block closed is not counted)."""
         def hook(module, inputs, output) -> None:
+            pending = self._pending
             q = getattr(module, "last_quantized", None)
-            if self._pending is not None and q is not None and q.requires_grad:
-                q.register_hook(on_grad)
+            if pending is None or q is None or not q.requires_grad:
+                return
+
+            def on_grad(grad: Tensor) -> None:
+                if pending["open"]:
+                    acc = pending["acc"]
+                    acc[i] = grad.detach().clone() if acc[i] is None else acc[i] + grad.detach()
+            q.register_hook(on_grad)
         return hook
 
-    def end_lookahead(self) -> None:
-        """Phase 2 (after the backward passes): store Ŵ_t = A(W̃_t); remove Δ and the hooks."""
+    def end_lookahead(self, store: bool = True) -> None:
+        """Phase 2 (after the backward passes): store Ŵ_t = A(W̃_t) (``store``); remove Δ
+        and the hooks."""
         pending = self._pending
         layers = [layer for _, layer in self.layers]
         try:
-            if pending is not None and "w_hat" not in pending:
+            if store and pending is not None and "w_hat" not in pending:
                 new_w = []
                 for layer in layers:
                     w_eff = layer.weight.detach()
@@ -511,6 +516,7 @@ class LearnedGradientMethod(Method):
                 pending["w_hat"] = new_w
         finally:
             if pending is not None:
+                pending["open"] = False
                 for handle in pending["hooks"]:
                     handle.remove()
                 pending["hooks"] = []
@@ -521,7 +527,7 @@ class LearnedGradientMethod(Method):
     def discard_step(self) -> None:
         """Forget a look-ahead whose step was not taken (e.g. skipped by a GradScaler)."""
         if self._pending is not None:
-            self.end_lookahead()
+            self.end_lookahead(store=False)
         self._pending = None
 
     @property
