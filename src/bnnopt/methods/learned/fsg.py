@@ -36,16 +36,13 @@ the sequence layouts in :mod:`.lre`):
     weight, no HGS and no LRE. The official ResNet is ``model_options.fc_bn = true`` with
     ``policy keep_first = false, keep_last = false``.
 
-Paper forms (options, paper variant): ``fast_form`` "product" (default since round 3:
-the convergence analysis and Fig. 1, M_f(G, x) = φ_f(x)·G, "learns the scale of the
+Paper forms (options, paper variant): ``fast_form`` "product" (default: the
+convergence analysis and Fig. 1, M_f(G, x) = φ_f(x)·G, "learns the scale of the
 weights"; always so in the official variant) or "concat" (F = fast([g, x]), a bias-free
-linear net on the concatenation; the default before round 3). Chosen by a 3-seed
-measurement (docs/results.md, round 3): on cifar10-subset (4 epochs) the product form
-ended with a lower train loss than concat under Adam (-0.027, 95 % interval [-0.040,
--0.014]) and SGD lr 0.05 (-0.075 [-0.105, -0.045]), and on mnist-lenet (classic LeNet-5,
-3 epochs) with a higher test accuracy (+1.57 % [+0.33, +2.81]); ``what_range`` "unit"
+linear net on the concatenation; the comparison that chose the default is in
+docs/results.md); ``what_range`` "unit"
 (default, Eq. 1: x = Ŵ in [0, 1], i.e. (tanh W/max|tanh W| + 1)/2) or "symmetric"
-(x = tanh W/max|tanh W| in [-1, 1], the input before round 2); ``d_model`` d
+(x = tanh W/max|tanh W| in [-1, 1]); ``d_model`` d
 (Eq. 10-11: gradient tokens projected by W_a (1 x d), d-dim LRE tokens, Mamba of
 width d, read out by W_b (d x 1); d = 1, the default, has no projections and is the
 official code's d_model 1).
@@ -74,18 +71,12 @@ Two options that are not in the paper (``normalize``, ``meta_init``):
 None (the default) means "cpu" for the paper variant and "official" for the official one:
 
 * ``"cpu"``: layout per-weight, Mamba expand 1, d_state 4, d_conv 8,
-  normalize "rms", meta_init "ste". Chosen with bench/bench_metagrad.py on
-  ResNet-20 / cifar10-subset (1 CPU thread, steps interleaved with STE's):
-  1.35-1.6x the time of an STE step with the paper's l = 6 (expand 1 / d_state 16:
-  2.7x; expand 4: 2.5-5.9x; expand 16: 3-13x; the paper's sizes: 34x flat, 45x
-  per-weight), and after 2 epochs 80.4 % test accuracy vs 79.8 % for STE (seed 1:
-  83.0 vs 82.2 %), where the literal paper settings of normalize/meta_init reach
-  57.3 % and larger expand / d_state did not do better (79.2 %, 77.7 %).
-  Since round 3 the per-weight layout computes only the slow-net output it reads
-  (the last token; :meth:`bnnopt.ssm.mamba.Mamba.forward_last`, and for this
-  one-channel block :mod:`bnnopt.ssm.scalar_mamba`): 1.1-1.3x STE's time at 1 thread
-  (1.14x per epoch in the latest measurement) and 1.3-1.37x at 2 (1.71x and 1.93x per
-  step in one measurement of the previous code; bench/README.md).
+  normalize "rms", meta_init "ste": small enough for a CPU step close to STE's cost,
+  chosen with bench/bench_metagrad.py on ResNet-20 / cifar10-subset against larger
+  expand / d_state and the literal paper settings (bench/README.md and docs/results.md
+  hold the measurements). The per-weight layout computes only the slow-net output it
+  reads (the last token; :meth:`bnnopt.ssm.mamba.Mamba.forward_last`, and for this
+  one-channel block :mod:`bnnopt.ssm.scalar_mamba`).
 * ``"paper"`` and ``"official"`` (same values): layout flat, expand 100, d_state 16,
   d_conv 8, normalize "none", meta_init "paper": the paper and the official code,
   nothing added.
@@ -219,7 +210,7 @@ class FSGMethod(LearnedGradientMethod):
         choice(opts["normalize"], NORMALIZE, "fsg normalize")
         choice(opts["meta_init"], META_INITS, "fsg meta_init")
         if opts["fast_form"] is None:
-            opts["fast_form"] = "product"   # paper (chosen by measurement, round 3) and official
+            opts["fast_form"] = "product"   # paper (chosen by measurement) and official
         choice(opts["fast_form"], FAST_FORMS, "fsg fast_form")
         choice(opts["what_range"], WHAT_RANGES, "fsg what_range")
         if opts["variant"] == "official" and (opts["fast_form"], opts["what_range"]) != ("product", "unit"):
