@@ -276,6 +276,8 @@ def test_construction_checks_and_config_objects():
     with pytest.raises(ValueError, match="has none: call bnnopt.binarize_"):
         bnnopt.FSG(model, torch.optim.SGD(model.parameters(), lr=0.1))
     bnnopt.binarize_(model, bnnopt.FSG.quant_config(**ALL_LAYERS))
+    with pytest.raises(ValueError, match="does not hold the weight of quantized layer '0'"):
+        bnnopt.FSG(model, torch.optim.SGD(list(model.parameters())[2:], lr=0.1))
     opt = bnnopt.FSG(model, torch.optim.SGD(model.parameters(), lr=0.1), Config(), beta=0.4)
     assert isinstance(opt, torch.optim.Optimizer)
     assert (opt.method.options["history"], opt.method.options["beta"]) == (2, 0.4)

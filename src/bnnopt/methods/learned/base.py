@@ -360,6 +360,12 @@ class LearnedGradientMethod(Method):
             raise ValueError(f"method {self.method_name!r} needs at least one quantized layer "
                              "(QConv2d/QLinear); the model has none: call "
                              "bnnopt.binarize_(model, ...) before building the optimizer")
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [name for name, layer in self.layers if id(layer.weight) not in held]
+        if missing:
+            raise ValueError(f"the base optimizer does not hold the weight of quantized layer "
+                             f"{missing[0]!r}; build it over model.parameters() after "
+                             "bnnopt.binarize_(model, ...)")
         for _, layer in self.layers:
             layer.track_quantized = True
         first = self.layers[0][1].weight
