@@ -85,6 +85,16 @@ meta-nets' gradients (LRE included) before their optimizers step, so every rank
 holds identical task weights, meta-nets and history (``sync_learned = False``
 switches that off, for the test that shows the ranks then diverge).
 
+The step runs in three phases (:meth:`LearnedGradientMethod.begin_step`,
+:meth:`~LearnedGradientMethod.end_lookahead`, :meth:`~LearnedGradientMethod.finish_step`),
+driven by the public optimizers of :mod:`bnnopt.methods.learned.optimizer`
+(``bnnopt.FSG`` etc.): ``begin_step`` installs Δ as a detached leaf proxy per layer and a
+forward hook that sums ∂L/∂Q over the backward passes that follow; ``finish_step``
+back-propagates the proxies' gradients ∂L/∂W̃_i through Δ_i into the meta-nets (the same
+∂L/∂φ as one backward through both), then steps. ``train_step`` (the Trainer's) is
+``optimizer.step(closure)`` with the closure forward + criterion + backward: one step
+implementation for the Trainer and a user's own loop.
+
 Subclasses implement :meth:`build_meta` (create meta-nets and their optimizers)
 and :meth:`generate`; optionally :meth:`record` (e.g. push g into a history) and
 :meth:`extra_state` / :meth:`load_extra_state`.
@@ -187,6 +197,10 @@ class LearnedGradientMethod(Method):
         self._meta_loader = None
         self._meta_forward = None
         self._meta_iter = None  # (k, iterator positioned at batch k)
+        self.model: nn.Module | None = None  # the task network (not DDP-wrapped)
+        self.learned = None  # the LearnedOptimizer the step runs through (build / attach)
+        self._pending: dict[str, Any] | None = None  # a look-ahead awaiting finish_step
+        self.last_meta_step = False  # whether the last finished step used the meta-nets
 
     # -- options -------------------------------------------------------------------
     def resolved_options(self) -> dict[str, Any]:
@@ -220,21 +234,14 @@ class LearnedGradientMethod(Method):
         self._meta_iter = (k + 1, self._meta_iter[1])
         return batch
 
-    def _heldout_meta_gradients(self) -> None:
+    def _heldout_meta_gradients(self, meta_closure) -> None:
         """``meta_data="heldout"``: ∂L_meta/∂φ at the look-ahead (deltas already set on
-        the layers) into the meta-nets' .grad; BatchNorm buffers restored afterwards."""
-        if self._meta_loader is None:
-            raise ValueError(f"{self.method_name} meta_data 'heldout' needs the Trainer's meta "
-                             "split (set_meta_data); none was given")
-        import torch.nn.functional as F
-
-        # meta batches are full and the global batch divides by the ranks: every rank's
-        # share has the same size, so the ranks' mean gradients average to the global one
-        model = self._meta_forward
-        x, y = self._next_meta_batch()
-        buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        the layers) into the meta-nets' .grad, L_meta = ``meta_closure()``; the model's
+        buffers (BatchNorm statistics) are restored afterwards."""
+        buffers = [(b, b.detach().clone()) for b in self.model.buffers()]
         try:
-            loss = F.cross_entropy(model(x), y)
+            with torch.enable_grad():
+                loss = meta_closure()
             params = [p for p in self.meta_modules.parameters() if p.requires_grad]
             grads = torch.autograd.grad(loss, params, allow_unused=True)
         finally:
@@ -261,9 +268,8 @@ class LearnedGradientMethod(Method):
         return binarize_(model, self.quant_config(policy))
 
     def build(self, model: nn.Module, optim: OptimConfig) -> None:
-        """Base optimizer over all parameters, then the meta-nets for every quantized layer."""
-        from bnnopt.nn import quantized_layers
-
+        """Base optimizer over all parameters (``adam_eps="official"``: :class:`OfficialEpsAdam`),
+        then :meth:`attach` and the public optimizer (``self.learned``) the step runs through."""
         super().build(model, optim)
         if self.options["adam_eps"] == "official" and type(self.optimizer) is torch.optim.Adam:
             from bnnopt.methods.learned.official_adam import OfficialEpsAdam
@@ -272,10 +278,35 @@ class LearnedGradientMethod(Method):
             self.optimizer = OfficialEpsAdam(model.parameters(), lr=group["lr"],
                                              betas=group["betas"], eps=group["eps"],
                                              weight_decay=group["weight_decay"])
+        from bnnopt.methods.learned.optimizer import LearnedOptimizer
+
+        self.learned = LearnedOptimizer.from_method(self, model, self.optimizer)
+
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Take ``optimizer`` as the base optimizer and build the meta-nets for every
+        quantized layer of ``model`` (seeded by ``meta_seed``, else torch.initial_seed(),
+        without moving the global RNG; in the weights' dtype and device)."""
+        from bnnopt.nn import quantized_layers
+
+        if self.options["adam_eps"] == "official" and type(optimizer) is torch.optim.Adam:
+            raise ValueError(f"{self.method_name} adam_eps 'official' (the default of variant "
+                             "'official') needs base=bnnopt.methods.learned.OfficialEpsAdam(...); "
+                             "got torch.optim.Adam (or pass adam_eps='torch')")
+        self.optimizer = optimizer
+        if self.base_lr is None:
+            self.base_lr = float(optimizer.param_groups[0]["lr"])
+        self.model = model
         self.layers = list(quantized_layers(model))
         if not self.layers:
             raise ValueError(f"method {self.method_name!r} needs at least one quantized layer "
-                             "(QConv2d/QLinear); the model has none")
+                             "(QConv2d/QLinear); the model has none: call "
+                             "bnnopt.binarize_(model, ...) before building the optimizer")
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [name for name, layer in self.layers if id(layer.weight) not in held]
+        if missing:
+            raise ValueError(f"the base optimizer does not hold the weight of quantized layer "
+                             f"{missing[0]!r}; build it over model.parameters() after "
+                             "bnnopt.binarize_(model, ...)")
         for _, layer in self.layers:
             layer.track_quantized = True
         first = self.layers[0][1].weight
@@ -308,53 +339,181 @@ class LearnedGradientMethod(Method):
         """Hook called with the newly stored g_t and Ŵ_t at the end of every step."""
 
     def train_step(self, model: nn.Module, x: Tensor, y: Tensor, criterion) -> StepOutput:
-        assert self.optimizer is not None, "build() first"
+        """One Trainer step: :meth:`LearnedOptimizer.step` with the closure forward +
+        criterion + backward (and, under ``meta_data="heldout"``, the held-out meta
+        closure), so the Trainer and a user's own loop run the same code."""
+        assert self.learned is not None, "build() first"
+        opt, out = self.learned, {}
+
+        def closure() -> Tensor:
+            opt.zero_grad(set_to_none=True)
+            out["logits"] = model(x)
+            loss = criterion(out["logits"], y)
+            loss.backward()
+            return loss
+
+        meta_closure = None
+        if self.options["meta_data"] == "heldout" and self._g is not None:
+            meta_closure = self._trainer_meta_closure
+        loss = opt.step(closure, meta_closure=meta_closure)
+        return StepOutput(loss.detach(), out["logits"].detach(),
+                          {"meta_step": float(self.last_meta_step)})
+
+    def _trainer_meta_closure(self) -> Tensor:
+        """The Trainer's held-out meta loss: mean CE of the next meta batch (``set_meta_data``)."""
+        if self._meta_loader is None:
+            raise ValueError(f"{self.method_name} meta_data 'heldout' needs the Trainer's meta "
+                             "split (set_meta_data); none was given")
+        import torch.nn.functional as F
+
+        # meta batches are full and the global batch divides by the ranks: every rank's
+        # share has the same size, so the ranks' mean gradients average to the global one
+        x, y = self._next_meta_batch()
+        return F.cross_entropy(self._meta_forward(x), y)
+
+    # -- the step in phases (driven by bnnopt.methods.learned.optimizer) -------------------
+    def begin_step(self, meta_closure=None) -> None:
+        """Phase 1: generate (Δ, G) from the stored g, Ŵ and install the look-ahead.
+
+        Every quantized layer gets ``layer.delta`` (a detached leaf proxy of Δ_i whose
+        .grad collects ∂L/∂W̃_i over however many backwards follow, so gradient
+        accumulation works; :meth:`finish_step` back-propagates it into the meta-nets
+        once) and a forward hook that sums ∂L/∂Q of every forward into g_t. With
+        ``meta_closure`` (meta_data "heldout") the meta-nets' gradients come from
+        ∂(meta_closure())/∂φ at the look-ahead instead (BatchNorm buffers restored
+        afterwards) and Δ is installed detached.
+        """
+        self.discard_step()
+        self._follow_weights()
         layers = [layer for _, layer in self.layers]
         meta = self._g is not None
-        skip = not meta and self.options["first_step"] == "skip"
-        lr = float(self.optimizer.param_groups[0]["lr"])
-        grads: list[Tensor] = []
-        if meta:
-            for opt in self.meta_optimizers.values():
-                opt.zero_grad(set_to_none=True)
-            c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
-            deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
-            if self.options["grad_norm"] != "learned":
-                deltas, grads = ste_normalized(
-                    deltas, grads, [ci * gi for ci, gi in zip(c, self._g)], lr,
-                    detach_scale=self.options["grad_norm"] == "ste-detached")
-            if self.options["lookahead"] == "optimizer" and lr > 0:
-                deltas = [self._optimizer_update(layer.weight, -d / lr, lr)
-                          for layer, d in zip(layers, deltas)]
-            for layer, delta in zip(layers, deltas):
-                layer.delta = delta
-            if self.options["bias_lookahead"] and self._prev_bias_step is not None:
-                for layer, step in zip(layers, self._prev_bias_step):
-                    if step is not None:
-                        layer.bias_delta = -(lr / self._prev_lr) * step
         heldout = meta and self.options["meta_data"] == "heldout"
+        if heldout and meta_closure is None:
+            raise ValueError(f"{self.method_name} meta_data 'heldout' needs a meta_closure "
+                             "returning the held-out loss (step(closure, meta_closure=...))")
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        pending: dict[str, Any] = {"meta": meta, "lr": lr, "grads": [], "deltas": None,
+                                   "proxies": None, "acc": [None] * len(layers), "hooks": [],
+                                   "open": True}
+        self._pending = pending
         try:
-            if heldout:  # the meta-nets learn from the held-out batch; the step from x
-                self._heldout_meta_gradients()
+            if meta:
+                for opt in self.meta_optimizers.values():
+                    opt.zero_grad(set_to_none=True)
+                c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
+                deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
+                if self.options["grad_norm"] != "learned":
+                    deltas, grads = ste_normalized(
+                        deltas, grads, [ci * gi for ci, gi in zip(c, self._g)], lr,
+                        detach_scale=self.options["grad_norm"] == "ste-detached")
+                if self.options["lookahead"] == "optimizer" and lr > 0:
+                    deltas = [self._optimizer_update(layer.weight, -d / lr, lr)
+                              for layer, d in zip(layers, deltas)]
+                pending["grads"] = grads
+                for layer, delta in zip(layers, deltas):
+                    layer.delta = delta
+                if self.options["bias_lookahead"] and self._prev_bias_step is not None:
+                    for layer, step in zip(layers, self._prev_bias_step):
+                        if step is not None:
+                            layer.bias_delta = -(lr / self._prev_lr) * step
+                if heldout:  # the meta-nets learn from the held-out batch; the step from x
+                    self._heldout_meta_gradients(meta_closure)
+                    for layer in layers:
+                        layer.delta = layer.delta.detach()
+                else:
+                    proxies = [d.detach().requires_grad_(True) for d in deltas]
+                    pending["deltas"], pending["proxies"] = deltas, proxies
+                    for layer, proxy in zip(layers, proxies):
+                        layer.delta = proxy
+            for i, layer in enumerate(layers):
+                pending["hooks"].append(layer.register_forward_hook(self._g_hook(i)))
+        except BaseException:
+            self.discard_step()
+            raise
+
+    def _g_hook(self, i: int):
+        """Forward hook of layer i: sum ∂L/∂Q of this forward's Q into the pending g_t
+        (a backward that runs after the look-ahead block closed is not counted)."""
+        def hook(module, inputs, output) -> None:
+            pending = self._pending
+            q = getattr(module, "last_quantized", None)
+            if pending is None or q is None or not q.requires_grad:
+                return
+
+            def on_grad(grad: Tensor) -> None:
+                if pending["open"]:
+                    acc = pending["acc"]
+                    acc[i] = grad.detach().clone() if acc[i] is None else acc[i] + grad.detach()
+            q.register_hook(on_grad)
+        return hook
+
+    def end_lookahead(self, store: bool = True) -> None:
+        """Phase 2 (after the backward passes): store Ŵ_t = A(W̃_t) (``store``); remove Δ
+        and the hooks."""
+        pending = self._pending
+        layers = [layer for _, layer in self.layers]
+        try:
+            if store and pending is not None and "w_hat" not in pending:
+                new_w = []
                 for layer in layers:
-                    layer.delta = layer.delta.detach()
-            self.optimizer.zero_grad(set_to_none=True)
-            logits = model(x)
-            loss = criterion(logits, y)
-            loss.backward()
-            new_g, new_w = [], []
-            for layer in layers:
-                q = getattr(layer, "last_quantized", None)
-                gq = None if q is None else q.grad
-                new_g.append(torch.zeros_like(layer.weight) if gq is None else gq.detach().clone())
-                w_eff = layer.weight.detach()
-                if layer.delta is not None:
-                    w_eff = w_eff + layer.delta.detach()
-                new_w.append(pre_quantized(layer.weight_quantizer, w_eff))
+                    w_eff = layer.weight.detach()
+                    if layer.delta is not None:
+                        w_eff = w_eff + layer.delta.detach()
+                    new_w.append(pre_quantized(layer.weight_quantizer, w_eff))
+                pending["w_hat"] = new_w
         finally:
+            if pending is not None:
+                pending["open"] = False
+                for handle in pending["hooks"]:
+                    handle.remove()
+                pending["hooks"] = []
             for layer in layers:
                 layer.delta = None
                 layer.bias_delta = None
+
+    def discard_step(self) -> None:
+        """Forget a look-ahead whose step was not taken (e.g. skipped by a GradScaler)."""
+        if self._pending is not None:
+            self.end_lookahead(store=False)
+        self._pending = None
+
+    @property
+    def step_pending(self) -> bool:
+        """True between :meth:`begin_step` and :meth:`finish_step`."""
+        return self._pending is not None
+
+    def finish_step(self, inv_scale: float | None = None) -> bool:
+        """Phase 3: store g_t, train the meta-nets, hand G to the base optimizer and step.
+
+        ``inv_scale``: 1/loss scale of a GradScaler (g and ∂L/∂Δ are unscaled by it; a
+        non-finite one then skips the whole step and returns False). True when done.
+        """
+        pending = self._pending
+        if pending is None:
+            raise RuntimeError(f"{self.method_name}: no look-ahead to finish; call "
+                               "step(closure), or run the backward inside `with opt.lookahead():` "
+                               "before step()")
+        self.end_lookahead()
+        self._pending = None
+        layers = [layer for _, layer in self.layers]
+        meta, lr, grads = pending["meta"], pending["lr"], pending["grads"]
+        new_g = [torch.zeros_like(layer.weight) if a is None else a
+                 for a, layer in zip(pending["acc"], layers)]
+        proxies = pending["proxies"]
+        outer = None if proxies is None else [p.grad for p in proxies]
+        if inv_scale is not None:
+            new_g = [g * inv_scale for g in new_g]
+            outer = None if outer is None else [None if o is None else o * inv_scale
+                                                for o in outer]
+            finite = all(bool(torch.isfinite(t).all()) for t in new_g
+                         + [o for o in (outer or []) if o is not None])
+            if not finite:
+                return False
+        if outer is not None:
+            used = [(d, o) for d, o in zip(pending["deltas"], outer) if o is not None]
+            if used:
+                torch.autograd.backward([d for d, _ in used], [o for _, o in used])
+        new_w = pending["w_hat"]
         syncing = self.dist is not None and self.dist.enabled and self.sync_learned
         if syncing:
             self.dist.average_(new_g)
@@ -367,8 +526,10 @@ class LearnedGradientMethod(Method):
                 layer.weight.grad = grad.detach().to(layer.weight.dtype).reshape(layer.weight.shape)
         self._g, self._w_hat = new_g, new_w
         self.record(new_g, new_w)
+        self.last_meta_step = meta
         track_w, track_b = self.needs_prev_step, self.options["bias_lookahead"]
-        if skip:  # official first iteration: no update; the raw gradients stand for the step
+        if not meta and self.options["first_step"] == "skip":
+            # official first iteration: no update; the raw gradients stand for the step
             def raw(p):
                 return torch.zeros_like(p) if p.grad is None else lr * p.grad.detach()
             if track_w:
@@ -378,7 +539,7 @@ class LearnedGradientMethod(Method):
                                         for layer in layers]
             self._prev_lr = lr
             self.steps += 1
-            return StepOutput(loss.detach(), logits.detach(), {"meta_step": 0.0})
+            return True
         before = [layer.weight.detach().clone() for layer in layers] if track_w else None
         before_b = ([None if layer.bias is None else layer.bias.detach().clone() for layer in layers]
                     if track_b else None)
@@ -390,7 +551,37 @@ class LearnedGradientMethod(Method):
                                     for b, layer in zip(before_b, layers)]
         self._prev_lr = lr
         self.steps += 1
-        return StepOutput(loss.detach(), logits.detach(), {"meta_step": float(meta)})
+        return True
+
+    # -- dtype / device --------------------------------------------------------------------
+    def _follow_weights(self) -> None:
+        """Move the meta-nets, their optimizers' state and every stored tensor to the
+        quantized weights' dtype and device when the model was moved after build."""
+        first = self.layers[0][1].weight
+        ref = next(self.meta_modules.parameters(), None)
+        if ref is None or (ref.dtype == first.dtype and ref.device == first.device):
+            return
+        device, dtype = first.device, first.dtype
+
+        def move(t):
+            if t is None:
+                return None
+            if isinstance(t, (list, tuple)):
+                return type(t)(move(u) for u in t)
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+
+        self.meta_modules.to(device=device, dtype=dtype)
+        for opt in self.meta_optimizers.values():
+            for state in opt.state.values():
+                for key, value in state.items():
+                    if isinstance(value, Tensor) and key != "step":
+                        state[key] = move(value)
+        self._g, self._w_hat = move(self._g), move(self._w_hat)
+        self._prev_step, self._prev_bias_step = move(self._prev_step), move(self._prev_bias_step)
+        self.move_extra(move)
+
+    def move_extra(self, move) -> None:
+        """Hook: apply ``move`` (tensor -> tensor) to subclass-held state (HGS, LSTM state)."""
 
     def previous_offsets(self, lr: float) -> list[Tensor] | None:
         """-(η/η_prev)·(W_prev - W) per layer: minus η times the previous refined gradient.
@@ -470,6 +661,7 @@ class LearnedGradientMethod(Method):
         self.steps = int(state["steps"])
         self.meta_batches = int(state.get("meta_batches", 0))
         self._meta_iter = None
+        self.discard_step()
         self._g, self._w_hat, self._prev_step = state["g"], state["w_hat"], state["prev_step"]
         self._prev_bias_step = state.get("prev_bias_step")
         self._prev_lr = state.get("prev_lr")

@@ -139,10 +139,13 @@ def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, concat: bool) -> Non
 
 
 @METHODS.register("fsg", "FSG (AAAI 2025): fast-net + Mamba/LSTM slow-net over HGS with LRE")
-class FSG(LearnedGradientMethod):
-    """Fast and Slow Gradient generation; the options are the fields of
-    :class:`bnnopt.methods.learned.config.FSGConfig` (``FSG(**FSGConfig.official().to_options())``
-    or ``FSG(variant="official", history=3)``; ``self.config`` holds the resolved config).
+class FSGMethod(LearnedGradientMethod):
+    """FSG as the Trainer's Method (the optimizer for your own loop is
+    :class:`bnnopt.methods.learned.optimizer.FSG`): Fast and Slow Gradient generation.
+
+    The options are the fields of :class:`bnnopt.methods.learned.config.FSGConfig`
+    (``FSGMethod(**FSGConfig.official().to_options())`` or
+    ``FSGMethod(variant="official", history=3)``; ``self.config`` holds the resolved config).
     """
 
     method_name = "fsg"
@@ -209,7 +212,7 @@ class FSG(LearnedGradientMethod):
         """slow_net "lstmfc" (official MetaFastAndLSTM): S = g ⊙ fc(LSTM(u; h)), u = (Ŵ+1)/2.
 
         One LSTM step per iteration with every weight a batch item; (h, c) carried
-        across iterations per weight, detached (as :class:`bnnopt.methods.learned.LSTMFC`).
+        across iterations per weight, detached (as :class:`bnnopt.methods.learned.metaquant.LSTMFCMethod`).
         """
         out, (h, c) = self.meta_modules["slow"](0.5 * w_hat + 0.5, self._lstm_state)
         self._lstm_state = (h.detach(), c.detach())
@@ -269,6 +272,12 @@ class FSG(LearnedGradientMethod):
             delta = -eta * (beta * slow + (1.0 - beta) * cf)
             grad = cf
         return split_like(delta, inputs.g), split_like(grad.detach(), inputs.g)
+
+    def move_extra(self, move) -> None:
+        for buf in self.hgs:
+            buf.buffer = move(buf.buffer)
+        if getattr(self, "_lstm_state", None) is not None:
+            self._lstm_state = move(self._lstm_state)
 
     # -- checkpoints -------------------------------------------------------------------------
     def extra_state(self) -> dict[str, Any]:

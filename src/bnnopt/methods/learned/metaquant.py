@@ -78,7 +78,7 @@ class MetaQuantMethod(LearnedGradientMethod):
 
 
 @METHODS.register("fcgrad", "MetaQuant FC-Grad: meta-gradient M = FC(dL/dQ), G = c*M")
-class FCGrad(MetaQuantMethod):
+class FCGradMethod(MetaQuantMethod):
     """MetaQuant's FC-Grad: M = FC(g), 2 bias-free linear layers (1 -> hidden -> 1)."""
 
     method_name = "fcgrad"
@@ -93,7 +93,7 @@ class FCGrad(MetaQuantMethod):
 
 
 @METHODS.register("multifc", "MetaQuant MultiFC: M = dL/dQ * MultiFC(W-hat), G = c*M")
-class MultiFC(MetaQuantMethod):
+class MultiFCMethod(MetaQuantMethod):
     """MetaQuant's MultiFC: M = g ⊙ MultiFC(u), ``depth`` bias-free linear layers."""
 
     method_name = "multifc"
@@ -109,7 +109,7 @@ class MultiFC(MetaQuantMethod):
 
 
 @METHODS.register("lstmfc", "MetaQuant LSTMFC: M = dL/dQ * fc(LSTM(W-hat)), hidden per layer")
-class LSTMFC(MetaQuantMethod):
+class LSTMFCMethod(MetaQuantMethod):
     """MetaQuant's LSTMFC: M = g ⊙ fc(LSTM(u; h)), h kept per layer, detached."""
 
     method_name = "lstmfc"
@@ -124,6 +124,9 @@ class LSTMFC(MetaQuantMethod):
         out, (h, c) = self.meta_modules["meta"](u, self._state)
         self._state = (h.detach(), c.detach())   # all layers, in flat_cat order
         return g * out
+
+    def move_extra(self, move) -> None:
+        self._state = move(self._state)
 
     def extra_state(self) -> dict[str, Any]:
         """Checkpoint format: the state per layer, [(h_i, c_i)] each (1, ξ_i, H)."""
