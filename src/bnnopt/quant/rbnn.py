@@ -67,6 +67,11 @@ class TrainingAwareSign(AnnealedSign):
     def surrogate(x, t: float, k: float):
         return (k * (math.sqrt(2) * t - t * t * x.abs())).clamp(min=0)
 
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * TrainingAwareSign.surrogate(x, ctx.t, ctx.k), None, None
+
 
 @ESTIMATORS.register("rbnn_sign", "RBNN training-aware sign approximation, t: 1e-2 -> 10")
 class RBNNSignEstimator(Estimator):
