@@ -27,6 +27,7 @@ def __getattr__(name: str):
         "QConv2d": "bnnopt.nn",
         "QLinear": "bnnopt.nn",
         "summary": "bnnopt.nn",
+        "EstimatorSchedule": "bnnopt.quant",
         "Trainer": "bnnopt.train",
         "load_packed": "bnnopt.export",
         "export_packed": "bnnopt.export",

@@ -3,8 +3,10 @@
 A method of this family is a (weight quantizer, bits, estimator) triple plus an
 optional activation quantizer; the estimator's autograd Function supplies the
 surrogate derivative of the binarization. Annealed estimators (IR-Net's EDE,
-ReSTE) read the training progress p = epoch / (epochs - 1) from
-``on_epoch_start``.
+ReSTE, RBNN's sign approximation) read the training progress p from
+``on_epoch_start``, through the same :class:`bnnopt.quant.EstimatorSchedule` a
+user's own loop would use: p = epoch / (epochs - 1) (``endpoint=True``), and
+p = epoch / epochs for ``rbnn`` (``endpoint=False``, the public RBNN code).
 
 Registered methods (all options can be overridden, e.g.
 ``method_options = {estimator = "clipped_ste", bits = 2}``):
@@ -37,6 +39,8 @@ class EstimatorMethod(Method):
 
     family = "estimator"
     defaults: dict[str, Any] = {"quantizer": "dorefa", "bits": 1, "estimator": "ste"}
+    #: EstimatorSchedule's ``endpoint``: True gives p = epoch / (epochs - 1).
+    progress_endpoint = True
 
     def __init__(self, **options: Any):
         merged = dict(self.defaults)
@@ -49,6 +53,7 @@ class EstimatorMethod(Method):
                 f"valid options: {', '.join(sorted(valid))}"
             )
         super().__init__(**merged)
+        self.estimator_schedule = None  # an EstimatorSchedule, created by on_epoch_start
 
     def quant_config(self, policy: dict[str, Any]):
         from bnnopt.nn import QuantConfig
@@ -74,9 +79,15 @@ class EstimatorMethod(Method):
         return binarize_(model, self.quant_config(policy))
 
     def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
-        from bnnopt.nn import set_progress
+        """Set the estimators' progress for ``epoch`` (0-based) of ``total_epochs``."""
+        from bnnopt.quant import EstimatorSchedule
 
-        set_progress(self._model, epoch / max(total_epochs - 1, 1))
+        sched = self.estimator_schedule
+        if sched is None or sched.total != total_epochs or sched.model is not self._model:
+            sched = EstimatorSchedule(self._model, total_epochs=total_epochs,
+                                      endpoint=self.progress_endpoint)
+            self.estimator_schedule = sched
+        sched.set_step(epoch)
 
 
 @METHODS.register("fp", "full precision: nothing quantized (accuracy ceiling)")
@@ -123,6 +134,7 @@ class RBNNMethod(EstimatorMethod):
     """
 
     defaults = {"quantizer": "rbnn", "bits": 1, "estimator": "rbnn_sign"}
+    progress_endpoint = False
 
     def __init__(self, **options: Any):
         merged = dict(options)
@@ -149,9 +161,9 @@ class RBNNMethod(EstimatorMethod):
         return names
 
     def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
-        from bnnopt.nn import quantized_layers, set_progress
+        from bnnopt.nn import quantized_layers
 
-        set_progress(self._model, epoch / max(total_epochs, 1))
+        super().on_epoch_start(epoch, total_epochs)
         if epoch % self.options["rotation_update"] == 0:
             for _, layer in quantized_layers(self._model):
                 layer.weight_quantizer.update_rotation(layer.weight)

@@ -9,6 +9,9 @@ sign, dorefa). Convention: sign(0) := +1.
     q = make_weight_quantizer("dorefa", bits=1, estimator="ste")
     w_q = q(w)                                  # forward value, surrogate gradient
     enc = q.encode(w); q.decode(enc)            # == w_q bit for bit
+
+    sched = EstimatorSchedule(model, total_epochs=E)   # anneals EDE / ReSTE / RBNN
+    sched.step()                                        # once per epoch (or per step)
 """
 from bnnopt.quant._functions import (
     EDE,
@@ -54,6 +57,7 @@ from bnnopt.quant.weight import (
     WeightQuantizer,
     make_weight_quantizer,
 )
+from bnnopt.quant.schedule import EstimatorSchedule, estimator_progress, set_estimator_progress
 from bnnopt.registry import ESTIMATORS, QUANTIZERS
 
 from bnnopt.quant.rbnn import RBNNQuantizer, RBNNSignEstimator  # noqa: E402  (registers rbnn)
@@ -67,6 +71,8 @@ __all__ = [
     "Estimator", "STEEstimator", "ClippedSTEEstimator", "ApproxSignEstimator", "EDEEstimator",
     "ReSTEEstimator", "make_estimator", "sign_ste", "sign_clipped_ste", "approx_sign", "ede",
     "reste", "ede_schedule", "reste_schedule",
+    # annealing
+    "EstimatorSchedule", "estimator_progress", "set_estimator_progress",
     # weight quantizers
     "WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer", "UniformQuantizer",
     "make_weight_quantizer", "MULTIBIT_ESTIMATORS", "RBNNQuantizer", "RBNNSignEstimator",
