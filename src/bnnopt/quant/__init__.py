@@ -57,6 +57,7 @@ from bnnopt.quant.weight import (
     WeightQuantizer,
     make_weight_quantizer,
 )
+from bnnopt.quant._lookup import resolve as resolve_spec
 from bnnopt.quant.schedule import EstimatorSchedule, estimator_progress, set_estimator_progress
 from bnnopt.registry import ESTIMATORS, QUANTIZERS
 
@@ -73,6 +74,8 @@ __all__ = [
     "reste", "ede_schedule", "reste_schedule",
     # annealing
     "EstimatorSchedule", "estimator_progress", "set_estimator_progress",
+    # names or objects
+    "resolve_spec",
     # weight quantizers
     "WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer", "UniformQuantizer",
     "make_weight_quantizer", "MULTIBIT_ESTIMATORS", "RBNNQuantizer", "RBNNSignEstimator",
