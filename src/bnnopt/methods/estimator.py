@@ -131,7 +131,15 @@ class RBNNMethod(EstimatorMethod):
     alpha and theta; every epoch starts with the alternating update of R1, R2 (every
     ``rotation_update`` epochs, 1 as in the public code) and sets the sign
     approximation's progress p = epoch / epochs (the public code's t schedule).
+
+    ``act_path``: "policy" (default) quantizes the layer inputs as the policy says
+    (act_quantizer None, "sign", "dorefa" with their estimators); "official" uses the
+    public code's activation path, the ``rbnn`` activation quantizer: every sample's
+    input standardised, then (policy act_quantizer "sign": W1A1) binarized with
+    ``rbnn_act_sign`` (k = 1, t = max(t, 1)), or (no act_quantizer: W1A32) left in float.
     """
+
+    ACT_PATHS = ("policy", "official")
 
     defaults = {"quantizer": "rbnn", "bits": 1, "estimator": "rbnn_sign"}
     progress_endpoint = False
@@ -141,16 +149,42 @@ class RBNNMethod(EstimatorMethod):
         every = merged.pop("rotation_update", 1)
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"invalid rotation_update {every!r}; must be an integer >= 1")
+        act_path = merged.pop("act_path", "policy")
+        if act_path not in self.ACT_PATHS:
+            raise ValueError(f"invalid act_path {act_path!r}; valid: {', '.join(self.ACT_PATHS)}")
         super().__init__(**merged)
         self.options["rotation_update"] = every
+        self.options["act_path"] = act_path
 
     def quant_config(self, policy: dict[str, Any]):
-        opts = {k: v for k, v in self.options.items() if k != "rotation_update"}
+        if self.options["act_path"] == "official":
+            policy = self._official_act_policy(policy)
+        opts = {k: v for k, v in self.options.items() if k not in ("rotation_update", "act_path")}
         saved, self.options = self.options, opts
         try:
             return super().quant_config(policy)
         finally:
             self.options = saved
+
+    @staticmethod
+    def _official_act_policy(policy: dict[str, Any]) -> dict[str, Any]:
+        """The policy with its activation quantizer replaced by the public code's path."""
+        policy = dict(policy)
+        act = policy.get("act_quantizer")
+        act = None if isinstance(act, str) and act.lower() == "none" else act
+        if act not in (None, "sign", "rbnn"):
+            raise ValueError(f"invalid act_quantizer {act!r} for rbnn act_path 'official'; "
+                             "valid: none (W1A32, standardised inputs), sign (W1A1)")
+        estimator = policy.get("act_estimator", "rbnn_act_sign")
+        if estimator != "rbnn_act_sign":
+            raise ValueError(f"invalid act_estimator {estimator!r} for rbnn act_path 'official'; "
+                             "valid: rbnn_act_sign (the path fixes its estimator)")
+        bits = 32 if act is None else 1
+        if policy.get("act_bits", bits) not in (bits, 32):
+            raise ValueError(f"invalid act_bits {policy['act_bits']!r} for rbnn act_path "
+                             f"'official' with act_quantizer {act!r}; valid: {bits}")
+        policy.update(act_quantizer="rbnn", act_bits=bits, act_estimator="rbnn_act_sign")
+        return policy
 
     def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
         from bnnopt.nn import quantized_layers

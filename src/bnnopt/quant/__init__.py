@@ -1,9 +1,9 @@
 """bnnopt.quant: forward quantizers and backward (surrogate-gradient) estimators.
 
 Importing this package registers the estimators (``ESTIMATORS``: ste,
-clipped_ste, approx_sign, ede, reste, rbnn_sign), the weight quantizers (``QUANTIZERS``:
-sign, dorefa, bwn, uniform, rbnn) and the activation quantizers (``ACT_QUANTIZERS``:
-sign, dorefa). Convention: sign(0) := +1.
+clipped_ste, approx_sign, ede, reste, rbnn_sign, rbnn_act_sign), the weight quantizers
+(``QUANTIZERS``: sign, dorefa, bwn, uniform, rbnn) and the activation quantizers
+(``ACT_QUANTIZERS``: sign, dorefa, rbnn). Convention: sign(0) := +1.
 
     from bnnopt.quant import make_weight_quantizer
     q = make_weight_quantizer("dorefa", bits=1, estimator="ste")
@@ -61,7 +61,12 @@ from bnnopt.quant._lookup import resolve as resolve_spec
 from bnnopt.quant.schedule import EstimatorSchedule, estimator_progress, set_estimator_progress
 from bnnopt.registry import ESTIMATORS, QUANTIZERS
 
-from bnnopt.quant.rbnn import RBNNQuantizer, RBNNSignEstimator  # noqa: E402  (registers rbnn)
+from bnnopt.quant.rbnn import (  # noqa: E402  (registers rbnn, rbnn_sign, rbnn_act_sign)
+    RBNNActivation,
+    RBNNActSignEstimator,
+    RBNNQuantizer,
+    RBNNSignEstimator,
+)
 
 __all__ = [
     "ESTIMATORS", "QUANTIZERS",
@@ -79,6 +84,7 @@ __all__ = [
     # weight quantizers
     "WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer", "UniformQuantizer",
     "make_weight_quantizer", "MULTIBIT_ESTIMATORS", "RBNNQuantizer", "RBNNSignEstimator",
+    "RBNNActSignEstimator", "RBNNActivation",
     # activation quantizers
     "ACT_QUANTIZERS", "ActQuantizer", "SignActivation", "DoReFaActivation", "make_act_quantizer",
 ]
