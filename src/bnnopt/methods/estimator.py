@@ -134,7 +134,7 @@ class RBNNMethod(EstimatorMethod):
 
     ``act_path``: "policy" (default) quantizes the layer inputs as the policy says
     (act_quantizer None, "sign", "dorefa" with their estimators); "official" uses the
-    public code's activation path, the ``rbnn`` activation quantizer: every sample's
+    public code's activation path, the ``standardized`` activation quantizer: every sample's
     input standardised, then (policy act_quantizer "sign": W1A1) binarized with
     ``rbnn_act_sign`` (k = 1, t = max(t, 1)), or (no act_quantizer: W1A32) left in float.
     """
@@ -172,7 +172,7 @@ class RBNNMethod(EstimatorMethod):
         policy = dict(policy)
         act = policy.get("act_quantizer")
         act = None if isinstance(act, str) and act.lower() == "none" else act
-        if act not in (None, "sign", "rbnn"):
+        if act not in (None, "sign", "standardized"):
             raise ValueError(f"invalid act_quantizer {act!r} for rbnn act_path 'official'; "
                              "valid: none (W1A32, standardised inputs), sign (W1A1)")
         estimator = policy.get("act_estimator", "rbnn_act_sign")
@@ -183,7 +183,7 @@ class RBNNMethod(EstimatorMethod):
         if policy.get("act_bits", bits) not in (bits, 32):
             raise ValueError(f"invalid act_bits {policy['act_bits']!r} for rbnn act_path "
                              f"'official' with act_quantizer {act!r}; valid: {bits}")
-        policy.update(act_quantizer="rbnn", act_bits=bits, act_estimator="rbnn_act_sign")
+        policy.update(act_quantizer="standardized", act_bits=bits, act_estimator="rbnn_act_sign")
         return policy
 
     def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:

@@ -34,7 +34,7 @@ class QuantConfig:
         quantizer_options: keyword options of the quantizer (e.g. bwn {"per_channel": True}).
     Activations (quantized at each swapped layer's input):
         act_quantizer: None (float activations, W?A32), "sign" (1 bit), "dorefa" (k bits),
-            "rbnn" (RBNN's official activation path), an ActQuantizer subclass, or an
+            "standardized" (RBNN's public-code activation path), an ActQuantizer subclass, or an
             ActQuantizer instance (a template copied into every layer, as above).
         act_bits: 32 = float; with a 1-bit-only act_quantizer such as "sign", 32 is read
             as 1; with an instance, 32 is read as the instance's bits.

@@ -3,7 +3,7 @@
 Importing this package registers the estimators (``ESTIMATORS``: ste,
 clipped_ste, approx_sign, ede, reste, rbnn_sign, rbnn_act_sign), the weight quantizers
 (``QUANTIZERS``: sign, dorefa, bwn, uniform, rbnn) and the activation quantizers
-(``ACT_QUANTIZERS``: sign, dorefa, rbnn). Convention: sign(0) := +1.
+(``ACT_QUANTIZERS``: sign, dorefa, standardized). Convention: sign(0) := +1.
 
     from bnnopt.quant import make_weight_quantizer
     q = make_weight_quantizer("dorefa", bits=1, estimator="ste")

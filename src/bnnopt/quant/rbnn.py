@@ -29,7 +29,7 @@ lmbxmu/RBNN, was read to match the details):
 Activations. By default the ``rbnn`` method leaves the layer inputs to the usual
 activation policy (float, or ``act_quantizer="sign"`` with its estimator). The public
 code's binarized conv instead standardises every sample's input and binarizes it
-with its own activation estimator; the activation quantizer ``rbnn``
+with its own activation estimator; the activation quantizer ``standardized``
 (:class:`RBNNActivation`, method option ``act_path="official"``) reproduces that:
 
     a~_n = (a_n - mean(a_n)) / std(a_n)      per sample n, over every dim but the first
@@ -159,13 +159,13 @@ def standardize_per_sample(a: torch.Tensor) -> torch.Tensor:
     return a1 / a1.std(dims, keepdim=True)
 
 
-@ACT_QUANTIZERS.register("rbnn", "RBNN public code's activations: per-sample standardised, "
-                                 "then sign (1 bit) or float (32)")
+@ACT_QUANTIZERS.register("standardized", "per-sample standardised activations, then sign "
+                                         "(1 bit, RBNN public code) or float (32)")
 class RBNNActivation(SignActivation):
     """RBNN's activation path (public code): a -> standardize_per_sample(a), then
     sign with ``rbnn_act_sign`` for bits = 1, or left in float for bits = 32."""
 
-    name = "rbnn"
+    name = "standardized"
     supported_bits = (1, 32)
 
     def __init__(self, bits: int = 1, estimator: Any = "rbnn_act_sign",
