@@ -39,15 +39,15 @@ class QuantConfig:
         act_bits: 32 = float; with a 1-bit-only act_quantizer such as "sign", 32 is read
             as 1; with an instance, 32 is read as the instance's bits.
         act_estimator: estimator of the binary activation's sign (name, class or instance).
-
-    Every swapped layer gets its own quantizer and estimator objects (no state is
-    shared between layers), whatever form the values above take.
     Layer selection (names are ``model.named_modules()`` names):
         keep_first / keep_last: keep the first / last quantizable layer (Conv2d or
             Linear, in module registration order) in full precision, the FSG paper's
             protocol. False for both binarizes every layer (the official FSG code).
         include: regex; only names matching it (re.search) are swapped.
         exclude: regex; names matching it are never swapped.
+
+    Every swapped layer gets its own quantizer and estimator objects (no state is
+    shared between layers), whatever form the values above take.
     """
 
     weight_quantizer: Any = "dorefa"
