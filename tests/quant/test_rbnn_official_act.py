@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Function
 
-from bnnopt.nn import quantized_layers
+from bnnopt.nn import quantized_layers, set_progress
 from bnnopt.quant import RBNNActivation, make_act_quantizer
 from bnnopt.quant.rbnn import rbnn_schedule
 from bnnopt.registry import METHODS
@@ -76,8 +76,6 @@ def _pair(act_quantizer, p, seed=0):
     with torch.no_grad():
         q.theta.uniform_(0.2, 1.4)  # away from π/2, so that θ's gradient is not ~0
         q.alpha.mul_(torch.linspace(0.5, 1.5, 6, dtype=torch.float64).view(6, 1, 1, 1))
-    from bnnopt.nn import set_progress
-
     set_progress(model, p)
     return layer
 
