@@ -30,6 +30,7 @@ def __getattr__(name: str):
         "QConv2d": "bnnopt.nn",
         "QLinear": "bnnopt.nn",
         "summary": "bnnopt.nn",
+        "EstimatorSchedule": "bnnopt.quant",
         "Trainer": "bnnopt.train",
         "FSG": "bnnopt.methods.learned",
         "FCGrad": "bnnopt.methods.learned",

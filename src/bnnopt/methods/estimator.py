@@ -3,8 +3,10 @@
 A method of this family is a (weight quantizer, bits, estimator) triple plus an
 optional activation quantizer; the estimator's autograd Function supplies the
 surrogate derivative of the binarization. Annealed estimators (IR-Net's EDE,
-ReSTE) read the training progress p = epoch / (epochs - 1) from
-``on_epoch_start``.
+ReSTE, RBNN's sign approximation) read the training progress p from
+``on_epoch_start``, through the same :class:`bnnopt.quant.EstimatorSchedule` a
+user's own loop would use: p = epoch / (epochs - 1) (``endpoint=True``), and
+p = epoch / epochs for ``rbnn`` (``endpoint=False``, the public RBNN code).
 
 Registered methods (all options can be overridden, e.g.
 ``method_options = {estimator = "clipped_ste", bits = 2}``):
@@ -38,11 +40,14 @@ class EstimatorMethod(Method):
     family = "estimator"
     #: the registered name whose :data:`ESTIMATOR_PRESETS` entry gives the defaults
     preset_name = "ste"
+    #: EstimatorSchedule's ``endpoint``: True gives p = epoch / (epochs - 1).
+    progress_endpoint = True
 
     def __init__(self, **options: Any):
         #: the resolved typed options (:class:`bnnopt.methods.estimator_config.EstimatorConfig`)
         self.config = EstimatorConfig.from_options(options, method=self.preset_name)
         super().__init__(**self.config.to_options())
+        self.estimator_schedule = None  # an EstimatorSchedule, created by on_epoch_start
 
     def quant_config(self, policy: dict[str, Any]):
         from bnnopt.nn import QuantConfig
@@ -64,9 +69,15 @@ class EstimatorMethod(Method):
         return binarize_(model, self.quant_config(policy))
 
     def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
-        from bnnopt.nn import set_progress
+        """Set the estimators' progress for ``epoch`` (0-based) of ``total_epochs``."""
+        from bnnopt.quant import EstimatorSchedule
 
-        set_progress(self._model, epoch / max(total_epochs - 1, 1))
+        sched = self.estimator_schedule
+        if sched is None or sched.total != total_epochs or sched.model is not self._model:
+            sched = EstimatorSchedule(self._model, total_epochs=total_epochs,
+                                      endpoint=self.progress_endpoint)
+            self.estimator_schedule = sched
+        sched.set_step(epoch)
 
 
 @METHODS.register("fp", "full precision: nothing quantized (accuracy ceiling)")
@@ -100,19 +111,51 @@ class RBNNMethod(EstimatorMethod):
     alpha and theta; every epoch starts with the alternating update of R1, R2 (every
     ``rotation_update`` epochs, 1 as in the public code) and sets the sign
     approximation's progress p = epoch / epochs (the public code's t schedule).
+
+    ``act_path``: "policy" (default) quantizes the layer inputs as the policy says
+    (act_quantizer None, "sign", "dorefa" with their estimators); "official" uses the
+    public code's activation path, the ``standardized`` activation quantizer: every sample's
+    input standardised, then (policy act_quantizer "sign": W1A1) binarized with
+    ``rbnn_act_sign`` (k = 1, t = max(t, 1)), or (no act_quantizer: W1A32) left in float.
     """
+
+    progress_endpoint = False
+    added_options = {"act_path": "policy"}
 
     def __init__(self, **options: Any):
         self.config = RBNNConfig.from_options(options)
         Method.__init__(self, **self.config.to_options())
+        self.estimator_schedule = None
 
     def quant_config(self, policy: dict[str, Any]):
-        opts = {k: v for k, v in self.options.items() if k != "rotation_update"}
+        if self.options["act_path"] == "official":
+            policy = self._official_act_policy(policy)
+        opts = {k: v for k, v in self.options.items() if k not in ("rotation_update", "act_path")}
         saved, self.options = self.options, opts
         try:
             return super().quant_config(policy)
         finally:
             self.options = saved
+
+    @staticmethod
+    def _official_act_policy(policy: dict[str, Any]) -> dict[str, Any]:
+        """The policy with its activation quantizer replaced by the public code's path."""
+        policy = dict(policy)
+        act = policy.get("act_quantizer")
+        act = None if isinstance(act, str) and act.lower() == "none" else act
+        if act not in (None, "sign", "standardized"):
+            raise ValueError(f"invalid act_quantizer {act!r} for rbnn act_path 'official'; "
+                             "valid: none (W1A32, standardised inputs), sign (W1A1)")
+        estimator = policy.get("act_estimator", "rbnn_act_sign")
+        if estimator != "rbnn_act_sign":
+            raise ValueError(f"invalid act_estimator {estimator!r} for rbnn act_path 'official'; "
+                             "valid: rbnn_act_sign (the path fixes its estimator)")
+        bits = 32 if act is None else 1
+        if policy.get("act_bits", bits) not in (bits, 32):
+            raise ValueError(f"invalid act_bits {policy['act_bits']!r} for rbnn act_path "
+                             f"'official' with act_quantizer {act!r}; valid: {bits}")
+        policy.update(act_quantizer="standardized", act_bits=bits, act_estimator="rbnn_act_sign")
+        return policy
 
     def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
         from bnnopt.nn import quantized_layers
@@ -123,9 +166,9 @@ class RBNNMethod(EstimatorMethod):
         return names
 
     def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
-        from bnnopt.nn import quantized_layers, set_progress
+        from bnnopt.nn import quantized_layers
 
-        set_progress(self._model, epoch / max(total_epochs, 1))
+        super().on_epoch_start(epoch, total_epochs)
         if epoch % self.options["rotation_update"] == 0:
             for _, layer in quantized_layers(self._model):
                 layer.weight_quantizer.update_rotation(layer.weight)

@@ -97,17 +97,22 @@ class RBNNConfig(EstimatorConfig):
     Attributes:
         rotation_update: update the rotations R1, R2 every this many epochs (1, as the
             public code).
+        act_path: "policy" (the run's activation policy) or "official" (the public
+            code's per-sample standardisation and activation sign; see
+            :class:`bnnopt.methods.estimator.RBNNMethod`).
     """
 
     quantizer: str = "rbnn"
     estimator: str = "rbnn_sign"
     rotation_update: int = 1
+    act_path: str = "policy"
 
     method: ClassVar[str] = "rbnn"
 
     def validate(self) -> None:
         super().validate()
         check_int(self.rotation_update, "rotation_update")
+        choice(self.act_path, ("policy", "official"), "act_path")
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None = None,  # type: ignore[override]

@@ -136,6 +136,11 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, QLayer]]:
 
 
 def set_progress(model: nn.Module, p: float) -> None:
-    """Set training progress p in [0, 1] on every quantized layer (anneals EDE / ReSTE)."""
-    for _, layer in quantized_layers(model):
-        layer.set_progress(p)
+    """Set training progress p in [0, 1] on every quantized layer (anneals EDE / ReSTE).
+
+    Same as :func:`bnnopt.quant.set_estimator_progress`; see
+    :class:`bnnopt.quant.EstimatorSchedule` for the scheduler object.
+    """
+    from bnnopt.quant import set_estimator_progress
+
+    set_estimator_progress(model, p)

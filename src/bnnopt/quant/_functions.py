@@ -87,7 +87,10 @@ class AnnealedSign(Function):
     """sign(x) forward (sign(0) := +1); backward g * s(x; t, k) for two plain floats t, k.
 
     Subclasses define the surrogate derivative ``surrogate(x, t, k)`` (IR-Net's EDE,
-    RBNN's training-aware sign); t and k come from the caller's annealing schedule.
+    RBNN's training-aware sign) and a ``backward`` that applies it; t and k come from
+    the caller's annealing schedule. ``backward`` is a staticmethod in every subclass
+    (not inherited as a classmethod), so that ``torch.compile`` traces it without a
+    graph break.
     """
 
     @staticmethod
@@ -100,10 +103,10 @@ class AnnealedSign(Function):
         ctx.t, ctx.k = float(t), float(k)
         return binary_sign(x)
 
-    @classmethod
-    def backward(cls, ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * cls.surrogate(x, ctx.t, ctx.k), None, None
+
+def ede_surrogate(x: torch.Tensor, t: float, k: float) -> torch.Tensor:
+    """IR-Net's EDE derivative s(x) = k t (1 - tanh^2(t x)) (Qin et al. CVPR 2020, Sec. 3.3)."""
+    return k * t * (1 - torch.tanh(t * x) ** 2)
 
 
 class EDE(AnnealedSign):
@@ -113,9 +116,12 @@ class EDE(AnnealedSign):
     t and k are plain floats chosen by the caller (see :class:`bnnopt.quant.EDEEstimator`).
     """
 
+    surrogate = staticmethod(ede_surrogate)
+
     @staticmethod
-    def surrogate(x, t: float, k: float):
-        return k * t * (1 - torch.tanh(t * x) ** 2)
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ede_surrogate(x, ctx.t, ctx.k), None, None
 
 
 class ReSTE(Function):

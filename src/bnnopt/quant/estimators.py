@@ -18,18 +18,20 @@ ede            IR-Net EDE, s = k t (1 - tanh^2(t x)), t = t_min (t_max/t_min)^p,
 reste          ReSTE, power o = o_min + (o_max - o_min) p, thresholds t, interval
 =============  ==============================================================
 
+``make_estimator`` accepts a name, an Estimator subclass or an instance (copied).
 Every estimator also has ``grad(x)``: the surrogate derivative s(x) itself, as a
 tensor shaped like x (no autograd), e.g. for analysis or learned-gradient code.
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
 
 from bnnopt.quant._functions import EDE, ApproxSign, ReSTE, SignClipped, SignSTE
-from bnnopt.quant._lookup import lookup
+from bnnopt.quant._lookup import resolve, short_repr
 from bnnopt.registry import ESTIMATORS
 
 __all__ = [
@@ -218,11 +220,21 @@ class ReSTEEstimator(Estimator):
         return f"progress={self.progress:.3f}, o={self.o:.4g}, t={self.t}, interval={self.interval}"
 
 
-def make_estimator(name: str, **options) -> Estimator:
-    """Build the registered estimator ``name`` (ValueError listing valid names if unknown)."""
-    cls = lookup(ESTIMATORS, name)
+def make_estimator(spec: "str | type[Estimator] | Estimator", **options) -> Estimator:
+    """A new estimator from ``spec``: a registered name or an Estimator subclass (built
+    with ``options``), or an Estimator instance (deep-copied; ``options`` must be empty).
+
+    ValueError on an unknown name (listing the valid ones), a value of another type,
+    or options the estimator does not take.
+    """
+    cls, instance = resolve(ESTIMATORS, spec, Estimator)
+    if instance is not None:
+        if options:
+            raise ValueError(f"invalid options {sorted(options)} for the estimator instance "
+                             f"{short_repr(instance)}; pass its class to set options")
+        return copy.deepcopy(instance)
     try:
         return cls(**options)
     except TypeError as err:
         raise ValueError(
-            f"invalid options {sorted(options)} for estimator {name!r}: {err}") from None
+            f"invalid options {sorted(options)} for estimator {spec!r}: {err}") from None

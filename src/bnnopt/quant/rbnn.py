@@ -26,9 +26,22 @@ lmbxmu/RBNN, was read to match the details):
   t = T_min·(T_max/T_min)^p (T_min 1e-2, T_max 10, p = epoch / epochs as in the
   public code), k = max(1/t, 1).
 
-Not included: the public code also standardises each sample's input activations
-in every binarized conv (even with float activations); here only the weights
-change, like every other bnnopt weight binarizer.
+Activations. By default the ``rbnn`` method leaves the layer inputs to the usual
+activation policy (float, or ``act_quantizer="sign"`` with its estimator). The public
+code's binarized conv instead standardises every sample's input and binarizes it
+with its own activation estimator; the activation quantizer ``standardized``
+(:class:`RBNNActivation`, method option ``act_path="official"``) reproduces that:
+
+    a~_n = (a_n - mean(a_n)) / std(a_n)      per sample n, over every dim but the first
+                                             (unbiased std), gradient through mean and std
+    bits = 1:  a_q = sign(a~) with backward  F'_a(x) = max(2·sqrt(t_a²/2) - t_a²|x|, 0),
+               k = 1 and t_a = max(t, 1)     (``rbnn_act_sign``; t as above)
+    bits = 32: a_q = a~                      (the public code's W1A32 mode)
+
+The differences that remain from the public layer: sign(0) := +1 here (torch.sign(0) = 0
+there; a standardised input is exactly 0 with probability 0), and α scales the weight
+here, Q = α ⊙ sign(w~), where the public code scales the convolution's output
+(equal without a bias, up to rounding).
 """
 from __future__ import annotations
 
@@ -39,12 +52,14 @@ import torch
 from torch import nn
 
 from bnnopt.quant._functions import AnnealedSign
+from bnnopt.quant.activation import SignActivation
 from bnnopt.quant.estimators import Estimator
 from bnnopt.quant.weight import WeightQuantizer
-from bnnopt.registry import ESTIMATORS, QUANTIZERS
+from bnnopt.registry import ACT_QUANTIZERS, ESTIMATORS, QUANTIZERS
 
-__all__ = ["TrainingAwareSign", "RBNNSignEstimator", "RBNNQuantizer", "rbnn_schedule",
-           "training_aware_sign_value", "matrix_shape"]
+__all__ = ["TrainingAwareSign", "ActTrainingAwareSign", "RBNNSignEstimator",
+           "RBNNActSignEstimator", "RBNNActivation", "RBNNQuantizer", "rbnn_schedule",
+           "standardize_per_sample", "training_aware_sign_value", "matrix_shape"]
 
 
 def rbnn_schedule(p: float, t_min: float = 1e-2, t_max: float = 10.0) -> tuple[float, float]:
@@ -67,6 +82,11 @@ class TrainingAwareSign(AnnealedSign):
     def surrogate(x, t: float, k: float):
         return (k * (math.sqrt(2) * t - t * t * x.abs())).clamp(min=0)
 
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * TrainingAwareSign.surrogate(x, ctx.t, ctx.k), None, None
+
 
 @ESTIMATORS.register("rbnn_sign", "RBNN training-aware sign approximation, t: 1e-2 -> 10")
 class RBNNSignEstimator(Estimator):
@@ -88,6 +108,73 @@ class RBNNSignEstimator(Estimator):
     def extra_repr(self) -> str:
         t, k = rbnn_schedule(self.progress, self.t_min, self.t_max)
         return f"progress={self.progress:.3f}, t={t:.4g}, k={k:.4g}"
+
+
+class ActTrainingAwareSign(AnnealedSign):
+    """sign(x) forward (sign(0) := +1); backward g · max(k (2·sqrt(t²/2) - t²|x|), 0).
+
+    The training-aware sign's derivative with its slope √2·t evaluated as 2·sqrt(t²/2),
+    the arithmetic of the public RBNN code's activation estimator (so that float64
+    results agree bit for bit). :class:`RBNNActSignEstimator` passes k = 1, t = max(t, 1).
+    """
+
+    @staticmethod
+    def surrogate(x, t: float, k: float):
+        return (k * (2 * math.sqrt(t * t / 2) - t * t * x.abs())).clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ActTrainingAwareSign.surrogate(x, ctx.t, ctx.k), None, None
+
+
+@ESTIMATORS.register("rbnn_act_sign",
+                     "RBNN public code's activation sign approximation: k = 1, t = max(t, 1)")
+class RBNNActSignEstimator(RBNNSignEstimator):
+    """RBNN's activation estimator (public code): the training-aware sign with k = 1 and
+    t_a = max(t, 1), t = t_min (t_max/t_min)^p as for the weights (module docstring)."""
+
+    name = "rbnn_act_sign"
+
+    def forward(self, x):
+        t, _ = rbnn_schedule(self.progress, self.t_min, self.t_max)
+        return ActTrainingAwareSign.apply(x, max(t, 1.0), 1.0)
+
+    def extra_repr(self) -> str:
+        t, _ = rbnn_schedule(self.progress, self.t_min, self.t_max)
+        return f"progress={self.progress:.3f}, t={max(t, 1.0):.4g}, k=1"
+
+
+def standardize_per_sample(a: torch.Tensor) -> torch.Tensor:
+    """(a_n - mean a_n) / std a_n for every sample n (dim 0), over all other dims.
+
+    Unbiased std (``torch.std``); the gradient flows through the mean and the std.
+    Shapes: [N, ...] -> [N, ...] (at least 2 dims).
+    """
+    if a.dim() < 2:
+        raise ValueError(f"invalid activation shape {tuple(a.shape)}; rbnn standardises "
+                         "per sample and needs a batch dim plus at least one more")
+    dims = tuple(range(1, a.dim()))
+    a1 = a - a.mean(dims, keepdim=True)
+    return a1 / a1.std(dims, keepdim=True)
+
+
+@ACT_QUANTIZERS.register("standardized", "per-sample standardised activations, then sign "
+                                         "(1 bit, RBNN public code) or float (32)")
+class RBNNActivation(SignActivation):
+    """RBNN's activation path (public code): a -> standardize_per_sample(a), then
+    sign with ``rbnn_act_sign`` for bits = 1, or left in float for bits = 32."""
+
+    name = "standardized"
+    supported_bits = (1, 32)
+
+    def __init__(self, bits: int = 1, estimator: Any = "rbnn_act_sign",
+                 estimator_options: dict[str, Any] | None = None) -> None:
+        super().__init__(bits, estimator, estimator_options)
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        a = standardize_per_sample(a)
+        return a if self.bits == 32 else self.estimator(a)
 
 
 def matrix_shape(n: int) -> tuple[int, int]:

@@ -33,13 +33,14 @@ uniform    s = max|W| (held constant), Q = s * KBitRound(W / s)     1, 2, 4, 8
 """
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
 from torch import nn
 
 from bnnopt.quant._functions import KBitRound, kbit_codes, levels_from_codes
-from bnnopt.quant._lookup import check_bits
+from bnnopt.quant._lookup import check_bits, resolve, short_repr
 from bnnopt.quant.estimators import Estimator, make_estimator
 from bnnopt.registry import QUANTIZERS
 
@@ -56,9 +57,10 @@ class WeightQuantizer(nn.Module):
 
     Args:
         bits: bits per weight, one of ``supported_bits``.
-        estimator: name of a registered estimator (or an Estimator instance) giving
-            the surrogate derivative of sign for 1 bit; for k > 1 bits it must be
-            "ste" (identity through the rounding) or "clipped_ste" (1{|u| <= 1}).
+        estimator: the surrogate derivative of sign for 1 bit: a registered name or an
+            Estimator subclass (built with ``estimator_options``), or an Estimator
+            instance (used as is, not copied); for k > 1 bits it must be "ste"
+            (identity through the rounding) or "clipped_ste" (1{|u| <= 1}).
         estimator_options: keyword options of the estimator (e.g. EDE's t_min).
     """
 
@@ -69,6 +71,9 @@ class WeightQuantizer(nn.Module):
                  estimator_options: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.bits = check_bits(bits, self.supported_bits, f"quantizer {self.name!r}")
+        if isinstance(estimator, Estimator) and estimator_options:
+            raise ValueError(f"invalid estimator_options {estimator_options!r} with the "
+                             f"estimator instance {short_repr(estimator)}; pass its class")
         if isinstance(estimator, Estimator):
             self.estimator = estimator
         else:
@@ -226,15 +231,38 @@ class UniformQuantizer(WeightQuantizer):
         return 1
 
 
-def make_weight_quantizer(name: str, bits: int = 1, estimator: str = "ste",
+def make_weight_quantizer(spec: "str | type[WeightQuantizer] | WeightQuantizer",
+                          bits: int | None = None, estimator: Any = None,
                           estimator_options: dict[str, Any] | None = None,
                           **options: Any) -> WeightQuantizer:
-    """Build the registered weight quantizer ``name`` (ValueError on bad names/bits/options)."""
-    from bnnopt.quant._lookup import lookup
+    """A new weight quantizer from ``spec`` (ValueError on bad names/bits/options).
 
-    cls = lookup(QUANTIZERS, name)
+    ``spec`` is a registered name or a WeightQuantizer subclass, built with ``bits``
+    (default 1), ``estimator`` (a name, Estimator subclass or instance; default
+    "ste"), ``estimator_options`` and ``options``; or a WeightQuantizer instance, used
+    as a template: the result is a deep copy (its own estimator included), so that
+    every layer gets independent state. An instance already fixes bits and estimator:
+    ``bits`` / ``estimator`` may then only repeat its values, and no options are taken.
+    """
+    cls, template = resolve(QUANTIZERS, spec, WeightQuantizer)
+    if template is not None:
+        where = f"the quantizer instance {short_repr(template)}"
+        if bits is not None and bits != template.bits:
+            raise ValueError(f"invalid bits {bits!r} for {where}; it has bits={template.bits} "
+                             "(pass its class to choose bits)")
+        if estimator is not None and not (isinstance(estimator, str)
+                                          and estimator.lower() == template.estimator.name):
+            raise ValueError(f"invalid estimator {short_repr(estimator)} for {where}; it has "
+                             f"estimator {template.estimator.name!r} (pass its class to choose one)")
+        if estimator_options or options:
+            raise ValueError(f"invalid options {sorted({**(estimator_options or {}), **options})} "
+                             f"for {where}; pass its class to set options")
+        return copy.deepcopy(template)
+    if isinstance(estimator, Estimator):
+        estimator = make_estimator(estimator)  # a copy: one estimator per quantizer
     try:
-        return cls(bits=bits, estimator=estimator, estimator_options=estimator_options, **options)
+        return cls(bits=1 if bits is None else bits, estimator="ste" if estimator is None
+                   else estimator, estimator_options=estimator_options, **options)
     except TypeError as err:
         raise ValueError(
-            f"invalid options {sorted(options)} for quantizer {name!r}: {err}") from None
+            f"invalid options {sorted(options)} for quantizer {short_repr(spec)}: {err}") from None
