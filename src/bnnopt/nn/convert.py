@@ -79,7 +79,7 @@ from bnnopt.nn.layers import QConv1d, QConv2d, QConv3d, QEmbedding, QLayer, QLin
 
 __all__ = ["binarize_", "quantizable_layers", "quantized_layers", "set_progress",
            "NothingSwappedWarning", "UnsupportedLayerWarning", "BinarizeResult", "LayerDecision",
-           "ON_UNSUPPORTED"]
+           "ON_UNSUPPORTED", "disable_fused_attention"]
 
 ON_UNSUPPORTED = ("warn", "error", "ignore")
 
@@ -322,15 +322,31 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
                 setattr(parent, key, new)
 
 
-def _guard_fast_paths(model: nn.Module) -> None:
-    """Turn off torch's fused Transformer kernels wherever a quantized layer lives."""
-    for module in model.modules():
-        if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
-            if any(isinstance(m, (QLayer, QMultiheadAttention)) for m in module.modules()):
-                if isinstance(module, nn.TransformerEncoderLayer):
-                    module.activation_relu_or_gelu = 0
-                else:
-                    module.use_nested_tensor = False
+def _runs_quantized(module: nn.Module) -> bool:
+    """A quantized layer, a quantized attention, or a packed inference layer (``packed_info``)."""
+    return isinstance(module, (QLayer, QMultiheadAttention)) or hasattr(module, "packed_info")
+
+
+def disable_fused_attention(model: nn.Module) -> list[str]:
+    """Turn off torch's fused Transformer kernels wherever a quantized layer lives.
+
+    ``nn.TransformerEncoderLayer``'s fused kernel (eval mode, no grad) reads
+    ``linear1.weight``, ``self_attn.in_proj_weight``, ... directly, bypassing the
+    layers' forward; it is selected only when ``activation_relu_or_gelu`` is
+    non-zero, a flag the Python path does not use (it calls ``activation``), so it
+    is set to 0. ``nn.TransformerEncoder``'s nested-tensor path is turned off with
+    ``use_nested_tensor = False``. Returns the names of the modules changed.
+    """
+    changed = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerEncoder)) and any(
+                _runs_quantized(m) for m in module.modules()):
+            if isinstance(module, nn.TransformerEncoderLayer):
+                module.activation_relu_or_gelu = 0
+            else:
+                module.use_nested_tensor = False
+            changed.append(name)
+    return changed
 
 
 def binarize_(model: nn.Module, config: QuantConfig | None = None,
@@ -398,7 +414,7 @@ def binarize_(model: nn.Module, config: QuantConfig | None = None,
         for n in names:
             layer = new if n == owner else getattr(new, n.rsplit(".", 1)[1])
             decisions[n] = LayerDecision(n, decisions[n].type, "swapped", "selected", type(layer).__name__)
-    _guard_fast_paths(model)
+    disable_fused_attention(model)
 
     claimed = {id(m) for _, m, _ in candidates} | {id(modules[o]) for _, _, o in candidates}
     for name, module, reason in _unsupported(model, config.embedding, claimed):
