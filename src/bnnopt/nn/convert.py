@@ -419,6 +419,11 @@ def binarize_(model: nn.Module, config: QuantConfig | None = None,
     claimed = {id(m) for _, m, _ in candidates} | {id(modules[o]) for _, _, o in candidates}
     for name, module, reason in _unsupported(model, config.embedding, claimed):
         decisions[name] = LayerDecision(name, type(module).__name__, "unsupported", reason)
+    if not config.embedding:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Embedding) and not isinstance(module, QLayer):
+                decisions[name] = LayerDecision(name, type(module).__name__, "skipped",
+                                                "embeddings are quantized only with embedding=True")
     for name, module in model.named_modules():
         if name and isinstance(module, QLayer) and name not in decisions and not any(
                 name.startswith(o + ".") for o in chosen):
