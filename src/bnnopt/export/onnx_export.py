@@ -172,9 +172,10 @@ def export_onnx(source: str | os.PathLike | torch.nn.Module, out: str | os.PathL
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                 training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
                 custom_opsets={QONNX_DOMAIN: 1} if qonnx and _uses_qonnx_ops(layers) else None)
-    except Exception as err:  # the exporter's errors are long; give one line naming the op
-        raise ValueError(f"export_onnx: {type(ready).__name__} cannot be written as ONNX opset {opset}: "
-                         f"{_first_line(err)}") from None
+    except Exception as err:  # the exporter's errors are long; give one line naming the layer
+        where = _layer_calling(ready, x, _unsupported_op(err))
+        raise ValueError(f"export_onnx: {where or type(ready).__name__} cannot be written as ONNX opset "
+                         f"{opset}: {_first_line(err)}") from None
     proto = onnx.load_from_string(buf.getvalue())
     inline_identities(proto)
     remove_unused_initializers(proto)
@@ -214,6 +215,55 @@ def export_onnx(source: str | os.PathLike | torch.nn.Module, out: str | os.PathL
     return {"file": str(out), "format": info_meta["format"], "file_bytes": out.stat().st_size,
             "nodes": len(proto.graph.node), "quantized_layers": len(layers), "folded_bn": len(folded),
             "input_shape": shape, "layers": layers}
+
+
+def _unsupported_op(err: BaseException) -> str | None:
+    """'fft_fft' from the exporter's "Exporting the operator 'aten::fft_fft' ... is not supported"."""
+    import re
+
+    found = re.search(r"operator '(?:\w+::)?([\w.]+)'", str(err))
+    return found.group(1) if found else None
+
+
+@torch.no_grad()
+def _layer_calling(model: torch.nn.Module, x: torch.Tensor, op: str | None) -> str | None:
+    """'layer <name> (<Type>)' of the innermost module that first calls torch function
+    ``op`` during one forward pass of ``model`` on ``x`` (None if not found)."""
+    if op is None:
+        return None
+    from torch.overrides import TorchFunctionMode
+
+    stack: list[tuple[str, torch.nn.Module]] = []
+    found: list[tuple[str, torch.nn.Module]] = []
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if not found and stack and getattr(func, "__name__", None) == op:
+                found.append(stack[-1])
+            return func(*args, **(kwargs or {}))
+
+    def enter(module, _args, name):
+        stack.append((name, module))
+
+    def leave(_module, _args, _out):
+        stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(lambda m, a, name=name: enter(m, a, name)))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        with Spy():
+            model(x)
+    except Exception:  # noqa: BLE001 - best effort: the export error is raised anyway
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        return None
+    name, module = found[0]
+    return f"layer {name or '(root)'!r} ({type(module).__name__})"
 
 
 def _first_line(err: BaseException) -> str:
