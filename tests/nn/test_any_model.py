@@ -86,11 +86,11 @@ def test_binarize_result_is_a_list_with_a_report():
     assert reasons["encoder.layers.0.linear2"] == ("skipped", "matches exclude='linear2'")
     assert reasons["extra"][0] == "unsupported"
     assert [d.name for d in result.unsupported] == ["extra"]
-    table = str(result)
+    table = result.report
     for name in [*result, "head", "extra", "encoder.layers.1.linear2"]:
         assert name in table
     assert table.splitlines()[-1] == "6 swapped, 1 kept, 2 skipped, 1 unsupported"
-    assert repr(result) == repr(list(result))
+    assert repr(result) == repr(list(result)) and str(result) == str(list(result))
     assert copy.deepcopy(result).decisions == result.decisions
 
 
@@ -292,7 +292,9 @@ def test_training_a_binarized_hf_bert_lowers_the_loss():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, 32, (64, 8), generator=g)
     y = (ids == 7).any(dim=1).long()  # does token 7 occur?
-    result = binarize_(model, QuantConfig(), example_input=ids[:2])
+    # BWN (alpha * sign W, alpha = mean |W|): unscaled +-1 weights (1-bit DoReFa) saturate
+    # BERT's attention softmax at this width and only the class prior is learnt.
+    result = binarize_(model, QuantConfig(weight_quantizer="bwn", estimator="ste"), example_input=ids[:2])
     assert _kept(result) == ["classifier"]
     assert "bert.encoder.layer.0.attention.self.query" in result
     assert not result.unsupported
@@ -300,4 +302,41 @@ def test_training_a_binarized_hf_bert_lowers_the_loss():
     def loss_fn(out, target):
         return nn.functional.cross_entropy(out.logits, target)
     before, after = _train(model, [(ids[:32], y[:32]), (ids[32:], y[32:])], loss_fn, 40, 3e-3)
-    assert after < 0.8 * before, (before, after)
+    assert after < 0.7 * before, (before, after)
+
+
+class MixedNet(nn.Module):
+    """Embedding -> Conv1d -> self-attention -> head: every new quantized layer class."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 8)
+        self.conv = nn.Conv1d(8, 8, 3, padding=1)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, ids):
+        h = self.conv(self.emb(ids).transpose(1, 2)).transpose(1, 2)
+        return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+@pytest.mark.parametrize("name", ["fcgrad", "fsg"])
+def test_learned_gradient_methods_step_every_new_layer_class(name):
+    import torch.nn.functional as F
+
+    from bnnopt.methods.base import OptimConfig
+    from bnnopt.registry import METHODS
+
+    torch.manual_seed(0)
+    model = MixedNet().double()
+    method = METHODS.get(name)()
+    names = method.prepare(model, {"keep_first": False, "keep_last": False})
+    assert names == ["conv", "attn.in_proj", "attn.out_proj", "head"]
+    method.build(model, OptimConfig(name="sgd", lr=0.05))
+    before = {n: layer.weight.detach().clone() for n, layer in quantized_layers(model)}
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        ids, y = torch.randint(0, 10, (4, 5), generator=g), torch.randint(0, 3, (4,), generator=g)
+        method.train_step(model, ids, y, F.cross_entropy)
+    for n, layer in quantized_layers(model):
+        assert torch.isfinite(layer.weight).all() and not torch.equal(layer.weight, before[n]), n

@@ -58,8 +58,8 @@ attention (QMultiheadAttention) has no fused path and no ``in_proj_weight``.
 Return value: a :class:`BinarizeResult`, a ``list`` of the swapped layer names (in
 module order; compares equal to a plain list) with ``.decisions`` (one
 :class:`LayerDecision` per candidate or unsupported layer), ``.swapped_layers``,
-``.kept``, ``.skipped``, ``.unsupported`` and a table as ``str()``. With
-``verbose=True`` the table is printed. When nothing is swapped a
+``.kept``, ``.skipped``, ``.unsupported`` and the table ``.report`` (``str()``
+and ``repr()`` stay those of the list). With ``verbose=True`` the table is printed. When nothing is swapped a
 :class:`NothingSwappedWarning` names the candidates.
 """
 from __future__ import annotations
@@ -154,11 +154,10 @@ class BinarizeResult(list):
         return "\n".join([fmt(head), "-" * len(fmt(head)), *map(fmt, rows),
                           ", ".join(f"{v} {k}" for k, v in counts.items())])
 
-    def __str__(self) -> str:
+    @property
+    def report(self) -> str:
+        """The table: one row per layer (name, type, action, reason) and the counts."""
         return self.table()
-
-    def __repr__(self) -> str:
-        return list.__repr__(self)
 
     def __reduce__(self):  # pickle / deepcopy keep the decisions
         return (BinarizeResult, (list(self), self.decisions))
