@@ -152,3 +152,15 @@ def test_qmha_refuses_bad_projection_names_and_has_no_float_weight_attribute():
     assert type(q.in_proj) is nn.Linear and isinstance(q.out_proj, QLayer)
     assert not hasattr(q, "in_proj_weight")
     torch.testing.assert_close(q.in_proj_bias, mha.in_proj_bias)
+
+
+@pytest.mark.parametrize("opts", [{}, {"kdim": 5, "vdim": 3}])
+def test_qmha_loads_a_float_multihead_attention_state_dict(opts):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(8, 2, **opts)
+    q = QMultiheadAttention.from_float(mha, QuantConfig())
+    torch.manual_seed(1)
+    other = nn.MultiheadAttention(8, 2, **opts)
+    q.load_state_dict(other.state_dict())  # float keys: in_proj_weight, q_proj_weight, ...
+    torch.testing.assert_close(q.state_dict()["out_proj.weight"], other.out_proj.weight)
+    torch.testing.assert_close(QMultiheadAttention.from_float(other, QuantConfig()).state_dict(), q.state_dict())

@@ -165,6 +165,26 @@ class QMultiheadAttention(nn.Module):
         new.train(mha.training)
         return new
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # A float nn.MultiheadAttention's keys (in_proj_weight, in_proj_bias,
+        # q/k/v_proj_weight) are read into the projection layers, so a float checkpoint
+        # loads into a binarized model.
+        E = self.embed_dim
+        if self._qkv_same_embed_dim:
+            renames = {"in_proj_weight": "in_proj.weight", "in_proj_bias": "in_proj.bias"}
+        else:
+            renames = {f"{n}_proj_weight": f"{n}_proj.weight" for n in "qkv"}
+            bias = state_dict.pop(prefix + "in_proj_bias", None)
+            if bias is not None:
+                for i, n in enumerate("qkv"):
+                    state_dict[f"{prefix}{n}_proj.bias"] = bias[i * E:(i + 1) * E]
+        for old, new in renames.items():
+            if prefix + old in state_dict:
+                state_dict[prefix + new] = state_dict.pop(prefix + old)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
     # -- forward -------------------------------------------------------------------------
     def _project(self, query, key, value):
         if not self._qkv_same_embed_dim:
