@@ -340,3 +340,21 @@ def test_learned_gradient_methods_step_every_new_layer_class(name):
         method.train_step(model, ids, y, F.cross_entropy)
     for n, layer in quantized_layers(model):
         assert torch.isfinite(layer.weight).all() and not torch.equal(layer.weight, before[n]), n
+
+
+def test_binarized_nn_transformer_with_cross_attention_runs_quantized_weights():
+    torch.manual_seed(0)
+    float_model = nn.Transformer(16, 4, 1, 1, 32, dropout=0.0, batch_first=True).eval()
+    model = copy.deepcopy(float_model)
+    names = binarize_(model, QuantConfig(keep_first=False, keep_last=False))
+    assert "decoder.layers.0.multihead_attn.in_proj" in names and len(names) == 10
+    src, tgt = torch.randn(2, 5, 16), torch.randn(2, 4, 16)
+    with torch.no_grad():
+        got, floats = model(src, tgt), float_model(src, tgt)
+    torch.testing.assert_close(got, _no_dropout_train_forward(model, src, tgt), rtol=1e-5, atol=1e-5)
+    assert (got - floats).abs().max() > 0.1
+
+
+def test_embedding_flag_is_validated():
+    with pytest.raises(ValueError, match="invalid embedding 'yes'; valid: True, False"):
+        binarize_(nn.Sequential(nn.Embedding(3, 2)), QuantConfig(embedding="yes"))
