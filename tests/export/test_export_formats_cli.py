@@ -77,7 +77,7 @@ def test_qonnx_fold_bn_and_bench(digits_run, tmp_path, capsys):
 
 
 def test_failed_exports_leave_no_file(digits_run, tmp_path, capsys, monkeypatch):
-    import bnnopt.cli.export as export_cli
+    import bnnopt.export.from_run as export_cli
 
     def broken(*args, **kwargs):
         raise ValueError("simulated verification failure")

@@ -177,10 +177,21 @@ def test_transformer_like_linear_stack():
                 [n for n in all_names[1:-1] if "mlp" not in n])
 
 
-def test_multihead_attention_out_proj_is_not_swapped():
+def test_multihead_attention_projections_are_swapped():
+    # nn.MultiheadAttention reads in_proj_weight / out_proj.weight directly, so binarize_
+    # swaps the whole module for a QMultiheadAttention holding its projections as layers.
+    from bnnopt.nn import QMultiheadAttention
+
     model = nn.Sequential(nn.Linear(4, 8), nn.MultiheadAttention(8, 2, batch_first=True),
                           nn.Linear(8, 2))
-    assert binarize_(model, QuantConfig(keep_first=False, keep_last=False)) == ["0", "2"]
+    assert binarize_(model, QuantConfig(keep_first=False, keep_last=False)) == [
+        "0", "1.in_proj", "1.out_proj", "2"]
+    assert isinstance(model[1], QMultiheadAttention)
+    model = nn.Sequential(nn.Linear(4, 8), nn.MultiheadAttention(8, 2, batch_first=True),
+                          nn.Linear(8, 2))
+    assert binarize_(model, QuantConfig(keep_first=False, keep_last=False, exclude="out_proj")) == [
+        "0", "1.in_proj", "2"]
+    assert type(model[1].out_proj) is nn.Linear and isinstance(model[1].in_proj, QLayer)
 
 
 def test_binarize_twice_is_a_no_op_and_shared_modules():

@@ -14,7 +14,8 @@ docs/export_format.md and :mod:`bnnopt.export.container`. Unreadable files raise
 from bnnopt.export.bits import pack_codes, packed_nbytes, unpack_codes
 from bnnopt.export.from_run import export_checkpoint
 from bnnopt.export.container import FORMAT_VERSION, ExportFormatError
-from bnnopt.export.layers import PackedConv2d, PackedLinear
+from bnnopt.export.layers import (PackedConv1d, PackedConv2d, PackedConv3d, PackedEmbedding,
+                                   PackedLinear)
 from bnnopt.export.reader import float_state_dict, is_packed, load_packed, read_manifest
 from bnnopt.export.summary import describe_packed, packed_summary
 from bnnopt.export.writer import export_packed
@@ -22,7 +23,10 @@ from bnnopt.export.writer import export_packed
 __all__ = [
     "FORMAT_VERSION",
     "ExportFormatError",
+    "PackedConv1d",
     "PackedConv2d",
+    "PackedConv3d",
+    "PackedEmbedding",
     "PackedLinear",
     "describe_packed",
     "export_checkpoint",

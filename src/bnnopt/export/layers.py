@@ -9,16 +9,18 @@ once at load time from the file's k-bit codes and level table::
 and runs exactly the ops of the training layer's forward (bnnopt.nn.QLayer)::
 
     x_q = act_quantizer(x)   (if the layer quantized its input, else x_q = x)
-    y   = F.conv2d(x_q, Q, bias, stride, padding, dilation, groups)   # PackedConv2d
+    y   = F.convNd(x_q, Q, bias, stride, padding, dilation, groups)   # PackedConv1d/2d/3d
     y   = F.linear(x_q, Q, bias)                                      # PackedLinear
+    y   = F.embedding(x, Q, padding_idx)                              # PackedEmbedding
 
 Because Q holds bit for bit the values the training layer computed, and the
 same torch ops run on the same inputs, outputs are identical (atol = 0) on the
 same device and dtype. The decode itself is a gather (no arithmetic), so it
 cannot round differently from the training code.
 
-Shapes: PackedConv2d weight [C_out, C_in/groups, kH, kW], input [N, C_in, H, W];
-PackedLinear weight [out, in], input [..., in].
+Shapes: PackedConvNd weight [C_out, C_in/groups, *kernel], input [N, C_in, *spatial];
+PackedLinear weight [out, in], input [..., in]; PackedEmbedding weight [num, dim],
+input integer indices [...].
 """
 from __future__ import annotations
 
@@ -74,8 +76,10 @@ class _PackedBase(nn.Module):
         return x if self.act_quantizer is None else self.act_quantizer(x)
 
 
-class PackedConv2d(_PackedBase):
-    """2-D convolution with a fixed quantized weight (see module docstring)."""
+class PackedConv(_PackedBase):
+    """N-d convolution with a fixed quantized weight (see module docstring)."""
+
+    dims = 2
 
     def __init__(self, weight, bias, act_quantizer, info: dict[str, Any]) -> None:
         super().__init__(weight, bias, act_quantizer, info)
@@ -85,24 +89,64 @@ class PackedConv2d(_PackedBase):
         self.dilation = tuple(info["dilation"])
         self.groups = int(info["groups"])
         self.padding_mode = info.get("padding_mode", "zeros")
-        # nn.Conv2d's own rule for non-zero padding modes: pad explicitly, then conv with 0.
+        # nn.ConvNd's own rule for non-zero padding modes: pad explicitly, then conv with 0.
         if self.padding_mode != "zeros":
             if isinstance(self.padding, str):
                 raise ValueError(f"padding {self.padding!r} with padding_mode {self.padding_mode!r} is unsupported")
-            ph, pw = self.padding
-            self._rev_pad = (pw, pw, ph, ph)
+            self._rev_pad = tuple(p for p in reversed(self.padding) for _ in range(2))
+
+    def _conv(self, x, w, padding):
+        fn = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
+        return fn(x, w, self.bias, self.stride, padding, self.dilation, self.groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._input(x)
         if self.padding_mode != "zeros":
-            x = F.pad(x, self._rev_pad, mode=self.padding_mode)
-            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return self._conv(F.pad(x, self._rev_pad, mode=self.padding_mode), self.weight, 0)
+        return self._conv(x, self.weight, self.padding)
 
     def extra_repr(self) -> str:
-        c_out, c_in_g, kh, kw = self.weight.shape
-        return (f"{c_in_g * self.groups}, {c_out}, kernel_size=({kh}, {kw}), stride={self.stride}, "
+        c_out, c_in_g, *kernel = self.weight.shape
+        return (f"{c_in_g * self.groups}, {c_out}, kernel_size={tuple(kernel)}, stride={self.stride}, "
                 f"padding={self.padding}, bits={self.bits}")
+
+
+class PackedConv1d(PackedConv):
+    """1-D convolution with a fixed quantized weight."""
+
+    dims = 1
+
+
+class PackedConv2d(PackedConv):
+    """2-D convolution with a fixed quantized weight."""
+
+    dims = 2
+
+
+class PackedConv3d(PackedConv):
+    """3-D convolution with a fixed quantized weight."""
+
+    dims = 3
+
+
+class PackedEmbedding(_PackedBase):
+    """Row lookup in a fixed quantized table: y = Q[x]."""
+
+    def __init__(self, weight, bias, act_quantizer, info: dict[str, Any]) -> None:
+        super().__init__(weight, None, None, info)
+        pad = info.get("padding_idx")
+        self.padding_idx = None if pad is None else int(pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.embedding(x, self.weight, self.padding_idx)
+
+    def extra_repr(self) -> str:
+        num, dim = self.weight.shape
+        return f"{num}, {dim}, bits={self.bits}"
+
+
+PACKED_LAYERS = {"conv1d": PackedConv1d, "conv2d": PackedConv2d, "conv3d": PackedConv3d,
+                 "embedding": PackedEmbedding}
 
 
 class PackedLinear(_PackedBase):
@@ -114,3 +158,6 @@ class PackedLinear(_PackedBase):
     def extra_repr(self) -> str:
         out_f, in_f = self.weight.shape
         return f"in_features={in_f}, out_features={out_f}, bits={self.bits}"
+
+
+PACKED_LAYERS["linear"] = PackedLinear

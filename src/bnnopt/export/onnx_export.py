@@ -4,6 +4,12 @@
     from bnnopt.export.onnx_export import export_onnx, run_onnxruntime
     info = export_onnx("net.bnnpk", "net.onnx")                 # standard ONNX
     info = export_onnx("net.bnnpk", "net.qonnx.onnx", qonnx=True, fold_bn=True)
+    info = export_onnx(model, "net.onnx", example_input=x)     # any binarized model
+
+``source`` is a packed file (its model rebuilt by ``load_packed``: a registered
+model, or ``skeleton``), a binarized model (bnnopt QLayers; exported to packed
+bits in memory and loaded back into a copy of itself, so the graph holds exactly
+the packed weights) or a module returned by ``load_packed``.
 
 The packed model (``load_packed``) is rewritten by
 :func:`bnnopt.export.onnx_layers.onnx_ready` and traced by PyTorch's TorchScript
@@ -15,9 +21,10 @@ no constant folding), so every quantized weight stays an initializer named
 ``<layer>.weight`` with exactly the values ``load_packed`` uses. Optionally
 (``fold_bn``) BatchNorm is then folded (:mod:`bnnopt.export.onnx_fold`).
 
-Graph interface: one input ``input`` [batch, C, H, W] (the *normalised* image:
-``(x - mean) / std`` with the constants stored in the metadata), one output
-``logits`` [batch, classes]; the batch dimension is dynamic. The metadata
+Graph interface: one input ``input`` (for the zoo's image models [batch, C, H, W],
+the *normalised* image ``(x - mean) / std`` with the constants stored in the
+metadata; for a model given with ``example_input``, that tensor's shape and
+dtype, e.g. token ids), one output ``logits``; dimension 0 is dynamic. The metadata
 property ``bnnopt`` holds JSON with the model name, per-layer bits, input shape,
 normalisation and whether BatchNorm was folded.
 
@@ -80,42 +87,108 @@ def example_input(shape: list[int], batch: int = 2, seed: int = 0, dtype=torch.f
     return torch.randn([batch, *shape], generator=gen).to(dtype)
 
 
+_random_batch = example_input  # export_onnx's keyword argument shadows the name
+
+
 def _uses_qonnx_ops(layers: dict[str, dict[str, Any]]) -> bool:
     """True if some rewritten layer emits a QONNX op (weight grid or quantized input)."""
     return any(e["grid"] is not None or e["act_bits"] < 32 for e in layers.values())
 
 
-def export_onnx(packed: str | os.PathLike, out: str | os.PathLike, *, qonnx: bool = False,
-                fold_bn: bool = False, shape: list[int] | None = None, opset: int = OPSET) -> dict[str, Any]:
-    """Write packed file ``packed`` as an ONNX (or QONNX) model to ``out`` (atomically).
+def _packed_module(source: Any, skeleton: torch.nn.Module | None
+                   ) -> tuple[torch.nn.Module, dict[str, torch.Tensor], dict[str, Any]]:
+    """(load_packed-style module, layer codes, manifest model info) of ``source``."""
+    import copy
+    import tempfile
 
+    from bnnopt.export.layers import PACKED_LAYERS
+    from bnnopt.export.reader import load_packed, read_manifest
+    from bnnopt.export.writer import codes_from_values, export_packed
+    from bnnopt.nn import QLayer
+
+    if not isinstance(source, torch.nn.Module):
+        model = load_packed(source, skeleton=None if skeleton is None else copy.deepcopy(skeleton))
+        return model, packed_codes(source), read_manifest(source)["model"]
+    if any(isinstance(m, QLayer) for m in source.modules()):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.bnnpk"
+            export_packed(source, path)
+            model = load_packed(path, skeleton=copy.deepcopy(skeleton if skeleton is not None else source))
+            return model, packed_codes(path), read_manifest(path)["model"]
+    packed = tuple(PACKED_LAYERS.values())
+    codes = {}
+    for name, module in source.named_modules(remove_duplicate=False):
+        if isinstance(module, packed):
+            found = codes_from_values(module.weight, module.bits)
+            if found is not None:
+                codes[name] = found
+    if not codes and not any(isinstance(m, packed) for m in source.modules()):
+        raise ValueError(f"export_onnx: {type(source).__name__} has no quantized layer; valid: a packed file, "
+                         "a model binarized with bnnopt.nn.binarize_, or a load_packed module")
+    return source, codes, {"name": None}
+
+
+def export_onnx(source: str | os.PathLike | torch.nn.Module, out: str | os.PathLike, *, qonnx: bool = False,
+                fold_bn: bool = False, shape: list[int] | None = None, opset: int = OPSET,
+                example_input: torch.Tensor | None = None,
+                skeleton: torch.nn.Module | None = None) -> dict[str, Any]:
+    """Write ``source`` (packed file, binarized model or load_packed module) as an
+    ONNX (or QONNX) model to ``out`` (atomically).
+
+    ``example_input``: one input batch to trace with (required for a module unless
+    ``shape`` is given; a packed file of a registered model defaults to a random
+    image of its input shape). ``skeleton``: the architecture of a packed file of an
+    unregistered model (see ``load_packed``; a copy is filled). A layer or op the
+    exporter cannot write raises a one-line ValueError naming it.
     Returns ``{"file", "format", "file_bytes", "nodes", "quantized_layers",
     "folded_bn", "input_shape", "layers"}``; ``layers`` maps each quantized layer
     to its weight initializer, bits and (QONNX) op.
     """
     onnx = _onnx()
     from bnnopt.export.onnx_fold import fold_batchnorm, inline_identities, remove_unused_initializers
-    from bnnopt.export.reader import load_packed, read_manifest
     from bnnopt.runs.io import atomic_path
 
-    model = load_packed(packed)
+    model, codes, model_info = _packed_module(source, skeleton)
     meta = dict(getattr(model, "bnnopt_meta", {}) or {})
-    shape = list(shape) if shape is not None else packed_input_shape(packed)
     dtype = next((b.dtype for b in model.buffers() if b.is_floating_point()), torch.float32)
-    ready, layers = onnx_ready(model, packed_codes(packed) if qonnx else None, qonnx=qonnx)
+    if example_input is not None:
+        if not isinstance(example_input, torch.Tensor):
+            raise ValueError(f"invalid example_input {type(example_input).__name__}; valid: one torch.Tensor")
+        x = example_input
+        shape = list(x.shape[1:])
+    else:
+        if shape is None and isinstance(source, torch.nn.Module):
+            raise ValueError("export_onnx of a module needs example_input=<one input batch> (or shape=[...])")
+        shape = list(shape) if shape is not None else packed_input_shape(source)
+        x = _random_batch(shape, dtype=dtype)
+    ready, layers = onnx_ready(model, codes if qonnx else None, qonnx=qonnx)
     buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(
-            ready, (example_input(shape, dtype=dtype),), buf, dynamo=False, opset_version=opset,
-            input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-            training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
-            custom_opsets={QONNX_DOMAIN: 1} if qonnx and _uses_qonnx_ops(layers) else None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
+            torch.onnx.export(
+                ready, (x,), buf, dynamo=False, opset_version=opset,
+                input_names=["input"], output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
+                custom_opsets={QONNX_DOMAIN: 1} if qonnx and _uses_qonnx_ops(layers) else None)
+    except Exception as err:  # the exporter's errors are long; give one line naming the layer
+        where = _layer_calling(ready, x, _unsupported_op(err))
+        raise ValueError(f"export_onnx: {where or type(ready).__name__} cannot be written as ONNX opset "
+                         f"{opset}: {_first_line(err)}") from None
     proto = onnx.load_from_string(buf.getvalue())
     inline_identities(proto)
     remove_unused_initializers(proto)
     inits = {t.name for t in proto.graph.initializer}
+    # The exporter keeps one initializer for bit-identical weights (e.g. the copies
+    # nn.TransformerEncoder makes of its layer): point such layers at the kept one.
+    mods = dict(ready.named_modules())
+    for name, e in layers.items():
+        if e["weight"] not in inits:
+            twin = next((k for k, o in layers.items() if o["weight"] in inits and o["grid"] == e["grid"]
+                         and torch.equal(mods[k].weight, mods[name].weight)), None)
+            if twin is not None:
+                e["weight"] = layers[twin]["weight"]
     missing = [n for n, e in layers.items() if e["weight"] not in inits]
     if missing:  # pragma: no cover - would mean the exporter renamed a weight
         raise ValueError(f"ONNX export lost the weight initializer of layer(s) {missing[:3]}; "
@@ -125,8 +198,9 @@ def export_onnx(packed: str | os.PathLike, out: str | os.PathLike, *, qonnx: boo
         weights = {e["weight"]: e["bits"] for e in layers.values()}
         folded = fold_batchnorm(proto, set(weights), weights)
     info_meta = {
-        "producer": "bnnopt", "format": "qonnx" if qonnx else "onnx", "model": read_manifest(packed)["model"].get("name"),
-        "input_shape": ["batch", *shape], "input": "normalised image (x - mean) / std",
+        "producer": "bnnopt", "format": "qonnx" if qonnx else "onnx", "model": model_info.get("name"),
+        "input_shape": ["batch", *shape],
+        "input": "normalised image (x - mean) / std" if example_input is None else "example_input's layout",
         "mean": (meta.get("data") or {}).get("mean"), "std": (meta.get("data") or {}).get("std"),
         "folded_batchnorm": len(folded),
         "layers": {n: {"bits": e["bits"], "act_bits": e["act_bits"]} for n, e in layers.items()},
@@ -141,6 +215,60 @@ def export_onnx(packed: str | os.PathLike, out: str | os.PathLike, *, qonnx: boo
     return {"file": str(out), "format": info_meta["format"], "file_bytes": out.stat().st_size,
             "nodes": len(proto.graph.node), "quantized_layers": len(layers), "folded_bn": len(folded),
             "input_shape": shape, "layers": layers}
+
+
+def _unsupported_op(err: BaseException) -> str | None:
+    """'fft_fft' from the exporter's "Exporting the operator 'aten::fft_fft' ... is not supported"."""
+    import re
+
+    found = re.search(r"operator '(?:\w+::)?([\w.]+)'", str(err))
+    return found.group(1) if found else None
+
+
+@torch.no_grad()
+def _layer_calling(model: torch.nn.Module, x: torch.Tensor, op: str | None) -> str | None:
+    """'layer <name> (<Type>)' of the innermost module that first calls torch function
+    ``op`` during one forward pass of ``model`` on ``x`` (None if not found)."""
+    if op is None:
+        return None
+    from torch.overrides import TorchFunctionMode
+
+    stack: list[tuple[str, torch.nn.Module]] = []
+    found: list[tuple[str, torch.nn.Module]] = []
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if not found and stack and getattr(func, "__name__", None) == op:
+                found.append(stack[-1])
+            return func(*args, **(kwargs or {}))
+
+    def enter(module, _args, name):
+        stack.append((name, module))
+
+    def leave(_module, _args, _out):
+        stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(lambda m, a, name=name: enter(m, a, name)))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        with Spy():
+            model(x)
+    except Exception:  # noqa: BLE001 - best effort: the export error is raised anyway
+        return None
+    finally:
+        for h in handles:
+            h.remove()
+    if not found:
+        return None
+    name, module = found[0]
+    return f"layer {name or '(root)'!r} ({type(module).__name__})"
+
+
+def _first_line(err: BaseException) -> str:
+    text = " ".join(str(err).split("\n")[0].split())
+    return text[:300] or type(err).__name__
 
 
 # -- running and checking ---------------------------------------------------------------

@@ -1,11 +1,12 @@
 """Layers a loaded packed model is rewritten into before ``torch.onnx.export``.
 
-Each PackedConv2d / PackedLinear becomes an :class:`OnnxConv2d` / :class:`OnnxLinear`
-holding the same quantized weight ``Q`` (buffer ``weight``, so its ONNX
-initializer is named ``<layer>.weight``) and computing
+Each PackedConv1d/2d/3d / PackedLinear / PackedEmbedding becomes an
+:class:`OnnxConv` / :class:`OnnxLinear` / :class:`OnnxEmbedding` holding the same
+quantized weight ``Q`` (buffer ``weight``, so its ONNX initializer is named
+``<layer>.weight``) and computing
 
     x_q = A(x)                        (activation quantizer, if the layer had one)
-    y   = conv2d(x_q, W(Q), bias)     or   linear(x_q, W(Q), bias)
+    y   = convNd(x_q, W(Q), bias)  or  linear(x_q, W(Q), bias)  or  embedding(x, W(Q))
 
 Standard ONNX (``qonnx=False``): ``W(Q) = Q`` (an initializer with the exact
 quantized float values) and ``A`` is written with standard ops::
@@ -191,11 +192,12 @@ class _OnnxLayer(nn.Module):
         return self.weight
 
 
-class OnnxConv2d(_OnnxLayer):
-    """conv2d(A(x), W(Q), bias) with the packed layer's geometry."""
+class OnnxConv(_OnnxLayer):
+    """convNd(A(x), W(Q), bias) with the packed layer's geometry (N = 1, 2, 3)."""
 
     def __init__(self, packed: nn.Module, qonnx: bool, grid: WeightGrid | None) -> None:
         super().__init__(packed, qonnx, grid)
+        self.dims = packed.dims
         self.stride, self.padding = packed.stride, packed.padding
         self.dilation, self.groups = packed.dilation, packed.groups
         self.padding_mode = packed.padding_mode
@@ -204,10 +206,26 @@ class OnnxConv2d(_OnnxLayer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._input(x)
         w = self._weight()
+        conv = (F.conv1d, F.conv2d, F.conv3d)[self.dims - 1]
         if self.padding_mode != "zeros":
             x = F.pad(x, self._rev_pad, mode=self.padding_mode)
-            return F.conv2d(x, w, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            return conv(x, w, self.bias, self.stride, 0, self.dilation, self.groups)
+        return conv(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+#: the 2-D name the ONNX path has always used
+OnnxConv2d = OnnxConv
+
+
+class OnnxEmbedding(_OnnxLayer):
+    """embedding(x, W(Q)): a Gather on the quantized table."""
+
+    def __init__(self, packed: nn.Module, qonnx: bool, grid: WeightGrid | None) -> None:
+        super().__init__(packed, qonnx, grid)
+        self.padding_idx = packed.padding_idx
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.embedding(x, self._weight(), self.padding_idx)
 
 
 class OnnxLinear(_OnnxLayer):
@@ -225,20 +243,21 @@ def onnx_ready(packed_model: nn.Module, codes: dict[str, torch.Tensor] | None = 
     Returns ``(module, layers)`` where ``layers`` maps each rewritten layer's name
     to ``{"weight": initializer name, "bits", "act_bits", "grid"}``.
     """
-    from bnnopt.export.layers import PackedConv2d, PackedLinear
+    from bnnopt.export.layers import PackedEmbedding, PackedLinear, PackedConv
 
     model = copy.deepcopy(packed_model).eval()
     done: dict[int, nn.Module] = {}
     layers: dict[str, dict[str, Any]] = {}
     for name, module in list(model.named_modules()):
-        if not isinstance(module, (PackedConv2d, PackedLinear)) or id(module) in done:
+        if not isinstance(module, (PackedConv, PackedLinear, PackedEmbedding)) or id(module) in done:
             continue
         grid = None
         if qonnx:
             if codes is None or name not in codes:
                 raise ValueError(f"layer {name!r}: no codes given; QONNX export needs the packed file's codes")
             grid = weight_grid(module.weight, codes[name], int(module.bits), name)
-        cls = OnnxConv2d if isinstance(module, PackedConv2d) else OnnxLinear
+        cls = (OnnxConv if isinstance(module, PackedConv) else
+               OnnxEmbedding if isinstance(module, PackedEmbedding) else OnnxLinear)
         new = cls(module, qonnx, grid)
         done[id(module)] = new
         for parent in list(model.modules()):

@@ -3,14 +3,20 @@
 Steps (no training state, no quantizer latent weights involved):
 
 1. read and verify the container (magic, version, length, SHA-256);
-2. build the float architecture: ``MODELS.get(name)(**options)`` from the
-   manifest, or a caller-supplied ``skeleton`` for unregistered models;
+2. build the architecture: ``MODELS.get(name)(**options)`` from the manifest, or
+   a caller-supplied ``skeleton`` (any model: the float model as built, or the
+   binarized model itself); an ``nn.MultiheadAttention`` whose projections were
+   quantized becomes a QMultiheadAttention with float projection layers, so the
+   file's ``<attn>.in_proj`` / ``<attn>.out_proj`` layers have a place;
 3. decode every quantized layer's weight once, Q = levels[g, codes] (a gather),
    and load Q, the biases and all stored float tensors (BatchNorm statistics
-   included) into the skeleton with ``load_state_dict(strict=True)``, so a file
+   included) into the skeleton; every key must match (the quantizer internals of
+   a binarized skeleton's layers are the only keys allowed to be absent), so a file
    that does not fit the architecture is refused key by key;
-4. swap each quantized layer for a PackedConv2d / PackedLinear that runs
-   ``act_quantizer`` (if any) and F.conv2d / F.linear on Q, as QLayer.forward does.
+4. swap each quantized layer for a PackedConv1d/2d/3d / PackedLinear /
+   PackedEmbedding that runs ``act_quantizer`` (if any) and the layer's op on Q, as
+   QLayer.forward does, and turn off torch's fused Transformer kernels where a
+   packed layer lives (bnnopt.nn.convert.disable_fused_attention).
 
 The result is in eval mode with gradients off; its ``bnnopt_meta`` attribute
 holds the exporter's meta (run config, dataset, normalisation, ...).
@@ -25,7 +31,7 @@ import torch
 from torch import nn
 
 from bnnopt.export.container import DTYPES, MAGIC, ExportFormatError, read_container
-from bnnopt.export.layers import PackedConv2d, PackedLinear, decode_weight
+from bnnopt.export.layers import PACKED_LAYERS, decode_weight
 from bnnopt.export.writer import PACKED_FORMAT
 
 
@@ -128,17 +134,52 @@ def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
                 setattr(parent, key, new)
 
 
+def _attention_to_layers(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Swap each nn.MultiheadAttention whose projections the file stores as layers
+    (``<attn>.in_proj.weight`` / ``<attn>.q_proj.weight``) for a float QMultiheadAttention."""
+    from bnnopt.nn.attention import QMultiheadAttention
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.MultiheadAttention) and any(
+                f"{name}.{p}.weight" in state for p in ("in_proj", "q_proj")):
+            new = QMultiheadAttention.from_float(module, None, quantize=())
+            _replace(model, module, new)
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Any) -> None:
+    from bnnopt.nn.layers import QLayer
+
+    optional = tuple(f"{n}.{q}." for n, m in model.named_modules() if isinstance(m, QLayer)
+                     for q in ("weight_quantizer", "act_quantizer"))
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise ValueError(f"{path} does not fit the {type(model).__name__} architecture: "
+                         f"{' '.join(str(err).split())}") from None
+    missing = [k for k in missing if not (optional and k.startswith(optional))]
+    if missing or unexpected:
+        what = (f"missing key(s) {missing[:3]}" if missing else "") + \
+            ("; " if missing and unexpected else "") + (f"unexpected key(s) {unexpected[:3]}" if unexpected else "")
+        raise ValueError(f"{path} does not fit the {type(model).__name__} architecture: {what}")
+
+
 def load_packed(path: str | os.PathLike, skeleton: nn.Module | None = None) -> nn.Module:
     """Inference module (eval mode, no grad) whose outputs equal the exported
     fake-quantized model's outputs exactly on the same device and dtype.
 
-    ``skeleton``: the *float* (un-quantized) architecture, needed only when the
-    file does not name a registered model; its weights are overwritten.
+    ``skeleton``: the architecture to fill, needed when the file does not name a
+    registered model: the float model as built (``MyNet()``) or the binarized model
+    itself. It is modified in place (weights overwritten, quantized layers swapped
+    for packed ones) and returned; pass ``copy.deepcopy(model)`` to keep the original.
     Raises ExportFormatError (a ValueError) for foreign, corrupt, truncated or
     too-new files, and ValueError when the file does not fit the architecture.
     """
+    from bnnopt.nn.convert import disable_fused_attention
+
     path = Path(path)
     manifest, tensors = read_packed(path)
+    if skeleton is not None and not isinstance(skeleton, nn.Module):
+        raise ValueError(f"invalid skeleton {type(skeleton).__name__}; valid: a torch.nn.Module")
     model = skeleton if skeleton is not None else _build_skeleton(manifest, path)
     dtype_name = manifest["model"].get("dtype", "float32")
     if dtype_name not in DTYPES:
@@ -147,25 +188,24 @@ def load_packed(path: str | os.PathLike, skeleton: nn.Module | None = None) -> n
     layers = decoded_layers(manifest, tensors, path)
 
     state = _float_state(manifest, tensors, layers, path)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{path} does not fit the {type(model).__name__} architecture: "
-                         f"{' '.join(str(err).split())}") from None
+    _attention_to_layers(model, state)
+    _load_state(model, state, path)
 
     modules = dict(model.named_modules(remove_duplicate=False))
+    expected_types = {"conv1d": nn.Conv1d, "conv2d": nn.Conv2d, "conv3d": nn.Conv3d, "linear": nn.Linear,
+                      "embedding": nn.Embedding}
     for entry, weight, bias in layers:
         old = modules.get(entry["name"])
         kind = entry.get("type")
-        expected = {"conv2d": nn.Conv2d, "linear": nn.Linear}.get(kind)
+        expected = expected_types.get(kind)
         if expected is None:
-            raise ExportFormatError(f"{path}: unknown layer type {kind!r}; valid: conv2d, linear")
+            raise ExportFormatError(f"{path}: unknown layer type {kind!r}; valid: {', '.join(expected_types)}")
         if not isinstance(old, expected):
             raise ValueError(f"{path}: layer {entry['name']!r} is a {kind} in the file but "  # noqa: TRY004
                              f"{type(old).__name__} in the architecture")
-        cls = PackedConv2d if kind == "conv2d" else PackedLinear
-        new = cls(weight, bias, _act_quantizer(entry.get("act_quantizer")), entry)
+        new = PACKED_LAYERS[kind](weight, bias, _act_quantizer(entry.get("act_quantizer")), entry)
         _replace(model, old, new)
+    disable_fused_attention(model)
 
     model.eval()
     model.requires_grad_(False)

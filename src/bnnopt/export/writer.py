@@ -106,15 +106,21 @@ def _act_info(act: nn.Module | None, layer_name: str) -> dict[str, Any] | None:
 
 
 def _geometry(layer: nn.Module) -> dict[str, Any]:
-    if isinstance(layer, nn.Conv2d):
-        pad = layer.padding
-        return {"type": "conv2d", "in_channels": layer.in_channels, "out_channels": layer.out_channels,
-                "kernel_size": list(layer.kernel_size), "stride": list(layer.stride),
-                "padding": pad if isinstance(pad, str) else list(pad), "dilation": list(layer.dilation),
-                "groups": layer.groups, "padding_mode": layer.padding_mode}
+    for dims, cls in ((1, nn.Conv1d), (2, nn.Conv2d), (3, nn.Conv3d)):
+        if isinstance(layer, cls):
+            pad = layer.padding
+            return {"type": f"conv{dims}d", "in_channels": layer.in_channels,
+                    "out_channels": layer.out_channels, "kernel_size": list(layer.kernel_size),
+                    "stride": list(layer.stride), "padding": pad if isinstance(pad, str) else list(pad),
+                    "dilation": list(layer.dilation), "groups": layer.groups,
+                    "padding_mode": layer.padding_mode}
     if isinstance(layer, nn.Linear):
         return {"type": "linear", "in_features": layer.in_features, "out_features": layer.out_features}
-    raise ValueError(f"cannot export quantized layer of type {type(layer).__name__}; valid: QConv2d, QLinear")
+    if isinstance(layer, nn.Embedding):
+        return {"type": "embedding", "num_embeddings": layer.num_embeddings,
+                "embedding_dim": layer.embedding_dim, "padding_idx": layer.padding_idx}
+    raise ValueError(f"cannot export quantized layer of type {type(layer).__name__}; "
+                     "valid: QConv1d, QConv2d, QConv3d, QLinear, QEmbedding")
 
 
 def _encoded_codes(layer: nn.Module) -> torch.Tensor | None:

@@ -40,11 +40,17 @@ class QuantConfig:
             as 1; with an instance, 32 is read as the instance's bits.
         act_estimator: estimator of the binary activation's sign (name, class or instance).
     Layer selection (names are ``model.named_modules()`` names):
-        keep_first / keep_last: keep the first / last quantizable layer (Conv2d or
-            Linear, in module registration order) in full precision, the FSG paper's
-            protocol. False for both binarizes every layer (the official FSG code).
+        keep_first / keep_last: keep the network's input-side / output-side layer
+            (stem / classifier head: the first / last candidate in execution or
+            module order, unless it lies inside an attention block) in full
+            precision, the FSG paper's protocol. False for both binarizes every
+            layer (the official FSG code).
         include: regex; only names matching it (re.search) are swapped.
         exclude: regex; names matching it are never swapped.
+        embedding: also quantize nn.Embedding tables (off by default).
+        on_unsupported: what binarize_ does about layers with weights it cannot
+            quantize (ConvTranspose, RNNs, ...): "warn", "error" or "ignore".
+    See bnnopt.nn.convert for the exact selection rules.
 
     Every swapped layer gets its own quantizer and estimator objects (no state is
     shared between layers), whatever form the values above take.
@@ -62,6 +68,8 @@ class QuantConfig:
     exclude: str | None = None
     estimator_options: dict[str, Any] = field(default_factory=dict)
     quantizer_options: dict[str, Any] = field(default_factory=dict)
+    embedding: bool = False
+    on_unsupported: str = "warn"
 
     # -- validation ----------------------------------------------------------------
     @property
@@ -84,7 +92,9 @@ class QuantConfig:
         """
         resolve(QUANTIZERS, self.weight_quantizer, WeightQuantizer)
         resolve(ESTIMATORS, self.estimator, Estimator)
-        for key in ("keep_first", "keep_last"):
+        if self.on_unsupported not in ("warn", "error", "ignore"):
+            raise ValueError(f"invalid on_unsupported {self.on_unsupported!r}; valid: warn, error, ignore")
+        for key in ("keep_first", "keep_last", "embedding"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"invalid {key} {getattr(self, key)!r}; valid: True, False")
         for key in ("include", "exclude"):

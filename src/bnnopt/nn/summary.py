@@ -30,7 +30,11 @@ XNOR-popcount bit operation; a float MAC is 32 x 32 = 1024. MACs are grouped by
 weight precision: binary (b_w = 1), k-bit (1 < b_w < 32), float (b_w = 32);
 ``binary_mac_share`` = binary MACs / all MACs, and ``xnor_macs`` counts the MACs
 with both weights and inputs binary. Other layers (BatchNorm, pooling, additions,
-activations) are not counted, as usual.
+activations) are not counted, as usual; nor are attention's activation-by-activation
+products (q k^T, A v). A QMultiheadAttention counts its projections through their
+layers' hooks, except its packed in-projection applied to distinct query / key /
+value tensors (cross-attention), which computes from the layer's weight without
+calling the layer.
 """
 from __future__ import annotations
 
