@@ -23,8 +23,10 @@ Everything a run writes lives in its run directory (all writes atomic)::
 
 The output location is checked before any data or model setup; a second process
 on a locked directory is refused. A non-finite training loss stops the run
-(``NonFiniteLossError``, naming epoch and step) and keeps the last checkpoint; when no
-epoch had finished it leaves no file behind.
+(``NonFiniteLossError``, naming epoch and step) and keeps the last checkpoint; so do a
+failed write (``bnnopt.runs.io.WriteError``) and an interruption (Ctrl-C, or SIGTERM
+under the CLI, ``bnnopt.runs.process``). When no epoch had finished, none of these
+leaves a file behind.
 
 Resume (``Trainer.resume(run_dir)``) reloads checkpoint.pt and continues; since the
 batches of an epoch depend only on (seed, epoch) and the RNG states (CPU and, when
@@ -283,7 +285,7 @@ class Trainer:
             summary = summarize(self.metrics, cfg)
             if main:
                 write_json(self.run_dir / "summary.json", summary)
-        except NonFiniteLossError:
+        except BaseException:  # a non-finite loss, a failed write, SIGTERM / Ctrl-C ...
             if main and not (self.run_dir / CHECKPOINT_NAME).exists():
                 for name in ("config.json", "argv.json"):  # nothing trained: leave nothing
                     (self.run_dir / name).unlink(missing_ok=True)
