@@ -97,7 +97,7 @@ def _warn_stderr(message: str) -> None:
 def load_runs(run_dirs: list[str | Path], warn: Callable[[str], None] | None = None
               ) -> list[dict[str, Any]]:
     """:func:`load_run` of every directory; one that cannot be read is skipped with a
-    ``warn`` naming the file (ValueError when none can be read)."""
+    ``warn`` naming the file (ValueError naming it when no directory can be read)."""
     warn = warn or _warn_stderr
     runs, problems = [], []
     for run_dir in run_dirs:
@@ -108,11 +108,12 @@ def load_runs(run_dirs: list[str | Path], warn: Callable[[str], None] | None = N
                 reason = f"cannot read {err.filename} ({err.strerror or type(err).__name__})"
             else:
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            problems.append(reason)
-            warn(f"skipping {run_dir}: {reason}")
-    if not runs:
-        raise ValueError(f"no run could be read: {problems[0]}" + (
+            problems.append((run_dir, reason))
+    if not runs:  # nothing to report: one error naming the (first) damaged file
+        raise ValueError(f"no run could be read: {problems[0][1]}" + (
             f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    for run_dir, reason in problems:
+        warn(f"skipping {run_dir}: {reason}")
     return runs
 
 
