@@ -258,7 +258,7 @@ def _train(trainer, ctx, args) -> int:
     say(f"run directory: {trainer.run_dir}" + (f" ({ctx.world_size} processes, {ctx.backend})"
                                                  if ctx.enabled else ""))
     try:
-        summary = _run_collective(trainer.run, ctx)
+        summary = _run_collective(trainer.run, ctx, release=trainer.release_distributed)
     except KeyboardInterrupt as err:
         print(f"bnnopt: {_stopped_by(err)}; {_kept(trainer)}", file=sys.stderr, flush=True)
         return exit_status(err)
@@ -313,8 +313,10 @@ def dry_run(args) -> dict[str, Any]:
             "config": resolved}
 
 
-def _run_collective(fn, ctx):
-    """Run ``fn``; under torchrun turn a failed collective into a one-line error."""
+def _run_collective(fn, ctx, release=None):
+    """Run ``fn``; under torchrun turn a failed collective into a one-line error, and
+    after success call ``release`` (drop references to the process group) and leave
+    the group (``distributed.shutdown``: barrier, collect, destroy)."""
     if not ctx.enabled:
         return fn()
     import torch.distributed as dist
@@ -323,11 +325,13 @@ def _run_collective(fn, ctx):
 
     try:
         result = fn()
+        if release is not None:
+            release()
+        shutdown(ctx)
     except (dist.DistError, RuntimeError) as err:
         if isinstance(err, dist.DistError) or "gloo" in str(err).lower() or "nccl" in str(err).lower():
             raise DistributedFailure(describe_failure(err, ctx)) from None
         raise
-    shutdown(ctx)
     return result
 
 

@@ -357,6 +357,13 @@ class Trainer:
         for buf in self.model.buffers():
             torch.distributed.broadcast(buf, src=0)
 
+    def release_distributed(self) -> None:
+        """Drop the DistributedDataParallel wrapper (its reducer holds the process group),
+        so that leaving the group (``distributed.shutdown``) frees it while the interpreter
+        is alive. Call it after the last ``run``; evaluation (``eval_model``) still works."""
+        if self.dist.enabled:
+            self.train_model = None
+
     def save(self, epoch: int) -> None:
         """Checkpoint first, then the metrics log: a kill in between loses nothing,
         since resume restores the metrics from the checkpoint. Rank 0 alone writes."""
