@@ -224,3 +224,19 @@ def test_overwrite_replaces_a_run_only_when_asked(tmp_path, capsys):
     assert (run / "checkpoint.pt").read_bytes() == first
     assert main([*argv, "--overwrite", "--seed", "1"]) == 0
     assert load_checkpoint(run)["config"]["seed"] == 1
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_sigterm_to_sequential_compare_releases_every_lock(tmp_path):
+    """compare without --jobs: the run in training stops with its checkpoint, the
+    comparison's and the run's locks are released, exit 143, nothing outlives it."""
+    marks, out = tmp_path / "marks", tmp_path / "cmp"
+    proc = _start(["compare", *TINY, "--methods", "ste", "--epochs", "2", "--reference", "none",
+                   "--out", str(out)], marks, slow=30.0, cwd=tmp_path)
+    _wait_for(lambda: _marks(marks, 1), proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM; run the same command again" in err and "Traceback" not in err
+    assert not list(out.rglob(".lock")) and not _no_survivor(proc.pid)
+    assert load_checkpoint(out / "ste" / "s0")["epoch"] == 0
