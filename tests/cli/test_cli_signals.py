@@ -240,3 +240,20 @@ def test_sigterm_to_sequential_compare_releases_every_lock(tmp_path):
     assert "stopped by SIGTERM; run the same command again" in err and "Traceback" not in err
     assert not list(out.rglob(".lock")) and not _no_survivor(proc.pid)
     assert load_checkpoint(out / "ste" / "s0")["epoch"] == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_compare_workers_stop_when_the_parent_is_killed(tmp_path):
+    """SIGKILL to ``compare --jobs 2`` (no chance to forward anything): the kernel
+    SIGTERMs the workers, which stop their runs, release their locks and exit."""
+    marks, out = tmp_path / "marks", tmp_path / "cmp"
+    proc = _start(["compare", *TINY, "--methods", "ste,fp", "--epochs", "3", "--jobs", "2",
+                   "--reference", "none", "--out", str(out)], marks, slow=30.0, cwd=tmp_path)
+    _wait_for(lambda: len(_marks(marks, 1)) == 2, proc, timeout=240)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert not _no_survivor(proc.pid, grace=30.0), "a worker outlived the killed comparison"
+    run_locks = [p for p in out.rglob(".lock") if p.parent != out]
+    assert not run_locks  # the comparison's own lock dies with it (stale: taken over later)
+    for run in (out / "ste" / "s0", out / "fp" / "s0"):
+        assert load_checkpoint(run)["epoch"] == 0
