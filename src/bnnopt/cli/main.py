@@ -575,12 +575,12 @@ def _export_commands(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     import signal
 
+    tolerate_closed_stdout()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a refused argument (2, already printed)
         return stop.code if isinstance(stop.code, int) else 2
-    tolerate_closed_stdout()
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     stop_on_signals(tuple(previous))
     try:

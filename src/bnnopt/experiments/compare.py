@@ -39,7 +39,6 @@ and writes the runs and the report.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
