@@ -1,5 +1,6 @@
 """Every CLI command with a table of bad inputs: exit 2, one line on stderr naming the
-problem, no traceback, and no file or directory left behind."""
+problem (an argument argparse refuses: plus one line of hint), no traceback, and no
+file or directory left behind; ``report`` skips damaged runs with a warning."""
 from __future__ import annotations
 
 import os
@@ -42,11 +43,20 @@ def ws(tmp_path_factory):
     (root / "random.pt").write_bytes(np.random.default_rng(1).bytes(4096))
     (root / "proto.toml").write_text('protocol = "digits"\n')
     (root / "badproto.toml").write_text('protocol = "no-such-protocol"\n')
+    (root / "adir").mkdir()
+    damaged = root / "damaged"
+    damaged.mkdir()
+    for name in ("config.json", "summary.json", "metrics.jsonl", "checkpoint.pt"):
+        (damaged / name).write_bytes((root / "good" / name).read_bytes())
+    (damaged / "config.json").write_text('{"method": "ste", "model": ')  # cut off mid-write
     return root
 
 
-def _snapshot(root: Path) -> dict[str, float]:
-    return {str(p.relative_to(root)): p.stat().st_mtime for p in sorted(root.rglob("*"))}
+def _snapshot(root: Path) -> dict[str, float | None]:
+    """Every path, with its modification time for files (a directory's own time changes
+    when a run's lock file comes and goes)."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.stat().st_mtime
+            for p in sorted(root.rglob("*"))}
 
 
 # (command line, fragment of the one-line error); W = workspace, G = finished run
@@ -83,6 +93,14 @@ CASES = [
     (["train", "--resume", "G", "--lr", "0.1"], "--resume continues a run with its own config; --lr"),
     (["train", "--resume", "G", "--epochs", "0"], "has already finished 1 epoch(s)"),
     (["train", "--out", "G", *TINY], "already holds a run; use --resume"),
+    (["train", "--resume", "G", "--overwrite"], "cannot be changed"),
+    (["train", *TINY, "--out", ""], "invalid --out ''; give a directory or file path"),
+    (["train", *TINY, "--out", "  "], "invalid --out '  '"),
+    (["train", *TINY, "--epochs", "1.5", "--out", "W/n"],
+     "argument --epochs: invalid int value: '1.5'"),
+    (["train", *TINY, "--no-such-flag", "--out", "W/n"], "unrecognized arguments: --no-such-flag"),
+    (["train", "--config", "W/adir", "--out", "W/n"], "adir is a directory; give a TOML file"),
+    (["train", "--config", "W/nope.toml", "--out", "W/n"], "nope.toml"),
     (["eval", "G", "--dataset", "mnist", "--data-root", "W/mnist_root"],
      "was trained on digits (1x8x8 images, 10 classes); dataset mnist has 1x28x28"),
     (["eval", "G", "--device", NO_SUCH_CUDA], f"device '{NO_SUCH_CUDA}'"),
@@ -91,6 +109,10 @@ CASES = [
     (["eval", "W/random.pt", "--model", "mlp"], "is not a checkpoint"),
     (["eval", "W/nope.pt"], "no such file"),
     (["compare", *TINY, "--methods", "", "--out", "W/n"], "--methods lists no method"),
+    (["compare", *TINY, "--methods", "ste", "--out", ""], "invalid --out ''"),
+    (["compare", *TINY, "--out", "W/n"], "the following arguments are required: --methods"),
+    (["compare", *TINY, "--methods", "ste", "--seeds", "two", "--out", "W/n"],
+     "argument --seeds: invalid int value: 'two'"),
     (["compare", *TINY, "--methods", ",", "--out", "W/n"], "--methods lists no method"),
     (["compare", *TINY, "--methods", "ste", "--out", "W/afile"], "is an existing file"),
     (["compare", *TINY, "--methods", "ste", "--seeds", "0", "--out", "W/n"], "invalid --seeds 0"),
@@ -106,6 +128,11 @@ CASES = [
     (["compare", *TINY, "--methods", "ste,fsg", "--reference", "fsg:beta=0.5", "--out", "W/n"],
      "--reference 'fsg:beta=0.5' matches no compared method; valid: fsg, ste, none"),
     (["report", "W/nope"], "nope"),
+    (["report", "W/damaged"], "damaged/config.json is not JSON"),
+    (["report", "G", "--out", ""], "invalid --out ''"),
+    (["demo", "--out", ""], "invalid --out ''"),
+    (["toy", "--out", " "], "invalid --out ' '"),
+    (["export", "G", "--out", ""], "invalid --out ''"),
     (["report", "G", "--reference", "fsg", "--out", "W/r.md"],
      "--reference 'fsg' matches no compared method; valid: ste, none"),
     (["report", "G", "--out", "W/afile/r.md"], "afile is a file, not a directory"),
@@ -136,7 +163,9 @@ def test_bad_input_exit_2_one_line_nothing_left(ws, capsys, monkeypatch, argv, f
     code = main(argv)
     out, err = capsys.readouterr()
     assert code == 2, (argv, out, err)
-    assert err.startswith("bnnopt: error: ") and err.count("\n") == 1, err
+    lines = err.splitlines()
+    assert err.startswith("bnnopt: error: ") and err.endswith("\n"), err
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("bnnopt: hint: ")), err
     assert "Traceback" not in err
     assert fragment in err, err
     assert _snapshot(ws) == before, "a file was left behind or changed"
@@ -191,3 +220,34 @@ def test_no_traceback_from_the_real_process(ws):
                               text=True, env=env, timeout=120)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_report_skips_damaged_runs_names_the_files_and_marks_missing_checkpoints(ws, tmp_path,
+                                                                                capsys):
+    """A damaged config.json or metrics.jsonl line: that run is skipped with a warning
+    naming the file; the others are reported; an empty or missing checkpoint is marked."""
+    good = ws / "good"
+    runs = {}
+    for name in ("log", "empty", "nockpt"):
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        for f in ("config.json", "summary.json", "metrics.jsonl", "checkpoint.pt"):
+            (runs[name] / f).write_bytes((good / f).read_bytes())
+    lines = (runs["log"] / "metrics.jsonl").read_text().splitlines()
+    (runs["log"] / "metrics.jsonl").write_text("\n".join(lines[:-1] + [lines[-1][:20]]) + "\n")
+    (runs["empty"] / "checkpoint.pt").write_bytes(b"")
+    (runs["nockpt"] / "checkpoint.pt").unlink()
+    capsys.readouterr()
+    code = main(["report", str(good), str(ws / "damaged"), str(runs["log"]), str(runs["empty"]),
+                 str(runs["nockpt"]), "--reference", "none"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    warnings = err.splitlines()
+    assert len(warnings) == 2 and all(w.startswith("bnnopt: warning: skipping ") for w in warnings)
+    assert f"{ws / 'damaged' / 'config.json'} is not JSON" in warnings[0]
+    assert f"{runs['log'] / 'metrics.jsonl'} line {len(lines)} is not JSON" in warnings[1]
+    assert "Traceback" not in err
+    table = [line for line in out.splitlines() if line.startswith("| ste")]
+    assert len(table) == 1 and "†" in table[0] and "| 3 |" in table[0].replace("  ", " ")
+    assert f"{runs['empty']} (checkpoint.pt is empty (0 bytes))" in out
+    assert f"{runs['nockpt']} (no checkpoint.pt)" in out

@@ -82,3 +82,57 @@ def test_a_worker_error_reaches_the_caller(tmp_path):
         run_compare(base(), build_arms(["ste"]), 1, tmp_path, log=lambda m: None, jobs=2,
                     threads=1)
     assert not (tmp_path / "report.md").exists()
+
+
+def test_a_run_held_by_a_live_process_is_refused_before_its_state_is_read(tmp_path, monkeypatch):
+    """The run directory's lock comes first: a comparison started beside a live one
+    neither reads nor trains into the runs that one holds."""
+    import socket
+    import subprocess
+    import sys
+
+    from bnnopt.experiments import run_one
+
+    run = tmp_path / "ste" / "s0"
+    run.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        lock = {"pid": holder.pid, "host": socket.gethostname(), "started": "earlier"}
+        (run / ".lock").write_text(json.dumps(lock))
+
+        def read_before_lock(*args, **kwargs):
+            raise AssertionError("the run's state was read before its lock was taken")
+
+        monkeypatch.setattr(run_one, "reuse_state", read_before_lock)
+        cfg = base().update({"method": "ste"})
+        with pytest.raises(ValueError, match=f"in use by process {holder.pid}"):
+            run_one.train_or_reuse(cfg, run, log=lambda msg: None)
+        assert json.loads((run / ".lock").read_text()) == lock  # the holder's lock is untouched
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_pool_stops_its_workers_when_left_by_an_exception(tmp_path):
+    """Leaving the pool by an exception (SIGTERM arrives in the parent as one) sends
+    SIGTERM to every worker and waits: no worker process is left."""
+    import os
+    import time
+
+    pool = RunPool(2, train=None, threads=1, log=lambda msg: None)
+    futures = [pool._executor.submit(time.sleep, 60) for _ in range(2)]
+    deadline = time.monotonic() + 60
+    while len(pool.worker_pids()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pids = pool.worker_pids()
+    assert len(pids) == 2
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with pool:
+            raise KeyboardInterrupt
+    assert time.monotonic() - start < 30  # not the 60 s the idle sleeps would take
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert all(f.done() for f in futures)

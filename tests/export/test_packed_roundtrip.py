@@ -26,7 +26,8 @@ CASES = {
     "mlp-4bit": ("mlp", {"hidden": 128}, QuantConfig(weight_bits=4, **ALL), (1, 28, 28)),
     "mlp-uniform-4bit": ("mlp", {"hidden": 64}, QuantConfig(weight_quantizer="uniform", weight_bits=4), (1, 28, 28)),
     "lenet5-1bit": ("lenet5", {}, QuantConfig(), (1, 28, 28)),
-    "lenet5-bwn-W1A1": ("lenet5", {}, QuantConfig(weight_quantizer="bwn", act_quantizer="sign", keep_first=False), (1, 28, 28)),
+    "lenet5-bwn-W1A1": ("lenet5", {}, QuantConfig(weight_quantizer="bwn", act_quantizer="sign",
+                                                  keep_first=False), (1, 28, 28)),
     "lenet5-W4A4": ("lenet5", {}, QuantConfig(weight_bits=4, act_quantizer="dorefa", act_bits=4, **ALL), (1, 28, 28)),
 }
 

@@ -8,7 +8,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from bnnopt.train.config import RunConfig, _parse_literal, load_toml  # noqa: E402
+from bnnopt.train.config import RunConfig, parse_literal, load_toml  # noqa: E402
 
 FAST = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -44,7 +44,7 @@ def test_set_gives_a_valid_config_or_a_value_error(key, value):
 @FAST
 @given(raw=st.text(max_size=40))
 def test_parse_literal_never_raises(raw):
-    _parse_literal(raw)
+    parse_literal(raw)
 
 
 TOML_LINES = st.sampled_from([

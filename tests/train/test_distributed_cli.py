@@ -102,3 +102,21 @@ def test_compare_under_torchrun(tmp_path):
     assert sorted(r["method"] for r in report["runs"]) == ["fp", "ste"]
     argv = json.loads((out / "ste" / "s0" / "argv.json").read_text())
     assert argv["world_size"] == 2
+
+
+def test_sync_bn_train_under_torchrun_exits_cleanly(tmp_path):
+    """``train --sync-bn`` with BatchNorm under torchrun: both ranks leave the process
+    group in order (barrier, collect, destroy), so the job exits 0 with no C++ abort at
+    interpreter exit; bench/repeat_syncbn.py repeats the full protocol run."""
+    out = tmp_path / "run"
+    proc = _dist.torchrun(["-m", "bnnopt", "train", "--protocol", "digits", "--method", "ste",
+                           "--set", "model_options.hidden=32", "--epochs", "2",
+                           "--batch-size", "64", "--train-limit", "512", "--test-limit", "128",
+                           "--sync-bn", "--device", "cpu", "--out", str(out)])
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-2000:]
+    assert "terminate called" not in text and "Traceback" not in text, text[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    assert json.loads((out / "argv.json").read_text())["world_size"] == 2
+    assert not (out / ".lock").exists()

@@ -10,7 +10,13 @@ demo      the embedded default: binarized MLP on digits, three methods (fp, ste,
 toy       BLAQ's toy problems: LAQ vs BLAQ trajectories and oscillation counts
 export    ship a trained binary network: packed bits, ONNX or QONNX
 
-Every error from bad input is one line on stderr and exit status 2.
+Every error from bad input is one line on stderr and exit status 2 (an argument the
+parser refuses: that line plus a one-line hint). A write that fails (disk full, a
+file-size limit) is one line naming the file and the cause, exit status 1. SIGTERM is
+handled as Ctrl-C: the run stops at once keeping its last checkpoint, the resume
+command is printed, and the exit status is 143 (130 for Ctrl-C). A closed standard
+output (``bnnopt list | head -1``) ends the output quietly; ``train`` and ``compare``
+then train on, writing their records to the run directories as always.
 """
 from __future__ import annotations
 
@@ -20,6 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bnnopt.runs.io import WriteError
+from bnnopt.runs.process import Terminated, exit_status, stop_on_signals, tolerate_closed_stdout
+from bnnopt.runs.rundir import clear_run, open_run_dir, resume_dir
+
 FLAG_KEYS = {  # argparse dest -> RunConfig key (scalars)
     "model": "model", "dataset": "dataset", "method": "method", "data_root": "data_root",
     "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "device": "device",
@@ -27,6 +37,16 @@ FLAG_KEYS = {  # argparse dest -> RunConfig key (scalars)
     "train_limit": "train_limit", "test_limit": "test_limit", "val_fraction": "val_fraction",
     "precision": "precision", "bn_recalibrate": "bn_recalibrate",
 }
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a short error: one line naming the problem, one line of hint."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        print(f"bnnopt: error: {message.splitlines()[0] if message else 'bad arguments'}",
+              file=sys.stderr)
+        print(f"bnnopt: hint: '{self.prog} --help' lists the arguments", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _add_run_flags(p: argparse.ArgumentParser, with_method: bool = True) -> None:
@@ -86,6 +106,9 @@ def resolve_config(args: argparse.Namespace):
 
     cfg = RunConfig()
     protocol = getattr(args, "protocol", None)
+    if getattr(args, "config", None) and Path(args.config).is_dir():
+        raise ValueError(f"--config {args.config} is a directory; give a TOML file "
+                         "(examples in configs/)")
     data = load_toml(args.config) if getattr(args, "config", None) else {}
     file_protocol = data.pop("protocol", None)
     if file_protocol is not None:  # honoured: the protocol lies beneath the file's keys
@@ -124,7 +147,7 @@ def resolve_config(args: argparse.Namespace):
 
 # flags that define a new run's config: with --resume the run's own config is used
 _CONFIG_FLAGS = ("protocol", "config", *FLAG_KEYS, "optimizer", "lr", "set", "download", "out",
-                 "channels_last", "sync_bn")
+                 "channels_last", "sync_bn", "overwrite")
 
 
 def _refuse_flags_with_resume(args: argparse.Namespace) -> None:
@@ -188,17 +211,46 @@ def cmd_train(args) -> int:
         print(json.dumps(dry_run(args), indent=2, sort_keys=True, default=str))
         return 0
     progress = show_progress(args.progress)
-    if args.resume:
-        _refuse_flags_with_resume(args)
-        ctx = join_torchrun(args, _resume_device(args.resume))
-        trainer = Trainer.resume(args.resume, epochs=args.epochs, progress=progress,
-                                 log=print, dist=ctx)
-    else:
-        cfg = resolve_config(args)
-        if args.out and (Path(args.out) / "checkpoint.pt").exists():
-            raise ValueError(f"run directory {args.out} already holds a run; use --resume {args.out}")
-        ctx = join_torchrun(args, cfg.device)
-        trainer = Trainer(cfg, args.out, progress=progress, log=print, dist=ctx)
+    lock = None
+    try:
+        if args.resume:
+            _refuse_flags_with_resume(args)
+            ctx = join_torchrun(args, _resume_device(args.resume))
+            if ctx.is_main:  # locked before its state is read: one writer per directory
+                lock = open_run_dir(resume_dir(args.resume), log=print)
+            trainer = Trainer.resume(args.resume, epochs=args.epochs, progress=progress,
+                                     log=print, dist=ctx)
+        else:
+            cfg = resolve_config(args)
+            ctx = join_torchrun(args, cfg.device)
+            if args.out is not None and ctx.is_main:
+                lock = _claim_out(args.out, args.overwrite)
+            trainer = Trainer(cfg, args.out, progress=progress, log=print, dist=ctx)
+        return _train(trainer, ctx, args)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _claim_out(out: str, overwrite: bool):
+    """Lock a new run's --out, then refuse (or with --overwrite clear) a run already there."""
+    from bnnopt.runs.io import check_output_dir
+
+    check_output_dir(out)
+    lock = open_run_dir(out, log=print)
+    try:
+        if (Path(out) / "checkpoint.pt").exists() or (Path(out) / "summary.json").exists():
+            if not overwrite:
+                raise ValueError(f"run directory {out} already holds a run; use --resume {out} "
+                                 "to continue it, or --overwrite to replace it")
+            clear_run(out)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _train(trainer, ctx, args) -> int:
     say = print if ctx.is_main else (lambda *a, **k: None)
     if args.log == "tensorboard" and ctx.is_main:
         from bnnopt.diagnostics.tensorboard import TensorBoardLogger
@@ -209,16 +261,27 @@ def cmd_train(args) -> int:
     say(f"run directory: {trainer.run_dir}" + (f" ({ctx.world_size} processes, {ctx.backend})"
                                                  if ctx.enabled else ""))
     try:
-        summary = _run_collective(trainer.run, ctx)
-    except KeyboardInterrupt:
-        if (Path(trainer.run_dir) / "checkpoint.pt").exists():
-            hint = f"continue with: bnnopt train --resume {trainer.run_dir}"
-        else:
-            hint = "no epoch had finished, so there is nothing to resume; start it again"
-        print(f"bnnopt: interrupted; {hint}", file=sys.stderr)
-        return 130
+        summary = _run_collective(trainer.run, ctx, release=trainer.release_distributed)
+    except KeyboardInterrupt as err:
+        print(f"bnnopt: {_stopped_by(err)}; {_kept(trainer)}", file=sys.stderr, flush=True)
+        return exit_status(err)
+    except WriteError as err:
+        print(f"bnnopt: error: {err}; {_kept(trainer)}", file=sys.stderr, flush=True)
+        return 1
     say(json.dumps(summary, indent=2))
     return 0
+
+
+def _stopped_by(err: BaseException) -> str:
+    return f"stopped by {err}" if isinstance(err, Terminated) and str(err) != "SIGINT" \
+        else "interrupted"
+
+
+def _kept(trainer) -> str:
+    """What a stopped run left: the resume command, or that there is nothing to resume."""
+    if (Path(trainer.run_dir) / "checkpoint.pt").exists():
+        return f"continue with: bnnopt train --resume {trainer.run_dir}"
+    return "no epoch had finished, so there is nothing to resume; start it again"
 
 
 def dry_run(args) -> dict[str, Any]:
@@ -253,8 +316,10 @@ def dry_run(args) -> dict[str, Any]:
             "config": resolved}
 
 
-def _run_collective(fn, ctx):
-    """Run ``fn``; under torchrun turn a failed collective into a one-line error."""
+def _run_collective(fn, ctx, release=None):
+    """Run ``fn``; under torchrun turn a failed collective into a one-line error, and
+    after success call ``release`` (drop references to the process group) and leave
+    the group (``distributed.shutdown``: barrier, collect, destroy)."""
     if not ctx.enabled:
         return fn()
     import torch.distributed as dist
@@ -263,11 +328,13 @@ def _run_collective(fn, ctx):
 
     try:
         result = fn()
+        if release is not None:
+            release()
+        shutdown(ctx)
     except (dist.DistError, RuntimeError) as err:
         if isinstance(err, dist.DistError) or "gloo" in str(err).lower() or "nccl" in str(err).lower():
             raise DistributedFailure(describe_failure(err, ctx)) from None
         raise
-    shutdown(ctx)
     return result
 
 
@@ -334,10 +401,11 @@ def cmd_compare(args) -> int:
                                             reference=reference, log=say, jobs=args.jobs,
                                             threads=args.threads,
                                             tune_seeds=args.tune_seeds), ctx)
-    except KeyboardInterrupt:
-        print("bnnopt: interrupted; run the same command again to continue (finished runs "
-              "are reused, the interrupted one resumes from its last epoch)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"bnnopt: {_stopped_by(err)}; run the same command again to continue (finished "
+              "runs are reused, the interrupted ones resume from their last epoch)",
+              file=sys.stderr, flush=True)
+        return exit_status(err)
     if ctx.is_main:
         print((out / "report.md").read_text())
         print(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'curves.png'}")
@@ -373,7 +441,9 @@ def cmd_report(args) -> int:
         return 0
     print(report_runs(args.run_dirs, out=args.out, published=names,
                       reference=_reference(args.reference),
-                      strict_reference=args.reference is not None), end="")
+                      strict_reference=args.reference is not None,
+                      warn=lambda msg: print(f"bnnopt: warning: {msg}", file=sys.stderr)),
+          end="")
     return 0
 
 
@@ -397,7 +467,7 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bnnopt", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="bnnopt", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered names")
@@ -408,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p)
     p.add_argument("--out", help="run directory (default runs/<method>-<model>-...)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (default: refuse, suggest --resume)")
     p.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="print the fully resolved config (every method option after presets "
                         "and variants) and exit; reads no data, writes nothing")
@@ -504,9 +576,21 @@ def _export_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    tolerate_closed_stdout()
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a refused argument (2, already printed)
+        return stop.code if isinstance(stop.code, int) else 2
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop_on_signals(tuple(previous))
+    try:
+        out = getattr(args, "out", None)
+        if out is not None and not str(out).strip():
+            raise ValueError(f"invalid --out {out!r}; give a directory or file path (an empty "
+                             "one would write into the current directory)")
         threads = getattr(args, "threads", None)
         if threads is not None:
             if threads < 1:
@@ -519,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"bnnopt: error: {msg}", file=sys.stderr)
         return 2
+    except WriteError as err:
+        print(f"bnnopt: error: {err}", file=sys.stderr)
+        return 1
     except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as err:
         where = f"{err.filename}: " if getattr(err, "filename", None) else ""
         print(f"bnnopt: error: {where}{err.strerror or type(err).__name__}", file=sys.stderr)
@@ -526,9 +613,16 @@ def main(argv: list[str] | None = None) -> int:
     except DistributedFailure as err:
         print(f"bnnopt: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("bnnopt: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"bnnopt: {_stopped_by(err)}", file=sys.stderr)
+        return exit_status(err)
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                try:
+                    signal.signal(signum, handler)
+                except ValueError:  # not the main thread
+                    pass
 
 
 if __name__ == "__main__":  # pragma: no cover

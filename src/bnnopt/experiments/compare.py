@@ -39,12 +39,13 @@ and writes the runs and the report.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from bnnopt.train.config import RunConfig, _parse_literal
+from bnnopt.experiments.run_one import (config_difference, option_difference,  # noqa: F401
+                                        reuse_state, train_or_reuse)
+from bnnopt.train.config import RunConfig, parse_literal
 from bnnopt.runs.io import write_json, write_text
 
 
@@ -70,7 +71,7 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
         if "=" not in part:
             raise ValueError(f"malformed method option {part!r} in {spec!r}; expected key=value")
         key, value = part.split("=", 1)
-        options[key.strip()] = _parse_literal(value.strip())
+        options[key.strip()] = parse_literal(value.strip())
     return name, options
 
 
@@ -231,7 +232,7 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
                          "train function; valid with train: --jobs 1")
     if train is None:
         def train(cfg, run_dir):
-            return _train_or_reuse(cfg, run_dir, log=log, progress=progress)
+            return train_or_reuse(cfg, run_dir, log=log, progress=progress)
     if tune and not base.val_fraction:
         raise ValueError("--tune chooses on the validation split, but val_fraction is 0; "
                          "valid: --val-fraction in (0, 1)")
@@ -339,107 +340,6 @@ def tuning_markdown(tuning: list[dict[str, Any]], grid: list[tuple[str, list[str
         lines.append(f"| {t['label']} | " + " | ".join(cells) + f" | {t['chosen']} |")
     return "\n".join(lines) + (f"\n\n({mean}validation accuracy ({mean}validation loss) at the "
                                "last epoch)\n")
-
-
-def _train_or_reuse(cfg: RunConfig, run_dir: Path, *, log: Callable[[str], None] = print,
-                    progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Train ``cfg`` into ``run_dir``, resume it, or reuse it when finished."""
-    from bnnopt.train.distributed import current
-    from bnnopt.train.trainer import Trainer, read_metrics
-
-    dist = current()  # under torchrun rank 0 decides, and shares the reused results
-    state = dist.broadcast_object(reuse_state(run_dir, cfg) if dist.is_main else None)
-    if state == "finished":
-        log(f"[compare] reuse {run_dir}")
-        found = None
-        if dist.is_main:
-            found = json.loads((run_dir / "summary.json").read_text()), read_metrics(run_dir)
-        return dist.broadcast_object(found)
-    if state.startswith("stale"):
-        log(f"[compare] {run_dir} holds a run of another config ({state[7:]}); "
-            "training it again")
-        if dist.is_main:
-            clear_run(run_dir)
-        dist.barrier()
-    log(f"[compare] {cfg.method} seed {cfg.seed} -> {run_dir}")
-    if state == "partial":
-        trainer = Trainer.resume(run_dir, progress=progress, log=log)
-    else:
-        trainer = Trainer(cfg, run_dir, progress=progress, log=log)
-    summary = trainer.run()
-    return summary, (read_metrics(run_dir) if dist.is_main else list(trainer.metrics))
-
-
-def _normal(config: dict[str, Any]) -> dict[str, Any]:
-    from bnnopt.runs.io import _jsonable
-
-    return json.loads(json.dumps(config, sort_keys=True, default=_jsonable))
-
-
-def config_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """``["epochs 1 -> 3", "optim.lr 0.003 -> 0.0001", ...]`` between two config dicts."""
-    stored, wanted = _normal(stored), _normal(wanted)
-    diffs = []
-    for key in sorted(set(stored) | set(wanted)):
-        a, b = stored.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"{key}.{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                      if a.get(k) != b.get(k)]
-        elif a != b:
-            diffs.append(f"{key} {a!r} -> {b!r}")
-    return diffs
-
-
-def reuse_state(run_dir: Path, cfg: RunConfig) -> str:
-    """``"finished"`` (summary + equal config), ``"partial"`` (checkpoint of an equal
-    config), ``"new"`` (nothing there) or ``"stale: <differences>"``."""
-    from bnnopt.train.checkpoint import load_checkpoint
-
-    wanted = cfg.to_dict()
-    if (run_dir / "summary.json").exists():
-        try:
-            stored = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return "stale: config.json missing or unreadable"
-        diffs = config_difference(stored, wanted) or option_difference(run_dir, cfg)
-        return "finished" if not diffs else "stale: " + ", ".join(diffs[:4])
-    if (run_dir / "checkpoint.pt").exists():
-        try:
-            stored = load_checkpoint(run_dir)["config"]
-        except ValueError as err:
-            return f"stale: {err}"
-        diffs = config_difference(stored, wanted) or option_difference(run_dir, cfg)
-        return "partial" if not diffs else "stale: " + ", ".join(diffs[:4])
-    return "new"
-
-
-def option_difference(run_dir: Path, cfg: RunConfig) -> list[str]:
-    """``["method option fast_form 'concat' -> 'product'", ...]``: the run's stored
-    resolved method options (``argv.json``) against what ``cfg`` resolves to now;
-    [] when equal or when the run predates the stored options. An option the run
-    predates (the method's ``added_options``) counts as the value it ran with."""
-    from bnnopt.registry import METHODS
-
-    try:
-        stored = json.loads((run_dir / "argv.json").read_text(encoding="utf-8"))["method_options"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    cls = METHODS.get(cfg.method)
-    now = _normal(cls(**cfg.method_options).resolved_options())
-    stored = _normal(stored)
-    added = _normal(cls.added_options)  # a key the run predates: it ran as that value
-    stored = {**{k: v for k, v in added.items() if k in now}, **stored}
-    return [f"method option {key} {stored.get(key)!r} -> {now.get(key)!r}"
-            for key in sorted(set(stored) | set(now)) if stored.get(key) != now.get(key)]
-
-
-def clear_run(run_dir: Path) -> None:
-    """Remove a stale run's records so it can be trained again in the same place."""
-    for name in ("summary.json", "checkpoint.pt", "metrics.jsonl", "config.json", "argv.json"):
-        try:
-            (run_dir / name).unlink()
-        except FileNotFoundError:
-            pass
 
 
 def _safe(label: str) -> str:

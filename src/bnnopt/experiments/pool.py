@@ -5,7 +5,7 @@ machine with many cores or several GPUs, N of them at once finish far sooner
 than one run using everything (a ResNet-20 at batch 128 does not fill a GPU or
 16 cores). ``RunPool(jobs, ...)`` hands out runs to N processes (``spawn``, so
 no state leaks from the parent); each run trains, resumes or is reused exactly
-as in a sequential ``compare`` (:func:`bnnopt.experiments.compare._train_or_reuse`)
+as in a sequential ``compare`` (:func:`bnnopt.experiments.run_one.train_or_reuse`)
 and locks its own run directory, so the results equal a sequential comparison's
 at the same thread count.
 
@@ -19,12 +19,26 @@ Worker k (k = 0 .. N-1, in start order) gets:
 ``jobs = 1`` runs everything in this process, lazily: a run trains when its
 result is first asked for, which keeps the sequential order of a comparison
 (each arm's grid, its choice, its seeds, then the next arm).
+
+Stopping: no worker outlives the pool. When the pool is left by an exception
+(SIGTERM or Ctrl-C in the parent arrive as one, :mod:`bnnopt.runs.process`, as
+does a failed run), it sends SIGTERM to every worker and waits for them. A worker
+treats SIGTERM / SIGINT as an interruption: the run it trains stops, keeps its last
+checkpoint and releases its lock, and the worker exits at once (it never starts
+another run); an idle worker just exits. Each worker also asks the kernel
+(Linux ``PR_SET_PDEATHSIG``) for SIGTERM when the parent dies, even by SIGKILL, so
+a killed comparison leaves no orphan training on. A closed standard output does
+not stop a worker (:func:`bnnopt.runs.process.tolerate_closed_stdout`).
 """
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any, Callable
+
+from bnnopt.runs.process import exit_status, stop_on_signals, tolerate_closed_stdout
 
 __all__ = ["RunPool", "default_threads", "worker_gpu"]
 
@@ -73,10 +87,12 @@ class RunPool:
 
             threads = default_threads(jobs) if threads is None else threads
             gpus = _visible_gpus() if device in ("auto", "cuda") else []
-            counter = multiprocessing.get_context("spawn").Value("i", 0)
+            spawn = multiprocessing.get_context("spawn")
+            counter = spawn.Value("i", 0)
+            self._pids = spawn.Array("i", jobs)  # each worker's PID, by start order
             self._executor = ProcessPoolExecutor(
-                max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(counter, threads, gpus))
+                max_workers=jobs, mp_context=spawn, initializer=_init_worker,
+                initargs=(counter, self._pids, threads, gpus))
             where = f", GPUs {','.join(gpus)} shared round robin" if len(gpus) > 1 else ""
             log(f"[compare] {jobs} worker processes, {threads} thread(s) each{where}")
 
@@ -86,9 +102,28 @@ class RunPool:
         return self._executor.submit(_train_in_worker, cfg.to_dict(), str(run_dir))
 
     def close(self, cancel: bool = False) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=cancel)
-            self._executor = None
+        """Wait for the workers to exit; ``cancel``: drop queued runs and SIGTERM the
+        running ones first (each keeps its last checkpoint and releases its lock)."""
+        if self._executor is None:
+            return
+        if cancel:
+            self.stop_workers()
+        self._executor.shutdown(wait=True, cancel_futures=cancel)
+        self._executor = None
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the worker processes started so far."""
+        if not self.parallel:
+            return []
+        return [pid for pid in self._pids[:] if pid > 0]
+
+    def stop_workers(self, signum: int = signal.SIGTERM) -> None:
+        """Send ``signum`` to every worker that is still running."""
+        for pid in self.worker_pids():
+            try:
+                os.kill(pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def __enter__(self) -> "RunPool":
         return self
@@ -109,10 +144,18 @@ def _visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def _init_worker(counter, threads: int, gpus: list[str]) -> None:
+_TRAINING = False  # in a worker: whether a run is being trained right now
+
+
+def _init_worker(counter, pids, threads: int, gpus: list[str]) -> None:
     with counter.get_lock():
         slot = counter.value
         counter.value += 1
+    if slot < len(pids):
+        pids[slot] = os.getpid()
+    _exit_with_parent()
+    stop_on_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), on_signal=_idle_exit)
+    tolerate_closed_stdout()
     if len(gpus) > 1:  # before CUDA starts in this process: "cuda" is then this one GPU
         os.environ["CUDA_VISIBLE_DEVICES"] = worker_gpu(slot, gpus)
     import torch
@@ -120,8 +163,39 @@ def _init_worker(counter, threads: int, gpus: list[str]) -> None:
     torch.set_num_threads(threads)
 
 
+def _exit_with_parent() -> None:
+    """Linux: have the kernel send SIGTERM to this worker when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(128 + signal.SIGTERM)
+
+
+def _idle_exit(signum: int) -> None:
+    """A worker stopped between runs exits at once (nothing to clean up)."""
+    if not _TRAINING:
+        _flush()
+        os._exit(128 + signum)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 def _train_in_worker(config: dict[str, Any], run_dir: str):
-    from bnnopt.experiments.compare import _train_or_reuse
+    global _TRAINING
+    from bnnopt.experiments.run_one import train_or_reuse
     from bnnopt.train.config import RunConfig
 
     cfg = RunConfig.from_dict(config)
@@ -131,4 +205,12 @@ def _train_in_worker(config: dict[str, Any], run_dir: str):
         print(message if message.startswith("[compare]") else f"[{label} s{cfg.seed}] {message}",
               flush=True)
 
-    return _train_or_reuse(cfg, Path(run_dir), log=log)
+    try:
+        _TRAINING = True
+        return train_or_reuse(cfg, Path(run_dir), log=log)
+    except KeyboardInterrupt as err:
+        # the run released its lock and kept its checkpoint; never start another run
+        _flush()
+        os._exit(exit_status(err))
+    finally:
+        _TRAINING = False

@@ -101,7 +101,10 @@ def unpack_codes(buf: bytes | np.ndarray, bits: int, count: int) -> np.ndarray:
     Raises ValueError if ``buf`` has the wrong length or non-zero padding bits.
     """
     bits = _check_bits(bits)
-    data = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray, memoryview)) else np.asarray(buf, dtype=np.uint8).reshape(-1)
+    if isinstance(buf, (bytes, bytearray, memoryview)):
+        data = np.frombuffer(buf, dtype=np.uint8)
+    else:
+        data = np.asarray(buf, dtype=np.uint8).reshape(-1)
     need = packed_nbytes(count, bits)
     if data.size != need:
         raise ValueError(f"packed buffer has {data.size} bytes; {count} codes of {bits} bits need {need}")

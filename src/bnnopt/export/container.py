@@ -25,8 +25,8 @@ section). Everything else in the manifest belongs to the layer above
 Reading checks, in order: the magic (else *not a bnnopt packed model*), the
 version (a newer one is refused by name before anything else is parsed, since
 its layout may differ), the length recorded in the header against the actual
-length (else *truncated*), the whole-file SHA-256 (else *corrupt*), then the manifest's JSON and that every blob lies inside the data
-section with a size matching its dtype and shape. Every failure raises
+length (else *truncated*), the whole-file SHA-256 (else *corrupt*), then the manifest's JSON
+and that every blob lies inside the data section with a size matching its dtype and shape. Every failure raises
 :class:`ExportFormatError` (a ValueError). Writing goes to a temporary file in
 the destination directory that is renamed over the destination only once it is
 complete (``os.replace``), so a reader never sees a half-written file.
@@ -162,7 +162,8 @@ def read_header(data: bytes, where: str = "file") -> int:
     if version < 1:
         raise ExportFormatError(f"{where}: invalid file format version {version}")
     if len(data) < _HEADER.size + _DIGEST:
-        raise ExportFormatError(f"{where} is truncated ({len(data)} bytes; a packed model has at least {_HEADER.size + _DIGEST})")
+        raise ExportFormatError(f"{where} is truncated ({len(data)} bytes; a packed model has at "
+                                f"least {_HEADER.size + _DIGEST})")
     _, _, reserved, mlen, total = _HEADER.unpack_from(data, 0)
     if total > len(data):
         raise ExportFormatError(f"{where} is truncated ({len(data)} bytes of {total})")

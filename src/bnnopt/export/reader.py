@@ -86,7 +86,7 @@ def decoded_layers(manifest: dict[str, Any], tensors: dict[str, torch.Tensor], p
     return out
 
 
-def _float_state(manifest: dict[str, Any], tensors: dict[str, torch.Tensor], layers: list, path: Any
+def assemble_float_state(manifest: dict[str, Any], tensors: dict[str, torch.Tensor], layers: list, path: Any
                  ) -> dict[str, torch.Tensor]:
     state = {}
     for entry, weight, bias in layers:
@@ -104,7 +104,7 @@ def float_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The state dict of the equivalent float model: quantized weights decoded to
     their float values, every other tensor as stored."""
     manifest, tensors = read_packed(path)
-    return _float_state(manifest, tensors, decoded_layers(manifest, tensors, path), path)
+    return assemble_float_state(manifest, tensors, decoded_layers(manifest, tensors, path), path)
 
 
 def _build_skeleton(manifest: dict[str, Any], path: Any) -> nn.Module:
@@ -187,7 +187,7 @@ def load_packed(path: str | os.PathLike, skeleton: nn.Module | None = None) -> n
     model = model.to(DTYPES[dtype_name])
     layers = decoded_layers(manifest, tensors, path)
 
-    state = _float_state(manifest, tensors, layers, path)
+    state = assemble_float_state(manifest, tensors, layers, path)
     _attention_to_layers(model, state)
     _load_state(model, state, path)
 

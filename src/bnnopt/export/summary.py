@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from bnnopt.export.container import FORMAT_VERSION, read_header
-from bnnopt.export.reader import _float_state, decoded_layers, read_packed
+from bnnopt.export.reader import assemble_float_state, decoded_layers, read_packed
 
 
 def packed_summary(path: str | os.PathLike) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def packed_summary(path: str | os.PathLike) -> dict[str, Any]:
     file_bytes = path.stat().st_size
     manifest_bytes = read_header(path.read_bytes(), str(path))
     layers = decoded_layers(manifest, tensors, path)
-    state = _float_state(manifest, tensors, layers, path)
+    state = assemble_float_state(manifest, tensors, layers, path)
     state32 = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     buf = io.BytesIO()
     torch.save(state32, buf)

@@ -40,7 +40,8 @@ _INT_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 def _bitwise_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Equality of the raw bits (distinguishes -0.0 from 0.0, compares NaN payloads)."""
     view = _INT_VIEW[a.element_size()]
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.contiguous().view(view), b.contiguous().view(view))
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and torch.equal(a.contiguous().view(view), b.contiguous().view(view)))
 
 
 def level_table(q: torch.Tensor, codes: torch.Tensor, bits: int) -> tuple[torch.Tensor, int | None] | None:

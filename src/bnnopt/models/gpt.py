@@ -179,5 +179,5 @@ gpt_tiny = _preset("gpt_tiny", "GPT, 2 layers, d 64, 2 heads (0.14M parameters w
                    2, 2, 64)
 gpt_small = _preset("gpt_small", "GPT, 6 layers, d 384, 6 heads (10.9M parameters with 256 tokens)",
                     6, 6, 384)
-gpt_base = _preset("gpt_base", "GPT, 12 layers, d 768, 12 heads (GPT-2 small's shape; 85.5M parameters with 256 tokens)",
-                   12, 12, 768)
+gpt_base = _preset("gpt_base", "GPT, 12 layers, d 768, 12 heads (GPT-2 small's shape; 85.5M "
+                   "parameters with 256 tokens)", 12, 12, 768)

@@ -3,20 +3,27 @@
 Runs that share a method, its options, the base optimizer and its learning rate
 are one row (mean +- std over their seeds); any other setting that differs
 between the runs given (epochs, model, data limits, optimizer settings, ...) is
-added to the row's label, so runs of different settings are never averaged. Zig-zag statistics (BLAQ Table 1: sign/level flips and
-maximum oscillation amplitude of tracked weights) appear when the runs recorded
+added to the row's label, so runs of different settings are never averaged. Zig-zag statistics
+(BLAQ Table 1: sign/level flips and maximum oscillation amplitude of tracked weights) appear when the runs recorded
 them (``--zigzag N``). With a reference method (``--reference``, default ste),
 a second table gives each other method's difference to it, per optimizer, with
 a 95 % Welch interval over seeds (:mod:`bnnopt.report.stats`).
+
+Damaged runs do not abort the table: a run whose ``config.json``, ``summary.json``
+or ``metrics.jsonl`` cannot be read is skipped with a warning naming the file and
+why (``warn``), and the others are reported. A run whose ``checkpoint.pt`` is
+missing or empty (0 bytes) is reported but marked (``†`` after its label, and a
+note under the table), since it cannot be evaluated, exported or resumed.
 """
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bnnopt.report.tables import aggregate, columns_for, markdown_table
-from bnnopt.runs.io import read_jsonl, write_text
+from bnnopt.runs.io import read_json, read_jsonl, write_text
 
 
 # Config keys that never separate rows: the seed and where a run's files live.
@@ -60,16 +67,54 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     config_file = run_dir / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{run_dir} is not a bnnopt run directory (no config.json)")
-    config = json.loads(config_file.read_text())
+    config = read_json(config_file)
+    if not isinstance(config, dict) or not isinstance(config.get("method"), str):
+        raise ValueError(f"{config_file} is not a run config (no method); the file is damaged")
     summary_file = run_dir / "summary.json"
     if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
+        summary = read_json(summary_file)
+        if not isinstance(summary, dict):
+            raise ValueError(f"{summary_file} is not a run summary; the file is damaged")
+        read_jsonl(run_dir / "metrics.jsonl")  # a damaged log is named, not silently kept
     else:
         summary = summarize(read_jsonl(run_dir / "metrics.jsonl"), RunConfig.from_dict(config))
         summary["unfinished"] = True
     summary["label"] = run_label(config)
     summary["config"] = config
+    summary.setdefault("run_dir", str(run_dir))
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.is_file():
+        summary["checkpoint_problem"] = "no checkpoint.pt"
+    elif checkpoint.stat().st_size == 0:
+        summary["checkpoint_problem"] = "checkpoint.pt is empty (0 bytes)"
     return summary
+
+
+def _warn_stderr(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_runs(run_dirs: list[str | Path], warn: Callable[[str], None] | None = None
+              ) -> list[dict[str, Any]]:
+    """:func:`load_run` of every directory; one that cannot be read is skipped with a
+    ``warn`` naming the file (ValueError naming it when no directory can be read)."""
+    warn = warn or _warn_stderr
+    runs, problems = [], []
+    for run_dir in run_dirs:
+        try:
+            runs.append(load_run(run_dir))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            if isinstance(err, OSError) and err.filename:
+                reason = f"cannot read {err.filename} ({err.strerror or type(err).__name__})"
+            else:
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            problems.append((run_dir, reason))
+    if not runs:  # nothing to report: one error naming the (first) damaged file
+        raise ValueError(f"no run could be read: {problems[0][1]}" + (
+            f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    for run_dir, reason in problems:
+        warn(f"skipping {run_dir}: {reason}")
+    return runs
 
 
 def run_context(config: dict[str, Any], vary: tuple[str, ...] = ()) -> str:
@@ -82,22 +127,32 @@ def run_context(config: dict[str, Any], vary: tuple[str, ...] = ()) -> str:
 
 def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
                 published: list[str] | None = None, reference: str | None = "ste",
-                strict_reference: bool = False) -> str:
+                strict_reference: bool = False,
+                warn: Callable[[str], None] | None = None) -> str:
     """Markdown table of the runs; with ``published`` (paper names, see
     :mod:`bnnopt.report.published`) the papers' numbers for each row's config follow it;
     with ``reference`` (a method name or spec) each other method's difference to it with a
     95 % interval over seeds (:mod:`bnnopt.report.stats`); ``strict_reference``: a
-    reference that matches no run is a ValueError (else it is silently not compared)."""
+    reference that matches no run is a ValueError (else it is silently not compared).
+    ``warn(message)``: told about each run skipped as unreadable (default: stderr)."""
     from bnnopt.report.stats import (check_reference, reference_pairs, significance_markdown,
                                      significance_rows)
     from bnnopt.report.tables import group_runs
 
-    runs = [load_run(d) for d in run_dirs]
+    runs = load_runs(run_dirs, warn)
     vary = varying_settings([r["config"] for r in runs])
     for r in runs:
         r["label"] = run_label(r["config"], vary)
+    marked = {r["label"] for r in runs if r.get("checkpoint_problem")}
+    for r in runs:  # a row with a run that has no usable checkpoint is marked
+        if r["label"] in marked:
+            r["label"] += " †"
     columns = columns_for(runs)
     text = markdown_table(aggregate(runs, columns), columns)
+    if marked:
+        text += "\n† no usable checkpoint (cannot be evaluated, exported or resumed): " + "; ".join(
+            f"{r['run_dir']} ({r['checkpoint_problem']})" for r in runs
+            if r.get("checkpoint_problem")) + "\n"
     if published:
         text += _published_beside(runs, published)
     if reference:

@@ -12,9 +12,19 @@ directory is next opened. Written files get the usual ``0666 & ~umask`` mode
 work: it must be a directory or not exist yet, every existing parent must be a
 directory, and the nearest existing one must be writable (probed by creating a
 file, which also catches read-only file systems).
+
+A write that fails part-way (no space left, a file-size limit, permission lost
+mid-run) raises :class:`WriteError`: one line naming the destination and the
+cause (``cannot write runs/x/checkpoint.pt: File too large``); the destination
+keeps its previous content and the temporary file is removed. Checkpoints are
+serialised in memory first and written with plain ``write`` calls, so the cause
+is the operating system's (``torch.save`` straight to a file reports only an
+``iostream error``), and the file is flushed to disk (``fsync``) before the
+rename, so a crash right after a save never leaves an empty checkpoint.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -24,21 +34,33 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
+
+class WriteError(OSError):
+    """Writing ``filename`` failed (disk full, file-size limit, permission lost ...).
+
+    ``errno`` / ``strerror`` are the operating system's; ``str()`` is one line.
+    """
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror or 'write failed'}"
 
 
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched; an
+    ``OSError`` while writing or renaming becomes a :class:`WriteError` naming ``path``.
     """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"cannot write {path}: it is a directory")
     _check_parents(path.parent)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise WriteError(err.errno, err.strerror or str(err), str(path)) from None
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
     except (AttributeError, OSError):  # pragma: no cover - no fchmod (Windows)
@@ -48,9 +70,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except WriteError:
+        raise
+    except OSError as err:
+        raise WriteError(err.errno, err.strerror or str(err), str(path)) from None
     finally:
-        if tmp_path.exists():
+        try:
             tmp_path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -75,15 +103,45 @@ def write_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The rows of a JSONL file ([] if it does not exist); ValueError naming the file
+    and line for a line that is not JSON."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except ValueError as err:
+            raise ValueError(f"{path} line {number} is not JSON ({err.msg}); the file is "
+                             "damaged") from None
+    return rows
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """``json.loads`` of a file; ValueError naming the file when it is not JSON."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        what = "empty" if not text.strip() else f"not JSON ({err.msg}, line {err.lineno})"
+        raise ValueError(f"{path} is {what}; the file is damaged") from None
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` atomically and durably (module docstring); WriteError on failure."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as fh:
+            fh.write(buffer.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def current_umask() -> int:
@@ -158,10 +216,18 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out") -> Path:
     return path
 
 
+def jsonable(obj: Any) -> Any:
+    """``default=`` of ``json.dumps`` for bnnopt records: paths, tensors, sets, numpy scalars."""
+    return _jsonable(obj)
+
+
 def _jsonable(obj: Any) -> Any:
+    import sys
+
+    torch = sys.modules.get("torch")  # without torch imported, nothing here is a tensor
     if isinstance(obj, Path):
         return str(obj)
-    if isinstance(obj, torch.Tensor):
+    if torch is not None and isinstance(obj, torch.Tensor):
         return obj.tolist()
     if isinstance(obj, (set, tuple)):
         return list(obj)

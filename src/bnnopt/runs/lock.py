@@ -10,14 +10,15 @@ file by hand when that host's process is known to be gone).
 
 The lock is released (file removed) when the ``with`` block ends, by
 :meth:`RunLock.release`, or at interpreter exit; a directory the lock created
-and that is still empty then is removed too. Under ``torchrun`` only the
+and that is still empty then is removed too. :func:`held_lock` finds the lock this
+process already holds on a directory, so a caller that locked a run directory
+before reading its state can let the code it calls write there. Under ``torchrun`` only the
 process of global rank 0 writes the run directory, so only rank 0 locks it
 (:func:`is_main_process`); the other ranks get a no-op lock.
 """
 from __future__ import annotations
 
 import atexit
-import errno
 import json
 import os
 import socket
@@ -64,6 +65,18 @@ def read_lock(path: str | os.PathLike) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+_HELD: dict[str, "RunLock"] = {}  # resolved run directory -> the lock this process holds
+
+
+def _key(run_dir: str | os.PathLike) -> str:
+    return str(Path(run_dir).resolve())
+
+
+def held_lock(run_dir: str | os.PathLike) -> "RunLock | None":
+    """The :class:`RunLock` this process holds on ``run_dir``, or None."""
+    return _HELD.get(_key(run_dir))
+
+
 class RunLock:
     """Exclusive lock of ``run_dir`` (created if missing). Use as a context manager."""
 
@@ -99,6 +112,7 @@ class RunLock:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 json.dump(me, fh)
             self.held = True
+            _HELD[_key(self.run_dir)] = self
             atexit.register(self.release)
             return self
         raise ValueError(f"could not lock run directory {self.run_dir}: {self.path} keeps "
@@ -108,6 +122,8 @@ class RunLock:
         if not self.held:
             return
         self.held = False
+        if _HELD.get(_key(self.run_dir)) is self:
+            del _HELD[_key(self.run_dir)]
         holder = read_lock(self.path)
         if holder is None or (holder.get("pid") == os.getpid()
                               and holder.get("host") == socket.gethostname()):

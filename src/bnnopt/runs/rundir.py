@@ -1,7 +1,11 @@
 """Run-directory housekeeping used by the Trainer (kept out of its loop).
 
 - :func:`open_run_dir`: create the directory, take its lock (:mod:`bnnopt.runs.lock`)
-  and remove temporary files orphaned by a kill during a write.
+  and remove temporary files orphaned by a kill during a write. When this process
+  already holds the lock (a caller locked the directory *before* reading its state,
+  as ``bnnopt train --resume`` and ``compare`` do), the held lock is borrowed.
+- :func:`clear_run`: remove a run's records so it can be trained again in place
+  (only while holding its lock).
 - :func:`record_argv`: ``argv.json`` keeps the first command line of the run and
   appends one entry per resume (``"resumes": [{"argv", "git", "time"}, ...]``).
 - :func:`check_finite`: a non-finite training loss stops the run with a
@@ -17,19 +21,34 @@ from pathlib import Path
 from typing import Any
 
 from bnnopt.runs.io import remove_orphan_temps, write_json
-from bnnopt.runs.lock import RunLock
+from bnnopt.runs.lock import RunLock, held_lock
 
 ARGV_NAME = "argv.json"
+RUN_FILES = ("summary.json", "checkpoint.pt", "metrics.jsonl", "config.json", "argv.json")
 
 
 class NonFiniteLossError(ValueError):
     """The training loss became NaN or infinite; the run stopped before saving it."""
 
 
+class _BorrowedLock:
+    """The lock an outer caller of this process holds: releasing it is the caller's job."""
+
+    def __init__(self, lock: RunLock):
+        self.enabled, self.took_over, self.held = lock.enabled, None, True
+
+    def release(self) -> None:
+        pass
+
+
 def open_run_dir(run_dir: str | Path, log=None) -> RunLock:
     """Create ``run_dir``, lock it (ValueError if another live process holds it) and
-    delete orphaned ``.*.tmp`` files. Returns the held lock (release it when done)."""
+    delete orphaned ``.*.tmp`` files. Returns the held lock (release it when done);
+    when this process holds the lock already, a handle whose release does nothing."""
     run_dir = Path(run_dir)
+    held = held_lock(run_dir)
+    if held is not None:
+        return _BorrowedLock(held)  # type: ignore[return-value]
     lock = RunLock(run_dir).acquire()  # creates run_dir, and removes it again if left empty
     run_dir.mkdir(parents=True, exist_ok=True)
     if lock.took_over is not None and log is not None:
@@ -106,3 +125,9 @@ def resume_dir(path: str | Path) -> Path:
         raise ValueError(f"--resume {path}: no checkpoint.pt there (no epoch finished, or not "
                          "a run directory); start it again with bnnopt train --out")
     return path
+
+
+def clear_run(run_dir: str | Path) -> None:
+    """Remove a run's records (:data:`RUN_FILES`) so it can be trained again in place."""
+    for name in RUN_FILES:
+        (Path(run_dir) / name).unlink(missing_ok=True)

@@ -194,7 +194,7 @@ class RunConfig:
             raise ValueError(f"malformed override {assignment!r}; expected key=value")
         key, raw = assignment.split("=", 1)
         key = key.strip()
-        value = _parse_literal(raw.strip())
+        value = parse_literal(raw.strip())
         if "." in key:
             table, sub = key.split(".", 1)
             if not sub:
@@ -267,7 +267,7 @@ def _check_optim_value(key: str, value: Any) -> Any:
     return value
 
 
-def _parse_literal(raw: str) -> Any:
+def parse_literal(raw: str) -> Any:
     """Command-line value -> Python: true/false, null, numbers, lists; else the string.
 
     ``none`` stays the string "none" (a real choice of several options, e.g. FSG's

@@ -128,7 +128,6 @@ def init_from_env(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) ->
         raise ValueError(f"invalid dist timeout {timeout_s!r}; must be > 0 seconds")
     import torch.distributed as dist
 
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     backend = "nccl" if use_cuda else "gloo"
@@ -144,10 +143,29 @@ def init_from_env(device: str = "auto", timeout_s: float = DEFAULT_TIMEOUT_S) ->
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group (after a finished run)."""
+    """Leave the process group after a finished run, in an order that is safe at exit.
+
+    1. A barrier: every rank has finished its last collective (and rank 0 its writes)
+       before any rank closes its connections, so no peer sees a closed pair mid-use.
+    2. A garbage collection: objects that still refer to the group (a
+       DistributedDataParallel reducer and its last bucket works, kept alive by
+       reference cycles) are freed now, while the interpreter is fully alive. Left to
+       interpreter finalisation, their release can run after the group's worker threads
+       were torn down, and the C++ runtime aborts the process (``terminate called
+       without an active exception``, SIGABRT) although the run had finished.
+    3. ``destroy_process_group``, which then drops the last reference and joins the
+       backend's threads.
+
+    Callers drop their own references first (:meth:`bnnopt.train.Trainer.release_distributed`).
+    """
     global _current
     if ctx.enabled and torch.distributed.is_initialized():
+        import gc
+
+        torch.distributed.barrier()
+        gc.collect()
         torch.distributed.destroy_process_group()
+        gc.collect()
     _current = SINGLE
 
 

@@ -23,8 +23,10 @@ Everything a run writes lives in its run directory (all writes atomic)::
 
 The output location is checked before any data or model setup; a second process
 on a locked directory is refused. A non-finite training loss stops the run
-(``NonFiniteLossError``, naming epoch and step) and keeps the last checkpoint; when no
-epoch had finished it leaves no file behind.
+(``NonFiniteLossError``, naming epoch and step) and keeps the last checkpoint; so do a
+failed write (``bnnopt.runs.io.WriteError``) and an interruption (Ctrl-C, or SIGTERM
+under the CLI, ``bnnopt.runs.process``). When no epoch had finished, none of these
+leaves a file behind.
 
 Resume (``Trainer.resume(run_dir)``) reloads checkpoint.pt and continues; since the
 batches of an epoch depend only on (seed, epoch) and the RNG states (CPU and, when
@@ -58,7 +60,7 @@ from bnnopt.train.config import RunConfig
 from bnnopt.train.distributed import DistContext
 from bnnopt.train.precision import check_precision, param_dtype, with_precision
 from bnnopt.runs.io import check_output_dir, read_jsonl, write_json, write_jsonl
-from bnnopt.runs.rundir import (NonFiniteLossError, check_finite, check_finite_row,
+from bnnopt.runs.rundir import (check_finite, check_finite_row,
                                  open_run_dir, record_argv, resume_dir)
 from bnnopt.train.schedule import lr_at
 
@@ -290,7 +292,7 @@ class Trainer:
             summary = summarize(self.metrics, cfg)
             if main:
                 write_json(self.run_dir / "summary.json", summary)
-        except NonFiniteLossError:
+        except BaseException:  # a non-finite loss, a failed write, SIGTERM / Ctrl-C ...
             if main and not (self.run_dir / CHECKPOINT_NAME).exists():
                 for name in ("config.json", "argv.json"):  # nothing trained: leave nothing
                     (self.run_dir / name).unlink(missing_ok=True)
@@ -373,6 +375,13 @@ class Trainer:
         """
         for buf in self.model.buffers():
             torch.distributed.broadcast(buf, src=0)
+
+    def release_distributed(self) -> None:
+        """Drop the DistributedDataParallel wrapper (its reducer holds the process group),
+        so that leaving the group (``distributed.shutdown``) frees it while the interpreter
+        is alive. Call it after the last ``run``; evaluation (``eval_model``) still works."""
+        if self.dist.enabled:
+            self.train_model = None
 
     def save(self, epoch: int) -> None:
         """Checkpoint first, then the metrics log: a kill in between loses nothing,

@@ -15,7 +15,7 @@ look-ahead; tests/methods/learned/test_official_transcription.py).
 
 The public optimizers (torch.optim.Optimizer subclasses wrapping a base optimizer, for
 the user's own loop; also ``bnnopt.FSG`` etc.): :class:`FSG`, :class:`FCGrad`,
-:class:`MultiFC`, :class:`LSTMFC` (:mod:`bnnopt.methods.learned.optimizer`). The Trainer's
+:class:`MultiFC`, :class:`LSTMFC` (base: :class:`LearnedOptimizer`). The Trainer's
 methods (:class:`FSGMethod`, :class:`FCGradMethod`, :class:`MultiFCMethod`,
 :class:`LSTMFCMethod`) step through them.
 
@@ -33,7 +33,9 @@ from bnnopt.methods.learned.meta_nets import LinearStack, LSTMFCNet
 from bnnopt.methods.learned.metaquant import (FCGradMethod, LSTMFCMethod, MetaQuantMethod,
                                               MultiFCMethod)
 from bnnopt.methods.learned.official_adam import OfficialEpsAdam
-from bnnopt.methods.learned.optimizer import FCGrad, FSG, LearnedOptimizer, LSTMFC, MultiFC
+from bnnopt.methods.learned.fsg import FSG
+from bnnopt.methods.learned.metaquant import FCGrad, LSTMFC, MultiFC
+from bnnopt.methods.learned.optimizer import LearnedOptimizer
 from bnnopt.methods.learned.slow_nets import LSTMSlowNet, MambaSlowNet, make_slow_net
 
 __all__ = [

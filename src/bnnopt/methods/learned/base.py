@@ -112,6 +112,7 @@ from torch import Tensor, nn
 from bnnopt.methods.base import Method, OptimConfig, StepOutput
 from bnnopt.methods.config import check_policy
 from bnnopt.methods.learned.config import LearnedConfig
+from bnnopt.methods.learned.optimizer import LearnedOptimizer
 from bnnopt.methods.learned.variants import ste_normalized
 
 
@@ -278,7 +279,6 @@ class LearnedGradientMethod(Method):
             self.optimizer = OfficialEpsAdam(model.parameters(), lr=group["lr"],
                                              betas=group["betas"], eps=group["eps"],
                                              weight_decay=group["weight_decay"])
-        from bnnopt.methods.learned.optimizer import LearnedOptimizer
 
         self.learned = LearnedOptimizer.from_method(self, model, self.optimizer)
 

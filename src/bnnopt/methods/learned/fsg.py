@@ -100,6 +100,7 @@ from bnnopt.methods.learned.config import FSGConfig, what_runs_table
 from bnnopt.methods.learned.lre import LayerEmbedding, flat_slow_gradients, per_weight_slow_gradients
 from bnnopt.methods.learned.meta_nets import LinearStack
 from bnnopt.methods.learned.variants import slow_weight
+from bnnopt.methods.learned.optimizer import LearnedOptimizer
 from bnnopt.registry import METHODS
 
 if __doc__:  # the variant x preset table, rendered from the presets
@@ -141,7 +142,7 @@ def _start_as_ste(fast: LinearStack, slow: torch.nn.Module, concat: bool) -> Non
 @METHODS.register("fsg", "FSG (AAAI 2025): fast-net + Mamba/LSTM slow-net over HGS with LRE")
 class FSGMethod(LearnedGradientMethod):
     """FSG as the Trainer's Method (the optimizer for your own loop is
-    :class:`bnnopt.methods.learned.optimizer.FSG`): Fast and Slow Gradient generation.
+    :class:`bnnopt.methods.learned.fsg.FSG`): Fast and Slow Gradient generation.
 
     The options are the fields of :class:`bnnopt.methods.learned.config.FSGConfig`
     (``FSGMethod(**FSGConfig.official().to_options())`` or
@@ -293,3 +294,10 @@ class FSGMethod(LearnedGradientMethod):
                              f"this model has {len(self.hgs)} quantized layers")
         for buf, s in zip(self.hgs, state["hgs"]):
             buf.load_state_dict(s)
+
+
+class FSG(LearnedOptimizer):
+    """FSG (Chen et al., AAAI 2025) as an optimizer; options of
+    :class:`bnnopt.methods.learned.fsg.FSGMethod` (variant, preset, history, beta, ...)."""
+
+    method_class = FSGMethod

@@ -44,6 +44,7 @@ from bnnopt.methods.learned.base import LearnedGradientMethod, MetaInputs, flat_
 from bnnopt.methods.learned.config import (FCGradConfig, LSTMFCConfig, MetaQuantConfig,
                                            MultiFCConfig)
 from bnnopt.methods.learned.meta_nets import LinearStack, LSTMFCNet
+from bnnopt.methods.learned.optimizer import LearnedOptimizer
 from bnnopt.registry import METHODS
 
 
@@ -141,3 +142,21 @@ class LSTMFCMethod(MetaQuantMethod):
         hidden = state["hidden"]
         self._state = None if hidden is None else tuple(
             torch.cat([hc[k] for hc in hidden], dim=1) for k in (0, 1))
+
+
+class FCGrad(LearnedOptimizer):
+    """MetaQuant FC-Grad (NeurIPS 2019) as an optimizer: M = FC(g), G = c ⊙ M."""
+
+    method_class = FCGradMethod
+
+
+class MultiFC(LearnedOptimizer):
+    """MetaQuant MultiFC as an optimizer: M = g ⊙ MultiFC((Ŵ+1)/2), G = c ⊙ M."""
+
+    method_class = MultiFCMethod
+
+
+class LSTMFC(LearnedOptimizer):
+    """MetaQuant LSTMFC as an optimizer: M = g ⊙ fc(LSTM((Ŵ+1)/2; h)), G = c ⊙ M."""
+
+    method_class = LSTMFCMethod

@@ -1,4 +1,7 @@
-"""The learned-gradient methods as torch optimizers: ``bnnopt.FSG``, ``FCGrad``, ``MultiFC``, ``LSTMFC``.
+"""The learned-gradient methods as torch optimizers: the base of ``bnnopt.FSG``, ``FCGrad``, ``MultiFC``, ``LSTMFC``.
+
+The four public classes live beside their engines (:mod:`bnnopt.methods.learned.fsg`,
+:mod:`bnnopt.methods.learned.metaquant`); each sets ``method_class``.
 
 Each wraps a base optimizer the user builds (SGD, SGD-M, Adam, ...) and a method
 engine (:class:`~bnnopt.methods.learned.base.LearnedGradientMethod`) that owns the
@@ -57,16 +60,15 @@ quantized weights at the next step.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
-from bnnopt.methods.learned.base import LearnedGradientMethod
-from bnnopt.methods.learned.fsg import FSGMethod
-from bnnopt.methods.learned.metaquant import FCGradMethod, LSTMFCMethod, MultiFCMethod
+if TYPE_CHECKING:  # the engine imports this module; no import back at run time
+    from bnnopt.methods.learned.base import LearnedGradientMethod
 
-__all__ = ["LearnedOptimizer", "FSG", "FCGrad", "MultiFC", "LSTMFC"]
+__all__ = ["LearnedOptimizer"]
 
 
 class _ProcessGroupMean:
@@ -107,6 +109,14 @@ def _options(config: Any, options: dict[str, Any]) -> dict[str, Any]:
     return {**base, **options}
 
 
+def _subclasses(klass: type) -> list[type]:
+    """Every subclass of ``klass``, depth first."""
+    found = []
+    for sub in klass.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
+
+
 class LearnedOptimizer(torch.optim.Optimizer):
     """A learned-gradient method as a torch optimizer (see the module docstring).
 
@@ -116,11 +126,12 @@ class LearnedOptimizer(torch.optim.Optimizer):
     scaler: the ``torch.amp.GradScaler`` of the two-phase form, if any.
     """
 
-    method_class: type[LearnedGradientMethod] = LearnedGradientMethod
+    #: the engine class (set by each public subclass)
+    method_class: type[LearnedGradientMethod] | None = None
 
     def __init__(self, model: nn.Module, base: torch.optim.Optimizer, config: Any = None, *,
                  scaler: torch.amp.GradScaler | None = None, **options: Any):
-        if type(self) is LearnedOptimizer:
+        if self.method_class is None:
             raise TypeError("LearnedOptimizer is abstract; use bnnopt.FSG, FCGrad, MultiFC "
                             "or LSTMFC")
         if not isinstance(base, torch.optim.Optimizer):
@@ -132,7 +143,7 @@ class LearnedOptimizer(torch.optim.Optimizer):
     def from_method(cls, method: LearnedGradientMethod, model: nn.Module,
                     base: torch.optim.Optimizer) -> "LearnedOptimizer":
         """The optimizer of an already created method (what the Trainer's methods use)."""
-        kind = next((c for c in (FSG, FCGrad, MultiFC, LSTMFC)
+        kind = next((c for c in _subclasses(LearnedOptimizer)
                      if type(method) is c.method_class), cls)
         opt = kind.__new__(kind)
         opt._setup(method, model, base, None)
@@ -244,27 +255,3 @@ class LearnedOptimizer(torch.optim.Optimizer):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(method={self.method.method_name!r}, base={self.base!r})"
 
-
-class FSG(LearnedOptimizer):
-    """FSG (Chen et al., AAAI 2025) as an optimizer; options of
-    :class:`bnnopt.methods.learned.fsg.FSGMethod` (variant, preset, history, beta, ...)."""
-
-    method_class = FSGMethod
-
-
-class FCGrad(LearnedOptimizer):
-    """MetaQuant FC-Grad (NeurIPS 2019) as an optimizer: M = FC(g), G = c ⊙ M."""
-
-    method_class = FCGradMethod
-
-
-class MultiFC(LearnedOptimizer):
-    """MetaQuant MultiFC as an optimizer: M = g ⊙ MultiFC((Ŵ+1)/2), G = c ⊙ M."""
-
-    method_class = MultiFCMethod
-
-
-class LSTMFC(LearnedOptimizer):
-    """MetaQuant LSTMFC as an optimizer: M = g ⊙ fc(LSTM((Ŵ+1)/2; h)), G = c ⊙ M."""
-
-    method_class = LSTMFCMethod
