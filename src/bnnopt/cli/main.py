@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bnnopt.cli.generate import add_generate_command
+
 FLAG_KEYS = {  # argparse dest -> RunConfig key (scalars)
     "model": "model", "dataset": "dataset", "method": "method", "data_root": "data_root",
     "epochs": "epochs", "batch_size": "batch_size", "seed": "seed", "device": "device",
@@ -482,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_demo)
 
+    add_generate_command(sub)
     for hook in (_toy_commands, _export_commands):
         hook(sub)
     return parser
