@@ -100,6 +100,11 @@ def export_onnx(packed: str | os.PathLike, out: str | os.PathLike, *, qonnx: boo
 
     model = load_packed(packed)
     meta = dict(getattr(model, "bnnopt_meta", {}) or {})
+    from bnnopt.models.gpt import GPT
+
+    if isinstance(model, GPT):  # graphs here take a float image batch, a GPT integer tokens
+        raise ValueError(f"{packed}: ONNX / QONNX export of token models (GPT) is not supported; "
+                         "use the packed file (bnnopt.export.load_packed, bnnopt generate)")
     shape = list(shape) if shape is not None else packed_input_shape(packed)
     dtype = next((b.dtype for b in model.buffers() if b.is_floating_point()), torch.float32)
     ready, layers = onnx_ready(model, packed_codes(packed) if qonnx else None, qonnx=qonnx)
