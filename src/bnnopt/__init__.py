@@ -42,6 +42,7 @@ def __getattr__(name: str):
         "LAB": "bnnopt.methods.lossaware",
         "LAQ": "bnnopt.methods.lossaware",
         "BLAQ": "bnnopt.methods.lossaware",
+        "Bop": "bnnopt.methods.bop",
     }
     if name in lazy:
         import importlib

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from bnnopt.methods.bop import BopConfig
 from bnnopt.methods.estimator_config import EstimatorConfig, FPConfig, RBNNConfig
 from bnnopt.methods.learned.config import FCGradConfig, FSGConfig, LSTMFCConfig, MultiFCConfig
 from bnnopt.methods.lossaware.config import BLAQConfig, LABConfig, LAQConfig
@@ -16,7 +17,7 @@ from bnnopt.registry import METHODS
 RECORDED = json.loads((Path(__file__).parent / "test_configs_resolved.json").read_text())
 CLASSES = {"fp": FPConfig, "rbnn": RBNNConfig, "fcgrad": FCGradConfig, "multifc": MultiFCConfig,
            "lstmfc": LSTMFCConfig, "fsg": FSGConfig, "lab": LABConfig, "laq": LAQConfig,
-           "blaq": BLAQConfig}
+           "blaq": BLAQConfig, "bop": BopConfig}
 
 
 def config_of(method, options):

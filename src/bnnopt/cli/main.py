@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bnnopt.cli.generate import add_generate_command
 from bnnopt.runs.io import WriteError
 from bnnopt.runs.process import Terminated, exit_status, stop_on_signals, tolerate_closed_stdout
 from bnnopt.runs.rundir import clear_run, open_run_dir, resume_dir
@@ -554,6 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_demo)
 
+    add_generate_command(sub)
     for hook in (_toy_commands, _export_commands):
         hook(sub)
     return parser

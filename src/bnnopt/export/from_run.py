@@ -142,6 +142,9 @@ def _verify(model: torch.nn.Module, packed: torch.nn.Module, data_info: dict[str
     gen = torch.Generator().manual_seed(0)
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
     x = torch.randn([8, int(data_info.get("in_channels") or 3), *size], generator=gen).to(dtype)
+    if data_info.get("task") == "lm":  # token models: random tokens [8, block_size]
+        x = torch.randint(0, int(data_info["num_classes"]), [8, int(data_info["block_size"])],
+                          generator=gen)
     model = model.cpu().eval()
     a, b = model(x), packed(x)
     diff = float((a - b).abs().max()) if a.numel() else 0.0

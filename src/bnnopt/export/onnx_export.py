@@ -150,6 +150,12 @@ def export_onnx(source: str | os.PathLike | torch.nn.Module, out: str | os.PathL
 
     model, codes, model_info = _packed_module(source, skeleton)
     meta = dict(getattr(model, "bnnopt_meta", {}) or {})
+    from bnnopt.models.gpt import GPT
+
+    if isinstance(model, GPT):  # graphs here take a float image batch, a GPT integer tokens
+        where = type(source).__name__ if isinstance(source, torch.nn.Module) else str(source)
+        raise ValueError(f"{where}: ONNX / QONNX export of token models (GPT) is not supported; "
+                         "use the packed file (bnnopt.export.load_packed, bnnopt generate)")
     dtype = next((b.dtype for b in model.buffers() if b.is_floating_point()), torch.float32)
     if example_input is not None:
         if not isinstance(example_input, torch.Tensor):

@@ -10,3 +10,4 @@ Importing the package registers every method in ``METHODS``.
 """
 from bnnopt.methods.base import Method, OptimConfig, StepOutput, build_optimizer  # noqa: F401
 from bnnopt.methods import estimator, learned, lossaware  # noqa: F401  (registers entries)
+from bnnopt.methods import bop  # noqa: F401  (registers "bop")

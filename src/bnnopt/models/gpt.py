@@ -161,6 +161,51 @@ class GPT(nn.Module):
             h = block(h)
         return self.head(self.ln_f(h))
 
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample ``max_new_tokens`` tokens after the context ``idx``, one at a time.
+
+        At every step the model sees the last ``block_size`` tokens x_{t-T+1..t} and the
+        next token is drawn from softmax(z / temperature), z the logits at the last
+        position (``torch.multinomial`` with ``generator``, so a seeded generator gives
+        the same text from the same logits); ``temperature`` 0 takes argmax z (greedy).
+        Runs in the module's current mode: call ``.eval()`` first (dropout).
+
+        Args:
+            idx: int64 tokens [B, T0], T0 >= 1, each in [0, vocab).
+            max_new_tokens: N >= 1.
+            temperature: >= 0.
+            generator: torch.Generator on the model's device, or None (global RNG).
+
+        Returns:
+            int64 tokens [B, T0 + N]: ``idx`` followed by the sampled tokens.
+        """
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) \
+                or max_new_tokens < 1:
+            raise ValueError(f"invalid max_new_tokens {max_new_tokens!r}; must be an integer >= 1")
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not temperature >= 0:
+            raise ValueError(f"invalid temperature {temperature!r}; must be a number >= 0")
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.shape[1] < 1 \
+                or idx.dtype not in (torch.int64, torch.int32):
+            got = f"{idx.dtype} {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx)
+            raise ValueError(f"generate expects integer tokens [B, T] with T >= 1, got {got}")
+        bad = idx[(idx < 0) | (idx >= self.vocab_size)]
+        if bad.numel():
+            raise ValueError(f"token {int(bad[0])} is outside the vocabulary; "
+                             f"valid: 0..{self.vocab_size - 1}")
+        out = idx.long()
+        for _ in range(max_new_tokens):
+            logits = self(out[:, -self.block_size:])[:, -1, :].float()
+            if temperature == 0:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                probs = torch.softmax(logits / float(temperature), dim=-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)
+            out = torch.cat([out, nxt], dim=1)
+        return out
+
 
 def _preset(name: str, description: str, n_layer: int, n_head: int, d_model: int):
     def build(num_classes: int = 256, block_size: int = DEFAULT_BLOCK_SIZE, dropout: float = 0.0,

@@ -1,28 +1,32 @@
 """BitNet weight and activation quantizers for Transformer linear layers.
 
 Two weight quantizers (registered in ``QUANTIZERS``) and three activation
-quantizers (registered in ``ACT_QUANTIZERS``), written from the papers:
+quantizers (registered in ``ACT_QUANTIZERS``), written from the papers (the
+equation numbers are those of the arXiv texts):
 
 * BitNet (Wang et al. 2023, arXiv 2310.11453, Sec. 2.1 "BitLinear"):
   binary weights centred on their mean and rescaled by their mean magnitude,
 
+      W~    = Sign(W - alpha)                                     (Eq. 1)
+      Sign(W_ij) = +1 if W_ij > 0, -1 if W_ij <= 0                (Eq. 2)
       alpha = (1/nm) sum_ij W_ij                                  (Eq. 3)
-      W~    = Sign(W - alpha)                                     (Eq. 1-2)
       beta  = (1/nm) ||W||_1                                      (Eq. 12)
-      Q(W)  = beta * W~        (the beta of the output rescaling, Eq. 11)
+      Q(W)  = beta * W~        (beta rescales the output, Eq. 11:
+                                y = W~ Quant(LN(x)) * beta gamma / Q_b)
 
   ``bitnet``: u = W - alpha goes through the chosen sign estimator (any of
   ``ESTIMATORS``: ste, clipped_ste, approx_sign, ede, reste, ...), so with the
   mean and the scale held constant (default) dQ/dW = beta * s(W - alpha).
   The paper's Sign maps 0 to -1 (Eq. 2); here sign(0) := +1 as everywhere in
-  bnnopt (a set of measure zero for float weights).
+  bnnopt (a set of measure zero for float weights). The paper's training uses
+  the straight-through estimator (Sec. 2.2), i.e. ``estimator="ste"``.
 
 * BitNet b1.58 (Ma et al. 2024, arXiv 2402.17764, Sec. 2): ternary weights by
   absmean quantization,
 
-      gamma = (1/nm) sum_ij |W_ij|                                (Eq. 3)
       W~    = RoundClip(W / (gamma + eps), -1, 1)                 (Eq. 1)
       RoundClip(x, a, b) = max(a, min(b, round(x)))               (Eq. 2)
+      gamma = (1/nm) sum_ij |W_ij|                                (Eq. 3)
       Q(W)  = gamma * W~       (levels {-gamma, 0, +gamma})
 
   ``bitnet_b158``: 2 bits of storage (codes 0, 1, 2 for -1, 0, +1; code 3 is
@@ -31,16 +35,29 @@ quantizers (registered in ``ACT_QUANTIZERS``), written from the papers:
   constant (default) dQ/dW = gamma / (gamma + eps) * s(u). Only these two
   estimators apply to a ternary rounding (the others are derivatives of sign).
 
-* Activations, 8 bits by default, per token (BitNet Eq. 4-5; b1.58 Sec. 2
-  scales "per token" into [-Q_b, Q_b] without a zero point):
+* Activations, 8 bits by default. BitNet's absmax quantization (Eq. 4-5) is
 
-      Q_b = 2^(b-1),  gamma_x = max_j |x_j|  over the last dimension,
+      x~ = Clip(x * Q_b / gamma_x, -Q_b + eps, Q_b - eps),  Q_b = 2^(b-1),
+      Clip(x, a, b) = max(a, min(b, x)),  gamma_x = ||x||_inf      (Eq. 4-5)
+
+  with gamma_x over the whole tensor during training and per token at
+  inference (Sec. 2.1); BitNet b1.58 (Sec. 2) scales per token into
+  [-Q_b, Q_b], without the zero point of BitNet's Eq. 6 for non-negative
+  inputs. Here, per token (one gamma_x per position of the leading
+  dimensions, the b1.58 choice, in training and inference alike) and on the
+  integer grid of a signed b-bit integer:
+
       x_q = Clip(round(x * Q_b / gamma_x), -Q_b, Q_b - 1) * gamma_x / Q_b
+
+  i.e. Eq. 4 with the rounding written out and the upper bound Q_b - 1 (the
+  largest b-bit code) in place of Q_b - eps. (The b1.58 authors' published
+  training code scales by (Q_b - 1) / gamma_x = 127 / gamma_x at 8 bits, with
+  the same clip to [-128, 127]; the grid step here is gamma_x / Q_b, Eq. 4's.)
 
   ``absmax``: the per-token absmax quantizer alone; ``absmax_ln``: LayerNorm
   without affine parameters first, LN(x) = (x - E x) / sqrt(Var x + eps)
-  (BitNet Eq. 11-12, "SubLN" before the quantization keeps the output
-  variance); ``absmax_rms``: RMSNorm without affine parameters first,
+  (BitNet Eq. 11-12; Eq. 8-10 show that this keeps Var(y) near 1, "SubLN");
+  ``absmax_rms``: RMSNorm without affine parameters first,
   x / sqrt(mean(x^2) + eps) (BitNet b1.58's LLaMA-style components). The
   forward returns the de-quantized value (x_q above), so the weight scale and
   gamma_x / Q_b of Eq. 11 are already applied; the backward is the
@@ -105,8 +122,9 @@ class RoundClipTernary(Function):
 
 @QUANTIZERS.register("bitnet", "BitNet binary weights mean|W| * sign(W - mean W) (arXiv 2310.11453)")
 class BitNetQuantizer(WeightQuantizer):
-    """BitNet's BitLinear weights: Q(W) = beta * sign(W - alpha), alpha = mean(W),
-    beta = mean|W| (Wang et al. 2023, Eq. 1-3 and 11-12); see the module docstring.
+    """BitNet's BitLinear weights: Q(W) = beta * sign(W - alpha), alpha = mean(W) (Eq. 1, 3),
+    beta = mean|W| (Eq. 12) applied as the output rescaling of Eq. 11 (Wang et al. 2023);
+    see the module docstring.
 
     Args:
         estimator: any registered sign estimator, applied to u = W - alpha.
@@ -207,7 +225,8 @@ class BitNetB158Quantizer(WeightQuantizer):
 
 # ---------------------------------------------------------------- activations
 def absmax_quantize(x: torch.Tensor, bits: int = 8, eps: float = 1e-5) -> torch.Tensor:
-    """Per-token absmax fake quantization (BitNet Eq. 4-5, symmetric, no zero point).
+    """Per-token absmax fake quantization (BitNet Eq. 4-5 on the integer grid, symmetric,
+    no zero point; per token as in BitNet b1.58 Sec. 2).
 
     x_q = Clip(round(x * Q_b / gamma), -Q_b, Q_b - 1) * gamma / Q_b with Q_b = 2^(bits-1),
     gamma = max(max_j |x_j|, eps) over the last dimension. Straight-through gradient
@@ -257,7 +276,8 @@ ACT_QUANTIZERS.register("absmax", "per-token absmax activations, Q_b = 2^(b-1) (
     AbsMaxActivation)
 
 
-@ACT_QUANTIZERS.register("absmax_ln", "LayerNorm (no affine) then per-token absmax (BitNet Eq. 11)")
+@ACT_QUANTIZERS.register("absmax_ln",
+                        "LayerNorm (no affine) then per-token absmax (BitNet Eq. 11-12)")
 class LNAbsMaxActivation(AbsMaxActivation):
     """LN(x) = (x - E x) / sqrt(Var x + eps), then per-token absmax (BitNet Eq. 11-12)."""
 

@@ -46,3 +46,49 @@ def plot_curves(curves: dict[str, list[list[dict[str, Any]]]], path: str | Path,
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
+
+
+def plot_flip_rates(metrics: list[dict[str, Any]], path: str | Path, title: str = "",
+                    log_scale: bool = True) -> Path:
+    """Plot the per-layer flip rate of one run: one line per quantized layer, x = epoch.
+
+    ``metrics``: a run's metrics rows (``bnnopt.train.trainer.read_metrics``); each row's
+    ``"flip_rate"`` maps layer name -> fraction of the layer's weights whose quantized
+    level changed during that epoch (:mod:`bnnopt.diagnostics.flips`). With
+    ``log_scale`` the y axis is logarithmic (rates of 0 are left out of the line).
+    Writes a PNG atomically and returns its path; ValueError when no row has a flip rate.
+    """
+    rows = [r for r in metrics if r.get("flip_rate")]
+    if not rows:
+        raise ValueError("no metrics row has a 'flip_rate' (a float run, or a run recorded "
+                         "before flip rates were logged); nothing to plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers: list[str] = []
+    for r in rows:
+        layers.extend(name for name in r["flip_rate"] if name not in layers)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name in layers:
+        points = [(r["epoch"], float(r["flip_rate"][name])) for r in rows if name in r["flip_rate"]]
+        if log_scale:
+            points = [(x, y) for x, y in points if y > 0]
+        if points:
+            ax.plot([x for x, _ in points], [y for _, y in points], label=name, marker="o",
+                    markersize=3)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("flip rate (fraction of weights)")
+    if log_scale:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(layers) > 8 else 1)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path

@@ -6,7 +6,8 @@ Per epoch e (0-based)::
     for x, y in loader.epoch(e):      # order and augmentation = f(seed, e)
         method.train_step(model, x, y, cross_entropy)
     evaluate on the validation split (if val_fraction > 0) and the test split;
-    append a metrics row; save checkpoint.pt
+    append a metrics row (with "flip_rate": {layer: fraction of weights whose
+    quantized level changed in the epoch}, bnnopt.diagnostics.flips); save checkpoint.pt
 
 With a validation split, every choice is made on it: the summary's ``best_epoch``
 is the epoch of highest validation accuracy (``selected_test_acc`` is the test
@@ -54,6 +55,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from bnnopt.diagnostics import flips
 from bnnopt.train import distributed, lm
 from bnnopt.train.checkpoint import CHECKPOINT_NAME, build_model, load_checkpoint, save_checkpoint
 from bnnopt.train.config import RunConfig
@@ -316,6 +318,7 @@ class Trainer:
             batches = tqdm(batches, total=len(self.train_loader), leave=False,
                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
         global_sizes = self.train_loader.global_sizes()
+        codes_before = flips.layer_codes(model)  # per-layer flip rate of this epoch
         start, cpu_start = time.perf_counter(), time.process_time()
         seen, loss_sum, correct, targets = 0, 0.0, 0, 0
         for step, (x, y) in enumerate(batches):
@@ -345,6 +348,7 @@ class Trainer:
             correct, targets = int(sums[0]), int(sums[1])
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu_start  # all threads; less sensitive to sharing
+        flip_rate = flips.flip_rates(codes_before, model)
         if cfg.bn_recalibrate:  # BN statistics of the current weights (bnnopt.nn.batchnorm)
             from bnnopt.nn.batchnorm import recalibrate_bn_
 
@@ -360,6 +364,8 @@ class Trainer:
         if self.val_loader is not None:
             row["val_loss"], row["val_acc"] = evaluate(self.eval_model, self.val_loader.epoch(0),
                                                        dist, self.memory_format)
+        if flip_rate:
+            row["flip_rate"] = flip_rate
         if self.zigzag is not None:
             row["zigzag"] = self.zigzag.end_epoch(epoch, self.model)
         if self.data_info.get("task") == "lm":

@@ -1,0 +1,101 @@
+"""A quantized GPT through the packed format: 1-bit and 2-bit (b1.58 ternary) codes round
+trip exactly; ONNX export refuses token models with one line."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bnnopt.export import export_packed, load_packed, packed_summary
+from bnnopt.export.onnx_export import export_onnx
+from bnnopt.models.gpt import GPT_POLICY
+from bnnopt.nn import QuantConfig, binarize_, quantized_layers
+from bnnopt.registry import MODELS
+
+OPTIONS = {"num_classes": 256, "block_size": 16, "d_model": 32}
+LAYERS = [f"blocks.{i}.{name}" for i in range(2)
+          for name in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")]
+
+
+def quantized_gpt(config: QuantConfig, tie: bool = False, seed: int = 0):
+    torch.manual_seed(seed)
+    model = MODELS.get("gpt_tiny")(**OPTIONS, tie_weights=tie)
+    with torch.no_grad():   # trained-looking LayerNorms (not the identity)
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                if module.bias is not None:
+                    module.bias.normal_(0.0, 0.1)
+    assert binarize_(model, config) == LAYERS
+    return model.eval()
+
+
+CASES = {
+    "dorefa-1bit": (QuantConfig(weight_quantizer="dorefa", weight_bits=1, **GPT_POLICY), 1, 2),
+    "bitnet-1bit": (QuantConfig(weight_quantizer="bitnet", weight_bits=1, **GPT_POLICY), 1, 2),
+    "sign-1bit (bop)": (QuantConfig(weight_quantizer="sign", weight_bits=1, **GPT_POLICY), 1, 2),
+    "bitnet_b158-2bit": (QuantConfig(weight_quantizer="bitnet_b158", weight_bits=2, **GPT_POLICY),
+                         2, 3),
+    "b158-2bit-absmax_ln": (QuantConfig(weight_quantizer="bitnet_b158", weight_bits=2,
+                                        act_quantizer="absmax_ln", act_bits=8, **GPT_POLICY), 2, 3),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_packed_gpt_round_trips_exactly(tmp_path, case):
+    config, bits, levels = CASES[case]
+    model = quantized_gpt(config)
+    path = tmp_path / "gpt.bnnpk"
+    info = export_packed(model, path, {"model": "gpt_tiny", "model_options": OPTIONS})
+    assert info["quantized_layers"] == len(LAYERS)
+    packed = load_packed(path)
+    x = torch.randint(0, 256, (3, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(x), packed(x))
+    # every quantized weight decodes to exactly the fake-quantized one, with 2^bits codes at most
+    modules = dict(packed.named_modules())
+    for name, layer in quantized_layers(model):
+        with torch.no_grad():
+            q = layer.quantized_weight()
+        assert torch.equal(modules[name].weight, q), name
+        assert q.unique().numel() <= levels
+    summary = packed_summary(path)
+    # 0.14M-parameter model: the float embeddings and head dominate, the projections shrink
+    assert summary["file_bytes"] < summary["float32_bytes"]
+
+
+def test_ternary_codes_are_stored_in_two_bits(tmp_path):
+    config, _, _ = CASES["bitnet_b158-2bit"]
+    model = quantized_gpt(config)
+    export_packed(model, tmp_path / "g2.bnnpk", {"model": "gpt_tiny", "model_options": OPTIONS})
+    model1 = quantized_gpt(CASES["bitnet-1bit"][0])
+    export_packed(model1, tmp_path / "g1.bnnpk", {"model": "gpt_tiny", "model_options": OPTIONS})
+    n = sum(layer.weight.numel() for _, layer in quantized_layers(model))
+    size2 = (tmp_path / "g2.bnnpk").stat().st_size
+    size1 = (tmp_path / "g1.bnnpk").stat().st_size
+    # the quantized projections cost n / 8 bytes more at 2 bits than at 1 (same float parts)
+    assert size2 - size1 == pytest.approx(n / 8, abs=512)
+
+
+def test_onnx_refuses_token_models_in_one_line(tmp_path, capsys):
+    model = quantized_gpt(CASES["bitnet_b158-2bit"][0])
+    path = tmp_path / "gpt.bnnpk"
+    export_packed(model, path, {"model": "gpt_tiny", "model_options": OPTIONS})
+    with pytest.raises(ValueError, match="ONNX / QONNX export of token models"):
+        export_onnx(path, tmp_path / "gpt.onnx")
+    from bnnopt.cli.main import main
+
+    assert main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "g.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "token models (GPT) is not supported" in err and err.count("\n") == 1
+    assert not (tmp_path / "g.onnx").exists()
+
+
+def test_tied_head_round_trips(tmp_path):
+    model = quantized_gpt(CASES["bitnet_b158-2bit"][0], tie=True)
+    options = {**OPTIONS, "tie_weights": True}
+    export_packed(model, tmp_path / "tied.bnnpk", {"model": "gpt_tiny", "model_options": options})
+    packed = load_packed(tmp_path / "tied.bnnpk")
+    assert packed.head.weight is packed.tok_emb.weight
+    x = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(model(x), packed(x))
