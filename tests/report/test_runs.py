@@ -12,6 +12,7 @@ def _fake_run(path, seed, lr=1e-3, epochs=8, acc=80.0):
                "final_train_loss": 0.5, "seconds_per_epoch": 1.0}
     (path / "config.json").write_text(json.dumps(config))
     (path / "summary.json").write_text(json.dumps(summary))
+    (path / "checkpoint.pt").write_bytes(b"stands for a checkpoint")  # not marked as missing
     return path
 
 
