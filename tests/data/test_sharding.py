@@ -21,13 +21,29 @@ def test_in_memory_shards_concatenate_to_the_global_batch(world):
     assert len({len(r) for r in ranks}) == 1
     full = list(whole.epoch(2))
     parts = [list(r.epoch(2)) for r in ranks]
-    # 37 = 12 + 12 + 12 + 1: the last global batch (1 image) is too small for 2+ ranks
-    assert len(parts[0]) == 3 and len(full) == 4
-    for i in range(3):
+    # 37 = 12 + 12 + 12 + 1: the last global batch (1 image) goes to rank 0, the others get none
+    assert len(parts[0]) == 4 and len(full) == 4
+    assert [p[3][0].shape[0] for p in parts] == [1] + [0] * (world - 1)
+    for i in range(4):
         xs = torch.cat([p[i][0] for p in parts])
         ys = torch.cat([p[i][1] for p in parts])
         assert torch.equal(xs, full[i][0]) and torch.equal(ys, full[i][1])
-    assert ranks[0].global_sizes() == [12, 12, 12]
+    assert ranks[0].global_sizes() == [12, 12, 12, 1]
+    assert ranks[0].dropped_images() == 0
+
+
+@pytest.mark.parametrize("n, world, kept, dropped", [(37, 2, 3, 1), (39, 2, 3, 3), (40, 2, 4, 0),
+                                                     (41, 3, 3, 5), (42, 3, 4, 0)])
+def test_min_shard_drops_only_a_final_batch_too_small_for_every_rank(n, world, kept, dropped):
+    x, y = _images(n)
+    kw = dict(batch_size=12, mean=(0.5,) * 3, std=(0.25,) * 3)
+    # the final batch of n mod 12 images is kept when (n mod 12) // world >= min_shard = 2
+    loader = InMemoryLoader(x, y, **kw).shard(world - 1, world, min_shard=2)
+    assert len(loader) == kept and loader.dropped_images() == dropped
+    assert len(list(loader.epoch(0))) == kept
+    assert InMemoryLoader(x, y, **kw).shard(0, 1, min_shard=2).dropped_images() == 0
+    with pytest.raises(ValueError, match="invalid min_shard -1"):
+        InMemoryLoader(x, y, **kw).shard(0, world, min_shard=-1)
 
 
 def test_eval_shards_cover_the_split_once():
@@ -64,3 +80,15 @@ def test_image_folder_shards_and_worker_processes(tmp_path, fmt, executor):
     for r in ranks:
         r.close()
     whole.close()
+
+
+def test_image_folder_rank_without_images_in_the_final_batch(tmp_path, fmt):
+    fmt.image_folder(tmp_path, per_class=4, size=(14, 11))  # 12 train images: 11 + 1
+    ds = read_imagenet(tmp_path, size=8, resize=9, workers=1, executor="thread")
+    ranks = [ImageFolderLoader(ds.train, 11, ds.mean, ds.std, 8, 9, False, seed=1, workers=1,
+                               executor="thread").shard(r, 2) for r in range(2)]
+    last = [list(r.epoch(0))[-1] for r in ranks]
+    assert [b[0].shape for b in last] == [(1, 3, 8, 8), (0, 3, 8, 8)]
+    assert [b[1].shape[0] for b in last] == [1, 0]
+    for r in ranks:
+        r.close()

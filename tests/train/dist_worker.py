@@ -5,7 +5,7 @@ Usage: torchrun --standalone --nproc-per-node 2 dist_worker.py CASES.json OUT_DI
 CASES.json maps a case name to ``{"config": RunConfig dict, "steps_epochs": E,
 "sync_learned": bool}``. For every case each rank builds a Trainer (under the
 process group torchrun describes), trains E epochs with ``train_epoch`` and saves
-its model state, method state and metrics rows to ``OUT_DIR/<case>-rank<r>.pt``.
+its model state, method state, metrics rows and batch counts to ``OUT_DIR/<case>-rank<r>.pt``.
 """
 import json
 import sys
@@ -27,7 +27,9 @@ def main() -> None:
             trainer.method.sync_learned = False
         rows = [trainer.train_epoch(e) for e in range(case.get("epochs", 1))]
         torch.save({"model": trainer.model.state_dict(), "method": trainer.method.state_dict(),
-                    "rows": rows}, out / f"{name}-rank{ctx.rank}.pt")
+                    "rows": rows, "batches": len(trainer.train_loader),
+                    "dropped": trainer.train_loader.dropped_images()},
+                   out / f"{name}-rank{ctx.rank}.pt")
     shutdown(ctx)
 
 

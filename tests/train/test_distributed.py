@@ -10,7 +10,9 @@ network does not stay close: a latent weight that lands within rounding of 0 fli
 its sign on one side only (measured: 0.2 apart after 8 Adam steps of ste with BN),
 so float32 runs of many steps are compared bit for bit between ranks, not against
 one process. A learned-gradient run with the synchronisation switched off must
-diverge, so the check can fail.
+diverge, so the check can fail. A final global batch smaller than two images per rank
+(one image for rank 0 and none for rank 1, or two and one) is trained as in one
+process, without BatchNorm and with synchronised BatchNorm.
 """
 import importlib.util
 import json
@@ -20,7 +22,8 @@ import pytest
 import torch
 
 from bnnopt.train import RunConfig, Trainer
-from bnnopt.train.distributed import SINGLE
+from bnnopt.nn.sync_batchnorm import convert_sync_batchnorm
+from bnnopt.train.distributed import SINGLE, min_shard_images
 
 
 def _load_helpers():
@@ -62,6 +65,19 @@ CASES["fsg-heldout-fp64"] = {"config": config(  # the meta split is sharded like
     "fsg", method_options={"meta_data": "heldout", "meta_fraction": 0.25})}
 CASES["ste-sgdm-uneven"] = {"config": config("ste", optim={"name": "sgdm", "lr": 0.05},
                                              train_limit=120)}  # last global batch 8 = 2 x 4
+# A last global batch smaller than two images per rank is trained on uneven shares:
+# 115 = 7 x 16 + 3 (rank 0 gets 2 images, rank 1 one), 113 = 7 x 16 + 1 (rank 1 none).
+for _m in ("ste", "fsg", "blaq"):
+    CASES[f"{_m}-last3-fp64"] = {"config": config(_m, train_limit=115)}
+CASES["ste-last1-fp64"] = {"config": config("ste", train_limit=113)}
+CASES["fsg-last1-fp64"] = {"config": config("fsg", train_limit=113)}
+CASES["fsg-last3-bn64"] = {"config": config("fsg", bn=True, precision="fp64", optim=SGDM,
+                                            train_limit=115)}  # synced BN, 2 + 1 images
+# BatchNorm over each rank's own shard: that final batch is dropped on both ranks (the
+# ranks agree, one process differs anyway: it normalises over the whole batch)
+LOCAL_BN = "ste-last3-localbn64"
+CASES[LOCAL_BN] = {"config": config("ste", bn=True, precision="fp64", optim=SGDM, sync_bn=False,
+                                    train_limit=115)}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +109,7 @@ def test_ranks_hold_identical_state(ddp, name):
     assert _without_seconds(r0["rows"]) == _without_seconds(r1["rows"])  # sharded eval, all-reduced
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if n not in ("fsg-nosync", "fsg-bn32")])
+@pytest.mark.parametrize("name", [n for n in CASES if n not in ("fsg-nosync", "fsg-bn32", LOCAL_BN)])
 def test_two_ranks_equal_one_process_on_the_global_batch(ddp, name, tmp_path):
     ref = single(name, tmp_path)
     tol = 1e-5 if "bn32" in name else 1e-9
@@ -109,3 +125,23 @@ def test_learned_gradient_without_sync_diverges(ddp):
     r0, r1 = ddp["fsg-nosync"]
     diff, where = max_difference(r0["model"], r1["model"])
     assert diff > 1e-4, "ranks stayed equal without the learned-gradient all-reduce"
+
+
+def test_only_an_unsynchronised_batchnorm_asks_for_two_images_per_rank():
+    def mlp(bn):
+        layers = [torch.nn.Linear(4, 4)] + ([torch.nn.BatchNorm1d(4)] if bn else [])
+        return torch.nn.Sequential(*layers, torch.nn.Linear(4, 2))
+
+    assert min_shard_images(mlp(bn=False), 2) == 0
+    assert min_shard_images(mlp(bn=True), 1) == 0
+    assert min_shard_images(mlp(bn=True), 2) == 2
+    synced = mlp(bn=True)
+    assert convert_sync_batchnorm(synced, torch.device("cpu")) == 1
+    assert min_shard_images(synced, 2) == 0
+
+
+@pytest.mark.parametrize("name, batches, dropped", [("fsg-last3-fp64", 8, 0), ("ste-last1-fp64", 8, 0),
+                                                    ("fsg-last3-bn64", 8, 0), (LOCAL_BN, 7, 3)])
+def test_final_batch_is_trained_unless_batchnorm_is_per_rank(ddp, name, batches, dropped):
+    for rank in ddp[name]:
+        assert (rank["batches"], rank["dropped"]) == (batches, dropped)

@@ -177,8 +177,9 @@ class ImageFolderLoader(Sharded):
         for job in itertools.chain(jobs, [None]):
             nxt = None if job is None else [pool.submit(decode_image, p, self.resize, self.size, c)
                                             for p, c in job]
-            if pending is not None:
-                yield torch.from_numpy(np.stack([f.result() for f in pending]))
+            if pending is not None:  # a rank's share of a final batch may be empty
+                yield (torch.from_numpy(np.stack([f.result() for f in pending])) if pending
+                       else torch.zeros(0, 3, self.size, self.size, dtype=torch.uint8))
             pending = nxt
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

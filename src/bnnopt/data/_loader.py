@@ -14,9 +14,15 @@ Several processes (``torchrun``): ``shard(rank, world)`` makes each loader yield
 its rank's contiguous part of every *global* batch (``batch_size`` stays the global
 batch); the order and the augmentation of every image are drawn for the whole epoch
 exactly as in one process, so the ranks' shards concatenated are the one-process
-batch. A final global batch smaller than ``2 * world`` images is dropped (every rank
-needs two images: BatchNorm cannot train on one). ``eval()`` yields the rank's
-contiguous part of the split.
+batch, also for a final global batch smaller than ``world`` images: its shares are
+uneven (:func:`bnnopt.data.split.shard_bounds`) and a rank may hold one image or
+none, so N processes train on exactly the images one process trains on. The one
+exception is ``shard(..., min_shard=m)``: a final global batch that would leave a
+rank fewer than ``m`` images (fewer than ``m * world`` in all) is dropped on every
+rank; the Trainer asks for ``m = 2`` only when the model has a BatchNorm that
+normalises over its own rank's shard (no ``--sync-bn``), which cannot train on one
+image, and records the dropped images in the run (:meth:`Sharded.dropped_images`).
+``eval()`` yields the rank's contiguous part of the split.
 """
 from __future__ import annotations
 
@@ -66,18 +72,26 @@ class Sharded:
     """Mixin: the global batches of an epoch and this rank's slice of each.
 
     Needs ``num_samples``, ``batch_size``, ``drop_last``; ``rank``/``world_size`` default
-    to the single process.
+    to the single process, ``min_shard`` to 0 (every batch is trained, whatever its size).
     """
 
     rank: int = 0
     world_size: int = 1
+    min_shard: int = 0
 
-    def shard(self, rank: int, world_size: int):
-        """Yield only rank ``rank`` of ``world_size``'s part of each batch (returns self)."""
+    def shard(self, rank: int, world_size: int, min_shard: int = 0):
+        """Yield only rank ``rank`` of ``world_size``'s part of each batch (returns self).
+
+        ``min_shard``: with several ranks, drop a final global batch that would leave
+        some rank fewer than this many images (0: never; rank r's share of n images
+        is ``shard_bounds(n, r, world)``, the smallest being ``n // world``).
+        """
         if not (isinstance(world_size, int) and world_size >= 1 and 0 <= rank < world_size):
             raise ValueError(f"invalid shard rank {rank!r} of world {world_size!r}; "
                              "valid: 0 <= rank < world_size")
-        self.rank, self.world_size = rank, world_size
+        if isinstance(min_shard, bool) or not isinstance(min_shard, int) or min_shard < 0:
+            raise ValueError(f"invalid min_shard {min_shard!r}; valid: an integer >= 0")
+        self.rank, self.world_size, self.min_shard = rank, world_size, min_shard
         return self
 
     def global_ranges(self) -> list[tuple[int, int]]:
@@ -85,9 +99,18 @@ class Sharded:
         n, b = self.num_samples, self.batch_size
         ranges = [(i * b, min((i + 1) * b, n))
                   for i in range(batches_per_epoch(n, b, self.drop_last))]
-        if self.world_size > 1 and ranges and ranges[-1][1] - ranges[-1][0] < 2 * self.world_size:
-            ranges.pop()  # too small to give every rank two images
+        if (self.world_size > 1 and ranges
+                and (ranges[-1][1] - ranges[-1][0]) // self.world_size < self.min_shard):
+            ranges.pop()  # some rank would get fewer than min_shard images
         return ranges
+
+    def dropped_images(self) -> int:
+        """Images per epoch that ``min_shard`` keeps out of training (0 in one process;
+        ``drop_last`` is not counted)."""
+        n, b = self.num_samples, self.batch_size
+        kept = batches_per_epoch(n, b, self.drop_last)
+        trained = len(self.global_ranges())
+        return 0 if trained == kept else n - trained * b
 
     def global_sizes(self) -> list[int]:
         """Images in each global batch (the same every epoch)."""

@@ -22,6 +22,20 @@ contiguous shards of B / world (:func:`shard_bounds`); each rank forwards its sh
 The loss each rank differentiates is ``sum over its shard / n_global * world``
 (:func:`sharded_criterion`), so the averaged gradient equals the gradient of the
 global batch's mean loss, also for a final batch that does not split evenly.
+
+A final global batch of n < 2·world images is trained too: ranks 0..n mod world - 1
+hold one image more than the others (:func:`shard_bounds`), so a rank may hold one
+image or none. A rank with none contributes a loss of 0 with zero gradients to
+every all-reduce (DDP's, :meth:`DistContext.average_` of the learned methods) and
+zero sums to :class:`bnnopt.nn.sync_batchnorm.CPUSyncBatchNorm` (torch's
+``SyncBatchNorm`` likewise accepts an empty shard); the sharded loss's scale
+world / n_global already weights every image by 1 / n_global. So N processes train
+on the same images as one process at every global batch size. Only a model with
+a BatchNorm that normalises over its own rank's shard (no ``--sync-bn``) cannot
+train a rank's single image: :func:`min_shard_images` then asks the loaders to drop
+such a final batch on every rank (N processes differ from one process there anyway:
+each rank normalises with its own shard's statistics), and the run records the
+number of images dropped per epoch (``argv.json``: ``images_dropped_per_epoch``).
 """
 from __future__ import annotations
 
@@ -177,6 +191,20 @@ def check_global_batch(batch_size: int, world_size: int) -> int:
                          f"{world_size} processes (e.g. {lower or world_size} or "
                          f"{lower + world_size})")
     return batch_size // world_size
+
+
+def min_shard_images(model: torch.nn.Module, world_size: int) -> int:
+    """Fewest images a rank may receive from a final, partial global batch
+    (``Sharded.shard(..., min_shard=...)``): 2 when ``world_size > 1`` and ``model``
+    has a BatchNorm that is not synchronised over the ranks (it cannot train on a
+    single image), else 0 (every batch is trained, ranks may hold no image)."""
+    if world_size <= 1:
+        return 0
+    from bnnopt.nn.sync_batchnorm import CPUSyncBatchNorm
+
+    local = (m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and not isinstance(m, (torch.nn.SyncBatchNorm, CPUSyncBatchNorm)))
+    return 2 if any(True for _ in local) else 0
 
 
 def sharded_criterion(n_global: int, world_size: int) -> Callable[[Tensor, Tensor], Tensor]:

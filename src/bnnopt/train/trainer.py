@@ -177,9 +177,6 @@ class Trainer:
             val_fraction=cfg.val_fraction, dtype=param_dtype(cfg.precision),
             meta_fraction=METHODS.get(cfg.method).held_out_fraction(cfg.method_options),
             block_size=cfg.model_options.get("block_size"))
-        for loader in (self.train_loader, self.val_loader, self.test_loader, self.meta_loader):
-            if loader is not None:
-                loader.shard(dist.rank, dist.world_size)
         self.model, self.method = build_model(cfg, self.data_info)
         check_precision(cfg.precision, self.method.family, cfg.method)
         init_ckpt = None
@@ -198,6 +195,11 @@ class Trainer:
             from bnnopt.nn.sync_batchnorm import convert_sync_batchnorm
 
             convert_sync_batchnorm(self.model, self.device)
+        for loader in (self.val_loader, self.test_loader, self.meta_loader):
+            if loader is not None:
+                loader.shard(dist.rank, dist.world_size)
+        self.train_loader.shard(dist.rank, dist.world_size,  # see distributed.min_shard_images
+                                min_shard=distributed.min_shard_images(self.model, dist.world_size))
         if cfg.precision == "fp16":
             self.method.scaler = torch.amp.GradScaler(self.device.type)
         self.method.build(self.model, cfg.optim_config())
@@ -271,6 +273,7 @@ class Trainer:
                 record_argv(self.run_dir, self.argv, git_revision(),
                             {"quantized_layers": self.quantized_layers,
                              "world_size": self.dist.world_size,
+                             "images_dropped_per_epoch": self.train_loader.dropped_images(),
                              "method_options": self.method.resolved_options()},
                             resumed=self.resumed)
             for epoch in range(self.start_epoch, cfg.epochs):
