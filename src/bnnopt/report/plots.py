@@ -40,12 +40,7 @@ def plot_curves(curves: dict[str, list[list[dict[str, Any]]]], path: str | Path,
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return _save_png(fig, path)
 
 
 def plot_flip_rates(metrics: list[dict[str, Any]], path: str | Path, title: str = "",
@@ -86,6 +81,13 @@ def plot_flip_rates(metrics: list[dict[str, Any]], path: str | Path, title: str 
     ax.legend(fontsize=7, ncol=2 if len(layers) > 8 else 1)
     if title:
         ax.set_title(title)
+    return _save_png(fig, path)
+
+
+def _save_png(fig, path) -> Path:
+    """Lay out ``fig``, write it to ``path`` as PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

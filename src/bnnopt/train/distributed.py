@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bnnopt.collectives import all_reduce_mean_
 from bnnopt.data.split import shard_bounds  # noqa: F401  (re-exported: the loop's sharding)
 
 #: Seconds a collective may wait for a peer before the job fails (``--dist-timeout``).
@@ -76,19 +77,7 @@ class DistContext:
         """All-reduce the mean of ``tensors`` in place (one flat buffer per dtype/device)."""
         if not self.enabled:
             return
-        present = [t for t in tensors if t is not None]
-        groups: dict[tuple, list[Tensor]] = {}
-        for t in present:
-            groups.setdefault((t.dtype, t.device), []).append(t)
-        for group in groups.values():
-            flat = torch.cat([t.reshape(-1) for t in group])
-            torch.distributed.all_reduce(flat)
-            flat.div_(self.world_size)
-            offset = 0
-            for t in group:
-                n = t.numel()
-                t.copy_(flat[offset:offset + n].view_as(t))
-                offset += n
+        all_reduce_mean_(tensors, self.world_size)
 
     def sum_(self, tensor: Tensor) -> Tensor:
         """All-reduce the sum of ``tensor`` in place and return it."""

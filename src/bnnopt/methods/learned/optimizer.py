@@ -65,6 +65,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from bnnopt.collectives import all_reduce_mean_
+
 if TYPE_CHECKING:  # the engine imports this module; no import back at run time
     from bnnopt.methods.learned.base import LearnedGradientMethod
 
@@ -80,18 +82,7 @@ class _ProcessGroupMean:
         self.world_size = torch.distributed.get_world_size()
 
     def average_(self, tensors) -> None:
-        groups: dict[tuple, list[Tensor]] = {}
-        for t in tensors:
-            if t is not None:
-                groups.setdefault((t.dtype, t.device), []).append(t)
-        for group in groups.values():
-            flat = torch.cat([t.reshape(-1) for t in group])
-            torch.distributed.all_reduce(flat)
-            flat.div_(self.world_size)
-            offset = 0
-            for t in group:
-                t.copy_(flat[offset:offset + t.numel()].view_as(t))
-                offset += t.numel()
+        all_reduce_mean_(tensors, self.world_size)
 
 
 def _options(config: Any, options: dict[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,12 @@ layer quantized) is :data:`bnnopt.methods.config.LOSS_AWARE_POLICY`.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import ClassVar
 
 from bnnopt.methods.config import MethodConfig, check_int, check_number
 from bnnopt.methods.lossaware.blaq import READINGS
-from bnnopt.methods.lossaware.levels import BITS, LAYER_BITS, LEVEL_KINDS, SCALE_RULES
+from bnnopt.methods.lossaware.levels import BITS, LEVEL_KINDS, SCALE_RULES
+from bnnopt.methods.lossaware.prepare import check_layer_bits
 from bnnopt.registry import choice
 
 __all__ = ["BLAQConfig", "LABConfig", "LAQConfig", "LossAwareConfig", "PerLayerBitsConfig"]
@@ -79,20 +79,7 @@ class PerLayerBitsConfig(LossAwareConfig):
     def validate(self) -> None:
         super().validate()
         choice(self.scale_rule, SCALE_RULES, "scale_rule")
-        for key in ("first_bits", "last_bits"):
-            if getattr(self, key) is not None:
-                choice(getattr(self, key), LAYER_BITS, key)
-        layer_bits = self.layer_bits
-        if layer_bits is not None:
-            if not isinstance(layer_bits, dict):
-                raise ValueError(f"invalid layer_bits {layer_bits!r}; must be a table "
-                                 "{layer-name regex = bits}")
-            for pattern, width in layer_bits.items():
-                try:
-                    re.compile(pattern)
-                except (re.error, TypeError) as err:
-                    raise ValueError(f"invalid layer_bits pattern {pattern!r}: {err}") from None
-                choice(width, LAYER_BITS, f"layer_bits[{pattern!r}]")
+        check_layer_bits(self.bits, self.levels, self.first_bits, self.last_bits, self.layer_bits)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,7 +48,7 @@ def check_layer_bits(bits: int, levels: str, first_bits: int | None = None,
         for pattern, width in layer_bits.items():
             try:
                 re.compile(pattern)
-            except re.error as err:
+            except (re.error, TypeError) as err:
                 raise ValueError(f"invalid layer_bits pattern {pattern!r}: {err}") from None
             choice(width, LAYER_BITS, f"layer_bits[{pattern!r}]")
 
