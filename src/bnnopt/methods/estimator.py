@@ -107,10 +107,13 @@ for _name, (_description, _) in ESTIMATOR_PRESETS.items():
 class RBNNMethod(EstimatorMethod):
     """RBNN (Lin et al., NeurIPS 2020), see :mod:`bnnopt.quant.rbnn`.
 
-    ``prepare`` binarizes with the ``rbnn`` quantizer and creates each layer's R1, R2,
-    alpha and theta; every epoch starts with the alternating update of R1, R2 (every
-    ``rotation_update`` epochs, 1 as in the public code) and sets the sign
-    approximation's progress p = epoch / epochs (the public code's t schedule).
+    ``prepare`` binarizes with the ``rbnn`` quantizer (``binarize_`` creates each layer's
+    R1, R2, alpha and theta); every epoch starts with the alternating update of R1, R2
+    (:func:`bnnopt.nn.update_rotations`, every ``rotation_update`` epochs, 1 as in the
+    public code) and sets the sign approximation's progress p = epoch / epochs (the
+    public code's t schedule). A hand-written loop does the same with ``binarize_``, a
+    torch optimizer, ``EstimatorSchedule(model, total_epochs=E, endpoint=False)`` and
+    ``update_rotations(model)`` at each epoch start.
 
     ``act_path``: "policy" (default) quantizes the layer inputs as the policy says
     (act_quantizer None, "sign", "dorefa" with their estimators); "official" uses the
@@ -157,18 +160,9 @@ class RBNNMethod(EstimatorMethod):
         policy.update(act_quantizer="standardized", act_bits=bits, act_estimator="rbnn_act_sign")
         return policy
 
-    def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
-        from bnnopt.nn import quantized_layers
-
-        names = super().prepare(model, policy)
-        for _, layer in quantized_layers(model):
-            layer.weight_quantizer.attach(layer.weight)
-        return names
-
     def on_epoch_start(self, epoch: int, total_epochs: int) -> None:
-        from bnnopt.nn import quantized_layers
+        from bnnopt.nn import update_rotations
 
         super().on_epoch_start(epoch, total_epochs)
         if epoch % self.options["rotation_update"] == 0:
-            for _, layer in quantized_layers(self._model):
-                layer.weight_quantizer.update_rotation(layer.weight)
+            update_rotations(self._model)

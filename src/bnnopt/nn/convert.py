@@ -414,6 +414,7 @@ def binarize_(model: nn.Module, config: QuantConfig | None = None,
             layer = new if n == owner else getattr(new, n.rsplit(".", 1)[1])
             decisions[n] = LayerDecision(n, decisions[n].type, "swapped", "selected", type(layer).__name__)
     disable_fused_attention(model)
+    attach_quantizers(model)
 
     claimed = {id(m) for _, m, _ in candidates} | {id(modules[o]) for _, _, o in candidates}
     for name, module, reason in _unsupported(model, config.embedding, claimed):
@@ -469,6 +470,50 @@ def nothing_swapped_message(model: nn.Module, config: QuantConfig,
 def quantized_layers(model: nn.Module) -> list[tuple[str, QLayer]]:
     """All (name, QLayer) pairs of ``model`` in module order."""
     return [(n, m) for n, m in model.named_modules() if isinstance(m, QLayer)]
+
+
+def attach_quantizers(model: nn.Module) -> int:
+    """Create the shape-dependent state of every quantized layer's weight quantizer now.
+
+    A weight quantizer with an ``attach(weight)`` method and ``attached`` False (RBNN's:
+    rotations R1, R2 as buffers, alpha and theta as parameters, :mod:`bnnopt.quant.rbnn`)
+    would otherwise create that state at its first forward, after the user's optimizer
+    was built over ``model.parameters()``, which would then never train alpha and theta.
+    :func:`binarize_` calls this after swapping, in :func:`quantized_layers` order (R1 and
+    R2 are drawn from the global torch RNG). Returns how many quantizers it attached.
+    """
+    count = 0
+    for _, layer in quantized_layers(model):
+        quantizer = getattr(layer, "weight_quantizer", None)
+        if callable(getattr(quantizer, "attach", None)) and not getattr(quantizer, "attached", True):
+            quantizer.attach(layer.weight)
+            count += 1
+    return count
+
+
+def update_rotations(model: nn.Module) -> int:
+    """RBNN's alternating rotation update (Lin et al. 2020, Sec. 3.2) on every quantized layer
+    whose weight quantizer has rotations (``update_rotation``, :mod:`bnnopt.quant.rbnn`).
+
+    For each such layer with weight W (C_out channels viewed as a x b matrices X_i),
+    ``rotation_iters`` rounds of B_i = sign(R1^T X_i R2); R1 <- V1 U1^T from
+    svd(sum_i B_i R2^T X_i^T); R2 <- U2 V2^T from svd(sum_i X_i^T R1 B_i). In a
+    hand-written loop call it at the start of every epoch (before its first batch), as
+    the ``rbnn`` method does every ``rotation_update`` epochs (1 in the public code)::
+
+        for epoch in range(epochs):
+            update_rotations(model)
+            ...train one epoch...; schedule.step()
+
+    Returns how many layers were updated (0 for a model without RBNN layers).
+    """
+    count = 0
+    for _, layer in quantized_layers(model):
+        quantizer = getattr(layer, "weight_quantizer", None)
+        if callable(getattr(quantizer, "update_rotation", None)):
+            quantizer.update_rotation(layer.weight)
+            count += 1
+    return count
 
 
 def set_progress(model: nn.Module, p: float) -> None:

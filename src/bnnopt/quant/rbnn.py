@@ -195,9 +195,9 @@ def _random_orthogonal(n: int, dtype, device) -> torch.Tensor:
 class RBNNQuantizer(WeightQuantizer):
     """Q(W) = α ⊙ sign(w~), w~ the adjustable bi-rotated standardised weight (module docstring).
 
-    Shape-dependent state is created by :meth:`attach` (the ``rbnn`` method calls it
-    in ``prepare``, before the optimizer exists): buffers R1 (a, a), R2 (b, b) and
-    parameters alpha, theta of shape (C_out, 1, ..., 1).
+    Shape-dependent state is created by :meth:`attach` (``bnnopt.nn.binarize_`` calls it
+    when it swaps the layer, before any optimizer exists): buffers R1 (a, a), R2 (b, b)
+    and parameters alpha, theta of shape (C_out, 1, ..., 1).
     """
 
     name = "rbnn"

@@ -160,12 +160,15 @@ class BLAQ(LAQ):
         self.defaults["a"] = float(a)
         self.reading = reading
         self.trial_bn_stats = bool(trial_bn_stats)
-        self._trial_buffers: list[torch.Tensor] = []
-        if self.model is not None:
-            self._trial_buffers = [buf for module in self.model.modules()
-                                   if not isinstance(module, LossAwareQuantizer)
-                                   for buf in module._buffers.values() if buf is not None]
         self._scratch: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    def _trial_buffers(self) -> list[torch.Tensor]:
+        """The model's buffers (the quantizers' excepted) as they are now: looked up at every
+        step, since ``model.to(...)`` / ``model.double()`` after construction replace them."""
+        if self.model is None:
+            return []
+        return [buf for module in self.model.modules() if not isinstance(module, LossAwareQuantizer)
+                for buf in module._buffers.values() if buf is not None]
 
     def _buffers(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-parameter scratch tensors, allocated once (fresh CPU allocations page-fault)."""
@@ -253,14 +256,12 @@ class BLAQ(LAQ):
                     buf["w_t"].copy_(p)
                     self._move(p, m_trial, denom, step, group)
                 saved.append((p, group, buf, g, snap))
-        saved_buffers = None
-        if self._trial_buffers and not self.trial_bn_stats:
-            saved_buffers = [b.clone() for b in self._trial_buffers]
+        buffers = [] if self.trial_bn_stats else self._trial_buffers()
+        saved_buffers = [b.clone() for b in buffers]
         with torch.enable_grad():
             trial_loss = closure()
-        if saved_buffers is not None:
-            for buf, old in zip(self._trial_buffers, saved_buffers):
-                buf.copy_(old)
+        for buf, old in zip(buffers, saved_buffers):
+            buf.copy_(old)
         if self.check_finite:
             try:
                 self._check_loss(trial_loss, "trial loss", step_number)
