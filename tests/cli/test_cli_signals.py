@@ -29,9 +29,9 @@ pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM") or sys.platform =
                                 reason="POSIX signals")
 
 
-def _env(marks: Path | None = None, slow: float = 0.0) -> dict[str, str]:
+def _env(marks: Path | None = None, slow: float = 0.0, slow_from: int = 0) -> dict[str, str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1", BNNOPT_TEST_SLOW=str(slow))
+               OMP_NUM_THREADS="1", BNNOPT_TEST_SLOW=str(slow), BNNOPT_TEST_SLOW_FROM=str(slow_from))
     env.pop("BNNOPT_TEST_MARKS", None)
     if marks is not None:
         marks.mkdir(exist_ok=True)
@@ -39,8 +39,11 @@ def _env(marks: Path | None = None, slow: float = 0.0) -> dict[str, str]:
     return env
 
 
-def _start(argv: list[str], marks: Path, slow: float, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(SLOW), *argv], env=_env(marks, slow), cwd=cwd,
+def _start(argv: list[str], marks: Path, slow: float, cwd: Path,
+           slow_from: int = 0) -> subprocess.Popen:
+    """``bnnopt argv`` that pauses ``slow`` seconds at the start of every epoch from
+    ``slow_from`` on (the epoch the test signals in)."""
+    return subprocess.Popen([sys.executable, str(SLOW), *argv], env=_env(marks, slow, slow_from), cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
@@ -97,7 +100,7 @@ def test_sigterm_to_train_keeps_checkpoint_prints_resume_and_resumes_exactly(tmp
     argv = ["train", *TINY, "--method", "ste", "--epochs", "3"]
     assert main([*argv, "--out", str(tmp_path / "full")]) == 0
     marks, run = tmp_path / "marks", tmp_path / "killed"
-    proc = _start([*argv, "--out", str(run)], marks, slow=30.0, cwd=tmp_path)
+    proc = _start([*argv, "--out", str(run)], marks, slow=30.0, cwd=tmp_path, slow_from=1)
     _wait_for(lambda: _marks(marks, 1), proc)  # epoch 1 finished and saved; epoch 2 sleeping
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -129,7 +132,8 @@ def test_sigterm_before_the_first_checkpoint_leaves_nothing(tmp_path):
 def test_sigterm_to_compare_jobs_2_stops_every_worker_and_resumes_exactly(tmp_path):
     argv = ["compare", *TINY, "--methods", "ste,fp", "--epochs", "3", "--reference", "none"]
     marks, out = tmp_path / "marks", tmp_path / "cmp"
-    proc = _start([*argv, "--jobs", "2", "--out", str(out)], marks, slow=30.0, cwd=tmp_path)
+    proc = _start([*argv, "--jobs", "2", "--out", str(out)], marks, slow=30.0, cwd=tmp_path,
+                  slow_from=1)
     # both workers have saved epoch 1 of their run and sleep at the start of epoch 2
     _wait_for(lambda: len(_marks(marks, 1)) == 2, proc, timeout=240)
     workers = {int(name.split("-")[0]) for name in _marks(marks, 1)}
@@ -232,7 +236,7 @@ def test_sigterm_to_sequential_compare_releases_every_lock(tmp_path):
     comparison's and the run's locks are released, exit 143, nothing outlives it."""
     marks, out = tmp_path / "marks", tmp_path / "cmp"
     proc = _start(["compare", *TINY, "--methods", "ste", "--epochs", "2", "--reference", "none",
-                   "--out", str(out)], marks, slow=30.0, cwd=tmp_path)
+                   "--out", str(out)], marks, slow=30.0, cwd=tmp_path, slow_from=1)
     _wait_for(lambda: _marks(marks, 1), proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -248,7 +252,8 @@ def test_compare_workers_stop_when_the_parent_is_killed(tmp_path):
     SIGTERMs the workers, which stop their runs, release their locks and exit."""
     marks, out = tmp_path / "marks", tmp_path / "cmp"
     proc = _start(["compare", *TINY, "--methods", "ste,fp", "--epochs", "3", "--jobs", "2",
-                   "--reference", "none", "--out", str(out)], marks, slow=30.0, cwd=tmp_path)
+                   "--reference", "none", "--out", str(out)], marks, slow=30.0, cwd=tmp_path,
+                  slow_from=1)
     _wait_for(lambda: len(_marks(marks, 1)) == 2, proc, timeout=240)
     proc.kill()
     proc.communicate(timeout=60)
