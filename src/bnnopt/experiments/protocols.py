@@ -11,10 +11,9 @@ cifar10-subset   ResNet-20 from the official FSG full-precision checkpoint,
                  shared test images.
 mnist-subset     4-layer MLP on the shared MNIST files (17,435 train / 10,000 test).
 mnist-lenet      ALQ's LeNet-5 (20C5-MP-50C5-MP-500-10, ``lenet5_alq``; the network
-                 of BLAQ's Table 4) on the shared MNIST files. Until issue 12 this
-                 protocol used the classic ``lenet5`` (6C5-16C5-120-84 with BN); no
-                 recorded result used it, and the classic network stays available
-                 with ``--set model=lenet5``.
+                 of BLAQ's Table 4) on the shared MNIST files; sign-weight methods
+                 need ``--set model_options.batch_norm=true``. The classic ``lenet5``
+                 (6C5-16C5-120-84 with BN) is ``--set model=lenet5``.
 digits           a small MLP on scikit-learn's embedded 8x8 digits (the demo; no files).
 lm-tiny          ``gpt_tiny`` byte-level language model (context 128) on tiny Shakespeare
                  from the shared directory when present, else on the 400,000-byte slice
