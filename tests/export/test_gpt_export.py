@@ -1,12 +1,13 @@
-"""A quantized GPT through the packed format: 1-bit and 2-bit (b1.58 ternary) codes round
-trip exactly; ONNX export refuses token models with one line."""
+"""A quantized GPT through the packed format and ONNX: 1-bit and 2-bit (b1.58 ternary)
+codes round trip exactly; the ONNX graph (int64 token ids in, logits [B, T, V] out, standard
+ops only) gives onnxruntime logits within 1e-5 of torch's."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from bnnopt.export import export_packed, load_packed, packed_summary
-from bnnopt.export.onnx_export import export_onnx
+from bnnopt.export.onnx_export import compare_logits, export_onnx, run_onnxruntime, verify_graph
 from bnnopt.models.gpt import GPT_POLICY
 from bnnopt.nn import QuantConfig, binarize_, quantized_layers
 from bnnopt.registry import MODELS
@@ -76,18 +77,62 @@ def test_ternary_codes_are_stored_in_two_bits(tmp_path):
     assert size2 - size1 == pytest.approx(n / 8, abs=512)
 
 
-def test_onnx_refuses_token_models_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("case", ["bitnet-1bit", "bitnet_b158-2bit", "b158-2bit-absmax_ln"])
+def test_onnx_graph_of_a_quantized_gpt_matches_torch(tmp_path, case):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    model = quantized_gpt(CASES[case][0])
+    x = torch.randint(0, 256, (3, 16), generator=torch.Generator().manual_seed(3))
+    info = export_onnx(model, tmp_path / "gpt.onnx", example_input=x)
+    assert info["quantized_layers"] == len(LAYERS) and sorted(info["layers"]) == sorted(LAYERS)
+    proto = onnx.load(tmp_path / "gpt.onnx")
+    assert [i.type.tensor_type.elem_type for i in proto.graph.input] == [onnx.TensorProto.INT64]
+    assert {n.domain for n in proto.graph.node} <= {"", "ai.onnx"}   # standard ops only
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"Gather", "MatMul", "Softmax"} <= ops
+    assert "LayerNormalization" in ops or "ReduceMean" in ops
+    # every quantized projection's initializer holds exactly its quantized weight
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for name, layer in quantized_layers(model):
+        with torch.no_grad():
+            q = layer.quantized_weight()
+        assert torch.equal(torch.from_numpy(inits[info["layers"][name]["weight"]].copy()), q), name
+    # logits (B, T, V) equal torch's, also for another batch size and a shorter context
+    for tokens in (x, torch.randint(0, 256, (5, 7), generator=torch.Generator().manual_seed(4))):
+        with torch.no_grad():
+            ref = model(tokens)
+        got = run_onnxruntime(tmp_path / "gpt.onnx", tokens)
+        assert got.shape == tuple(ref.shape) == (tokens.shape[0], tokens.shape[1], 256)
+        assert compare_logits(ref, got, case, tol=1e-5) <= 1e-5 * max(1.0, float(ref.abs().max()))
+
+
+def test_packed_gpt_exports_and_verifies_through_the_cli(tmp_path):
+    pytest.importorskip("onnxruntime")
     model = quantized_gpt(CASES["bitnet_b158-2bit"][0])
     path = tmp_path / "gpt.bnnpk"
     export_packed(model, path, {"model": "gpt_tiny", "model_options": OPTIONS})
-    with pytest.raises(ValueError, match="ONNX / QONNX export of token models"):
-        export_onnx(path, tmp_path / "gpt.onnx")
+    info = export_onnx(path, tmp_path / "direct.onnx")   # no example: tokens [2, block_size]
+    assert info["input_shape"] == [16]
+    checked = verify_graph(path, tmp_path / "direct.onnx", info, qonnx=False)
+    assert checked["verified_max_abs_diff"] <= 1e-5
     from bnnopt.cli.main import main
 
-    assert main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "g.onnx")]) == 2
-    err = capsys.readouterr().err
-    assert "token models (GPT) is not supported" in err and err.count("\n") == 1
-    assert not (tmp_path / "g.onnx").exists()
+    assert main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "g.onnx")]) == 0
+    assert (tmp_path / "g.onnx").exists()
+
+
+def test_onnx_refuses_bad_token_input_and_an_unwritable_layer_in_one_line(tmp_path):
+    pytest.importorskip("onnx")
+    model = quantized_gpt(CASES["bitnet-1bit"][0])
+    with pytest.raises(ValueError, match=r"int64 token ids \[B, T\]"):
+        export_onnx(model, tmp_path / "g.onnx", example_input=torch.randn(2, 16))
+    # QONNX has no per-token absmax activation op: refused naming the first such layer
+    model = quantized_gpt(CASES["b158-2bit-absmax_ln"][0])
+    with pytest.raises(ValueError, match="layer 'blocks.0.attn.qkv' .*absmax_ln") as err:
+        export_onnx(model, tmp_path / "g.qonnx.onnx", qonnx=True,
+                    example_input=torch.randint(0, 256, (2, 16)))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "g.onnx").exists() and not (tmp_path / "g.qonnx.onnx").exists()
 
 
 def test_tied_head_round_trips(tmp_path):

@@ -445,6 +445,12 @@ def cmd_report(args) -> int:
                       strict_reference=args.reference is not None,
                       warn=lambda msg: print(f"bnnopt: warning: {msg}", file=sys.stderr)),
           end="")
+    if args.flip_plot:
+        from bnnopt.report.runs import flip_plots
+
+        for path in flip_plots(args.run_dirs, args.flip_plot,
+                               warn=lambda msg: print(f"bnnopt: warning: {msg}", file=sys.stderr)):
+            print(f"wrote {path}")
     return 0
 
 
@@ -534,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="method (or method spec, e.g. fsg:fast_form=product) to compare every "
                         "other with (95%% Welch interval over seeds); 'none' for no comparison "
                         "(default: ste, when among the runs)")
+    p.add_argument("--flip-plot", dest="flip_plot", metavar="FILE.png",
+                   help="also plot the per-layer flip rate per epoch of the runs that recorded it "
+                        "(several runs: FILE-<run dir>.png each)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("summary", help="per-layer bits and memory of a model or file")

@@ -24,7 +24,10 @@ no constant folding), so every quantized weight stays an initializer named
 Graph interface: one input ``input`` (for the zoo's image models [batch, C, H, W],
 the *normalised* image ``(x - mean) / std`` with the constants stored in the
 metadata; for a model given with ``example_input``, that tensor's shape and
-dtype, e.g. token ids), one output ``logits``; dimension 0 is dynamic. The metadata
+dtype), one output ``logits``; dimension 0 is dynamic. A GPT
+(:class:`bnnopt.models.gpt.GPT`) takes int64 token ids [batch, tokens] and gives
+logits [batch, tokens, vocab], both dimensions dynamic (tokens <= block_size;
+the default example is random tokens [2, block_size]). The metadata
 property ``bnnopt`` holds JSON with the model name, per-layer bits, input shape,
 normalisation and whether BatchNorm was folded.
 
@@ -90,6 +93,19 @@ def example_input(shape: list[int], batch: int = 2, seed: int = 0, dtype=torch.f
 _random_batch = example_input  # export_onnx's keyword argument shadows the name
 
 
+def example_tokens(shape: list[int], vocab_size: int, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    """Seeded random int64 token ids [batch, *shape] in [0, vocab_size)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, int(vocab_size), [batch, *shape], generator=gen)
+
+
+def is_token_model(model: torch.nn.Module) -> bool:
+    """True for a language model taking int64 token ids [B, T] (bnnopt's GPT)."""
+    from bnnopt.models.gpt import GPT
+
+    return isinstance(model, GPT)
+
+
 def _uses_qonnx_ops(layers: dict[str, dict[str, Any]]) -> bool:
     """True if some rewritten layer emits a QONNX op (weight grid or quantized input)."""
     return any(e["grid"] is not None or e["act_bits"] < 32 for e in layers.values())
@@ -150,18 +166,19 @@ def export_onnx(source: str | os.PathLike | torch.nn.Module, out: str | os.PathL
 
     model, codes, model_info = _packed_module(source, skeleton)
     meta = dict(getattr(model, "bnnopt_meta", {}) or {})
-    from bnnopt.models.gpt import GPT
-
-    if isinstance(model, GPT):  # graphs here take a float image batch, a GPT integer tokens
-        where = type(source).__name__ if isinstance(source, torch.nn.Module) else str(source)
-        raise ValueError(f"{where}: ONNX / QONNX export of token models (GPT) is not supported; "
-                         "use the packed file (bnnopt.export.load_packed, bnnopt generate)")
+    tokens = is_token_model(model)
     dtype = next((b.dtype for b in model.buffers() if b.is_floating_point()), torch.float32)
     if example_input is not None:
         if not isinstance(example_input, torch.Tensor):
             raise ValueError(f"invalid example_input {type(example_input).__name__}; valid: one torch.Tensor")
+        if tokens and (example_input.dim() != 2 or example_input.dtype != torch.int64):
+            raise ValueError(f"invalid example_input {example_input.dtype} {tuple(example_input.shape)} "
+                             "for a token model; valid: int64 token ids [B, T]")
         x = example_input
         shape = list(x.shape[1:])
+    elif tokens:
+        shape = [int(model.block_size)]
+        x = example_tokens(shape, model.vocab_size)
     else:
         if shape is None and isinstance(source, torch.nn.Module):
             raise ValueError("export_onnx of a module needs example_input=<one input batch> (or shape=[...])")
@@ -175,7 +192,8 @@ def export_onnx(source: str | os.PathLike | torch.nn.Module, out: str | os.PathL
             torch.onnx.export(
                 ready, (x,), buf, dynamo=False, opset_version=opset,
                 input_names=["input"], output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamic_axes=({"input": {0: "batch", 1: "tokens"}, "logits": {0: "batch", 1: "tokens"}}
+                              if tokens else {"input": {0: "batch"}, "logits": {0: "batch"}}),
                 training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False,
                 custom_opsets={QONNX_DOMAIN: 1} if qonnx and _uses_qonnx_ops(layers) else None)
     except Exception as err:  # the exporter's errors are long; give one line naming the layer
@@ -205,8 +223,9 @@ def export_onnx(source: str | os.PathLike | torch.nn.Module, out: str | os.PathL
         folded = fold_batchnorm(proto, set(weights), weights)
     info_meta = {
         "producer": "bnnopt", "format": "qonnx" if qonnx else "onnx", "model": model_info.get("name"),
-        "input_shape": ["batch", *shape],
-        "input": "normalised image (x - mean) / std" if example_input is None else "example_input's layout",
+        "input_shape": ["batch", "tokens"] if tokens else ["batch", *shape],
+        "input": ("int64 token ids [batch, tokens], tokens <= block_size" if tokens else
+                  "normalised image (x - mean) / std" if example_input is None else "example_input's layout"),
         "mean": (meta.get("data") or {}).get("mean"), "std": (meta.get("data") or {}).get("std"),
         "folded_batchnorm": len(folded),
         "layers": {n: {"bits": e["bits"], "act_bits": e["act_bits"]} for n, e in layers.items()},
@@ -304,8 +323,10 @@ def run_qonnx(path: str | os.PathLike, x: torch.Tensor | np.ndarray) -> np.ndarr
 
     x = _np(x)
     proto = _onnx().load(os.fspath(path))
-    for value in (*proto.graph.input, *proto.graph.output):  # its executor wants a fixed batch size
-        value.type.tensor_type.shape.dim[0].dim_value = x.shape[0]
+    for value in (*proto.graph.input, *proto.graph.output):  # its executor wants fixed sizes
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):   # batch (and a GPT's tokens)
+            if dim.dim_param and i < x.ndim:
+                dim.dim_value = x.shape[i]
     model = ModelWrapper(proto).transform(InferShapes())
     return np.asarray(execute_onnx(model, {"input": x})["logits"])
 
@@ -370,7 +391,10 @@ def verify_graph(packed: str | os.PathLike, graph: str | os.PathLike, info: dict
 
     model = load_packed(packed)
     dtype = next((b.dtype for b in model.buffers() if b.is_floating_point()), torch.float32)
-    x = example_input(info["input_shape"], batch=batch, seed=1, dtype=dtype)
+    if is_token_model(model):
+        x = example_tokens([int(model.block_size)], model.vocab_size, batch=batch, seed=1)
+    else:
+        x = example_input(info["input_shape"], batch=batch, seed=1, dtype=dtype)
     ref = model(x)
     scale = f"max |logit| {float(ref.abs().max()):.3g}"
     if not qonnx:

@@ -13,6 +13,9 @@ quantized float values) and ``A`` is written with standard ops::
 
     sign    A(x) = Where(x >= 0, 1, -1)                (sign(0) := +1, as in training)
     dorefa  A(x) = Round(n * Clip(x, 0, 1)) / n,  n = 2^k - 1   (DoReFa Eq. 5)
+    absmax  A(x) = Clip(Round(x Q_b / g), -Q_b, Q_b - 1) g / Q_b,  g = max(ReduceMax |x|, eps)
+            per token, Q_b = 2^(k-1) (BitNet Eq. 4-5), after an affine-free LayerNorm
+            (``absmax_ln``, Eq. 11-12) or RMSNorm (``absmax_rms``); standard ONNX only
 
 QONNX (``qonnx=True``, domain ``qonnx.custom_op.general``): the bit widths are
 kept in the graph through QONNX's quantization ops, which FINN-style tools read::
@@ -75,6 +78,29 @@ class QuantFn(Function):
                    signed_i=int(signed), narrow_i=int(narrow), rounding_mode_s="ROUND")
         out.setType(x.type())
         return out
+
+
+#: BitNet's per-token absmax activation quantizers (bnnopt.quant.bitnet) -> their normalisation
+ABSMAX_NORMS = {"absmax": "none", "absmax_ln": "layernorm", "absmax_rms": "rmsnorm"}
+
+
+def _absmax(x: torch.Tensor, norm: str, bits: int, eps: float, features: int) -> torch.Tensor:
+    """Per-token absmax fake quantization with standard ops (ReduceMax, Round, Clip),
+    after an optional affine-free LayerNorm / RMSNorm over the last dimension::
+
+        gamma = max(max_j |x_j|, eps),  x_q = Clip(Round(x Q_b / gamma), -Q_b, Q_b - 1) gamma / Q_b
+
+    with Q_b = 2^(bits - 1) (BitNet Eq. 4-5, 11-12; the same arithmetic as
+    ``bnnopt.quant.bitnet.absmax_quantize``, whose straight-through part is the identity
+    at inference). Shapes: [..., F] -> [..., F], ``features`` = F.
+    """
+    if norm == "layernorm":
+        x = F.layer_norm(x, (features,), eps=eps)
+    elif norm == "rmsnorm":
+        x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps)
+    qb = float(1 << (bits - 1))
+    gamma = x.abs().amax(dim=-1, keepdim=True).clamp_min(eps)
+    return torch.round(x * (qb / gamma)).clamp(-qb, qb - 1) * (gamma / qb)
 
 
 @dataclass
@@ -161,8 +187,11 @@ class _OnnxLayer(nn.Module):
         act = getattr(packed, "act_quantizer", None)
         self.act_name = getattr(act, "name", None) if act is not None else None
         self.act_bits = int(act.bits) if act is not None else 32
-        if act is not None and self.act_name not in ("sign", "dorefa"):
-            raise ValueError(f"activation quantizer {self.act_name!r} has no ONNX form; valid: sign, dorefa")
+        valid = ("sign", "dorefa") if qonnx else ("sign", "dorefa", *ABSMAX_NORMS)
+        if act is not None and self.act_name not in valid:
+            raise ValueError(f"activation quantizer {self.act_name!r} has no {'QONNX' if qonnx else 'ONNX'} "
+                             f"form; valid: {', '.join(valid)}")
+        self.act_eps = float(getattr(act, "eps", 1e-5))
         if qonnx and self.act_name == "sign":
             self.register_buffer("act_scale", torch.tensor(1.0, dtype=self.weight.dtype))
         elif qonnx and self.act_name == "dorefa":
@@ -174,6 +203,9 @@ class _OnnxLayer(nn.Module):
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         if self.act_name is None:
             return x
+        if self.act_name in ABSMAX_NORMS:  # features as a constant: the traced graph keeps it static
+            return _absmax(x, ABSMAX_NORMS[self.act_name], self.act_bits, self.act_eps,
+                           int(self.weight.shape[1]))
         if self.act_name == "sign":
             if self.qonnx:
                 return BipolarQuantFn.apply(x, self.act_scale)
@@ -258,7 +290,10 @@ def onnx_ready(packed_model: nn.Module, codes: dict[str, torch.Tensor] | None = 
             grid = weight_grid(module.weight, codes[name], int(module.bits), name)
         cls = (OnnxConv if isinstance(module, PackedConv) else
                OnnxEmbedding if isinstance(module, PackedEmbedding) else OnnxLinear)
-        new = cls(module, qonnx, grid)
+        try:
+            new = cls(module, qonnx, grid)
+        except ValueError as err:
+            raise ValueError(f"layer {name!r} ({type(module).__name__}): {err}") from None
         done[id(module)] = new
         for parent in list(model.modules()):
             for key, sub in list(parent._modules.items()):

@@ -9,6 +9,11 @@ them (``--zigzag N``). With a reference method (``--reference``, default ste),
 a second table gives each other method's difference to it, per optimizer, with
 a 95 % Welch interval over seeds (:mod:`bnnopt.report.stats`).
 
+With ``--flip-plot FILE`` (:func:`flip_plots`) the per-layer flip rate per epoch of
+each run that recorded one (``flip_rate`` in its metrics rows) is also drawn
+(:func:`bnnopt.report.plots.plot_flip_rates`): to FILE for one such run, else to
+``<FILE stem>-<run directory name><suffix>`` per run.
+
 Damaged runs do not abort the table: a run whose ``config.json``, ``summary.json``
 or ``metrics.jsonl`` cannot be read is skipped with a warning naming the file and
 why (``warn``), and the others are reported. A run whose ``checkpoint.pt`` is
@@ -177,6 +182,39 @@ def report_runs(run_dirs: list[str | Path], out: str | Path | None = None,
     if out:
         write_text(out, text)
     return text
+
+
+def flip_plots(run_dirs: list[str | Path], path: str | Path,
+               warn: Callable[[str], None] | None = None) -> list[Path]:
+    """Draw the per-layer flip rates of every run in ``run_dirs`` that recorded them.
+
+    One such run: its plot is written to ``path``; several: one PNG per run, named
+    ``<stem>-<run directory name><suffix>`` beside ``path`` (titled with the run's
+    label). Runs without flip rates (float runs, older records) are skipped with a
+    ``warn``; unreadable runs as in :func:`load_runs`. ValueError when no run has any.
+    Returns the paths written.
+    """
+    from bnnopt.report.plots import plot_flip_rates
+
+    warn = warn or _warn_stderr
+    path = Path(path)
+    found = []
+    for run in load_runs(run_dirs, warn):
+        metrics = read_jsonl(Path(run["run_dir"]) / "metrics.jsonl")
+        if any(r.get("flip_rate") for r in metrics):
+            found.append((run, metrics))
+        else:
+            warn(f"no flip-rate plot for {run['run_dir']}: its metrics rows have no flip_rate "
+                 "(a float run, or recorded before flip rates were logged)")
+    if not found:
+        raise ValueError(f"--flip-plot {path}: none of the {len(run_dirs)} run(s) recorded flip "
+                         "rates (a quantized run records them in metrics.jsonl)")
+    written = []
+    for run, metrics in found:
+        out = path if len(found) == 1 else path.with_name(
+            f"{path.stem}-{Path(run['run_dir']).name}{path.suffix or '.png'}")
+        written.append(plot_flip_rates(metrics, out, title=run["label"]))
+    return written
 
 
 def _published_beside(runs: list[dict[str, Any]], paper_names: list[str]) -> str:
