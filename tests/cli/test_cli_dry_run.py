@@ -34,3 +34,17 @@ def test_dry_run_of_paper_default_and_an_estimator_method(tmp_path, monkeypatch,
     assert opts["estimator"] == "ede"
     assert main(["train", "--method", "fsg", "--set", "method_options.preset=bad", "--dry-run"]) == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dry_run_prints_the_policy_that_runs_for_the_loss_aware_family(tmp_path, monkeypatch, capsys):
+    """lab/laq/blaq quantize every layer unless the policy says otherwise; --dry-run says so."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--method", "blaq", "--dry-run"]) == 0
+    policy = json.loads(capsys.readouterr().out)["config"]["policy"]
+    assert (policy["keep_first"], policy["keep_last"]) == (False, False)
+    assert main(["train", "--method", "laq", "--set", "policy.keep_last=true", "--dry-run"]) == 0
+    policy = json.loads(capsys.readouterr().out)["config"]["policy"]
+    assert (policy["keep_first"], policy["keep_last"]) == (False, True)
+    assert main(["train", "--method", "ste", "--dry-run"]) == 0
+    policy = json.loads(capsys.readouterr().out)["config"]["policy"]
+    assert (policy["keep_first"], policy["keep_last"]) == (True, True)

@@ -311,7 +311,7 @@ def dry_run(args) -> dict[str, Any]:
     resolved["optim"] = cfg.optim_config().to_dict()
     policy_defaults = {f.name: f.default for f in dataclasses.fields(QuantConfig)
                        if f.name in POLICY_KEYS}
-    resolved["policy"] = {**policy_defaults, **cfg.policy}
+    resolved["policy"] = {**policy_defaults, **method.policy_defaults, **cfg.policy}
     return {"dry_run": True, "run_directory": str(args.resume or args.out or "runs/<method>-"
                                                   "<model>-<dataset>-s<seed>-<time>"),
             "config": resolved}

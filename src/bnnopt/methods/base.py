@@ -103,6 +103,8 @@ class Method:
     """
 
     family: str = "estimator"
+    #: layer-selection defaults this method applies under the run's ``policy`` (which wins)
+    policy_defaults: dict[str, Any] = {}
     #: options added after runs began storing their resolved options (compare's reuse
     #: check), each with the value that reproduces the code before it: a stored run
     #: without the key equals a run whose value is that one.

@@ -81,6 +81,7 @@ class LossAwareMethod(Method):
     name = "loss-aware"
     #: the typed options (:mod:`bnnopt.methods.lossaware.config`)
     config_class: type[LossAwareConfig] = LAQConfig
+    policy_defaults = LOSS_AWARE_POLICY
     added_options = {"scale_rule": "exact"}
 
     def __init__(self, **options: Any):
