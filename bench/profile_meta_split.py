@@ -21,7 +21,8 @@ forward. The meta time is begin_step + finish_step less the base optimizer's ste
 forward alone (``generate_share`` under the split). The first step (a plain STE step,
 no meta-nets) and ``--warmup`` more are excluded; the median over the remaining steps
 is reported for the slowest process, and the ratio meta(P) / meta(1) (0.5 is a perfect
-split at P = 2). ``--no-split`` runs
+split at P = 2), in wall time and in the process's CPU time (``time.process_time``,
+which a machine shared with other jobs inflates less than wall time). ``--no-split`` runs
 the unsplit path for comparison (every process does all the meta work).
 
     PYTHONPATH=src python bench/profile_meta_split.py                 # bench/results/meta_split.json
@@ -69,16 +70,18 @@ def worker(args) -> None:
                "lstmfc": bnnopt.LSTMFC}
     opt = classes[args.method](net, torch.optim.Adam(model.parameters(), lr=1e-3))
     opt.method.meta_split = not args.no_split
-    times: dict[str, list[float]] = {"begin_step": [], "finish_step": [], "step": [],
-                                     "base_step": [], "generate": []}
+    names = ("begin_step", "finish_step", "step", "base_step", "generate")
+    times: dict[str, list[float]] = {k: [] for k in names}
+    times.update({f"{k}_cpu": [] for k in names})
 
     def timed(name, fn, barrier=False):
         def run(*a, **kw):
             if barrier and world > 1:
                 torch.distributed.barrier()
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             out = fn(*a, **kw)
             times[name].append(time.perf_counter() - start)
+            times[f"{name}_cpu"].append(time.process_time() - cpu)
             return out
         return run
 
@@ -102,11 +105,12 @@ def worker(args) -> None:
             loss = F.cross_entropy(net(xs), ys)
             loss.backward()
             return loss
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         opt.step(closure)
         times["step"].append(time.perf_counter() - start)
+        times["step_cpu"].append(time.process_time() - cpu)
     skip = 1 + args.warmup
-    kept = {k: v[skip:] if k not in ("generate",) else v[args.warmup:]
+    kept = {k: v[skip:] if not k.startswith("generate") else v[args.warmup:]
             for k, v in times.items()}
     split = bool(opt.method.split_active())
     weights = sum(layer.weight.numel() for _, layer in opt.method.layers)
@@ -157,27 +161,31 @@ def main() -> None:
               "steps": args.steps, "threads_per_process": 1, "cpu_count": os.cpu_count(),
               "split": not args.no_split, "methods": {}}
     print(f"{'method':<8}{'P':>3}{'split':>7}{'begin_s':>10}{'finish_s':>10}{'base_s':>9}"
-          f"{'gen_s':>9}{'meta_s':>9}{'step_s':>9}{'meta/meta(1)':>14}"
-          "   (median per step, slowest process)")
+          f"{'gen_s':>9}{'meta_s':>9}{'step_s':>9}{'meta/meta(1)':>14}{'meta_cpu_s':>12}"
+          f"{'cpu/cpu(1)':>12}   (median per step, slowest process)")
     for method in [m for m in args.methods.split(",") if m]:
-        rows, base = {}, None
+        rows, base, base_cpu = {}, None, None
         for n in procs:
             ranks = launch(method, n, args)
             for r in ranks:
                 sec = r["seconds"]
-                sec["meta"] = [b + f - o for b, f, o in
-                               zip(sec["begin_step"], sec["finish_step"], sec["base_step"])]
+                for cpu in ("", "_cpu"):
+                    sec["meta" + cpu] = [b + f - o for b, f, o in zip(
+                        sec["begin_step" + cpu], sec["finish_step" + cpu], sec["base_step" + cpu])]
             med = {k: max(statistics.median(r["seconds"][k]) for r in ranks)
-                   for k in ("begin_step", "finish_step", "base_step", "generate", "meta", "step")}
+                   for k in r["seconds"]}
             base = med["meta"] if base is None else base
+            base_cpu = med["meta_cpu"] if base_cpu is None else base_cpu
             rows[str(n)] = {"split": ranks[0]["split"], "median_seconds": med,
                             "meta_ratio_vs_first": med["meta"] / base,
+                            "meta_cpu_ratio_vs_first": med["meta_cpu"] / base_cpu,
                             "quantized_weights": ranks[0]["quantized_weights"],
                             "per_rank": ranks}
             print(f"{method:<8}{n:>3}{str(ranks[0]['split']):>7}{med['begin_step']:10.4f}"
                   f"{med['finish_step']:10.4f}{med['base_step']:9.4f}{med['generate']:9.4f}"
                   f"{med['meta']:9.4f}{med['step']:9.4f}"
-                  f"{med['meta'] / base:14.2f}", flush=True)
+                  f"{med['meta'] / base:14.2f}{med['meta_cpu']:12.4f}"
+                  f"{med['meta_cpu'] / base_cpu:12.2f}", flush=True)
         result["methods"][method] = rows
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
