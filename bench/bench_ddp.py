@@ -19,8 +19,16 @@ in a ring all-reduce):
     estimator        DDP all-reduce of every parameter gradient            P
     loss-aware       LAQ: P; BLAQ: both passes go through DDP              2 P
     learned gradient DDP's P + the stored g = dL/dQ of the quantized
-                     weights (Q) + the meta-nets' (and LRE's) gradients M  P + Q + M
+      (unsplit)      weights (Q) + the meta-nets' (and LRE's) gradients M  P + Q + M
+    learned gradient DDP's P + g and dL/dDelta (2 Q) + the meta-nets'
+      (split, the    partial gradients, summed, and one flag per meta-net
+      default)       tensor (M + m); all-gathered: Delta and G, 2 Q/n sent
+                     and 2 Q received per process (n processes)            P + 2 Q + M + m
+                                                                           (+ 2 Q gathered)
     every family     + 1 scalar (the step's loss, for the non-finite check)
+
+(the split: each process runs the meta-nets on its contiguous share of the Q weights,
+bnnopt.methods.learned.base; LSTMFC also gathers its 2H·Q hidden state at a checkpoint.)
 
     PYTHONPATH=src python bench/bench_ddp.py                   # writes bench/results/ddp.json
     PYTHONPATH=src python bench/bench_ddp.py --procs 1,2 --repeats 3 --train-limit 2048
@@ -59,7 +67,12 @@ def communication(method: str, protocol: str) -> dict[str, int]:
     if meth.family == "learned-gradient":
         out["stored_g"] = sum(layer.weight.numel() for _, layer in meth.layers)
         out["meta_gradients"] = sum(p.numel() for p in meth.meta_modules.parameters())
+        if meth.splittable():  # the split of the meta work (the default under torchrun)
+            out["dL_dDelta"] = out["stored_g"]
+            out["meta_reached_flags"] = len(list(meth.meta_modules.parameters()))
     out["total_values"] = sum(out.values())
+    if meth.family == "learned-gradient" and meth.splittable():
+        out["all_gathered_values"] = 2 * out["stored_g"]  # Delta and G, not in the total
     out["total_MB_float32"] = round(out["total_values"] * 4 / 2**20, 3)
     del torch
     return out

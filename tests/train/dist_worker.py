@@ -2,10 +2,11 @@
 
 Usage: torchrun --standalone --nproc-per-node 2 dist_worker.py CASES.json OUT_DIR
 
-CASES.json maps a case name to ``{"config": RunConfig dict, "steps_epochs": E,
-"sync_learned": bool}``. For every case each rank builds a Trainer (under the
-process group torchrun describes), trains E epochs with ``train_epoch`` and saves
-its model state, method state, metrics rows and batch counts to ``OUT_DIR/<case>-rank<r>.pt``.
+CASES.json maps a case name to ``{"config": RunConfig dict, "epochs": E,
+"sync_learned": bool, "meta_split": bool}``. For every case each rank builds a Trainer
+(under the process group torchrun describes), trains E epochs with ``train_epoch`` and
+saves to ``OUT_DIR/<case>-rank<r>.pt`` its model state, method state, metrics rows,
+batch counts and whether the learned-gradient meta work was split across the ranks.
 """
 import json
 import sys
@@ -25,10 +26,13 @@ def main() -> None:
         trainer = Trainer(RunConfig.from_dict(case["config"]), out / f"run-{name}", dist=ctx)
         if not case.get("sync_learned", True):
             trainer.method.sync_learned = False
+        if not case.get("meta_split", True):
+            trainer.method.meta_split = False
         rows = [trainer.train_epoch(e) for e in range(case.get("epochs", 1))]
         torch.save({"model": trainer.model.state_dict(), "method": trainer.method.state_dict(),
                     "rows": rows, "batches": len(trainer.train_loader),
-                    "dropped": trainer.train_loader.dropped_images()},
+                    "dropped": trainer.train_loader.dropped_images(),
+                    "split": bool(getattr(trainer.method, "split_active", lambda: False)())},
                    out / f"{name}-rank{ctx.rank}.pt")
     shutdown(ctx)
 

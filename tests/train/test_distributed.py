@@ -36,7 +36,8 @@ def _load_helpers():
 _dist = _load_helpers()
 identical, max_difference, torchrun = _dist.identical, _dist.max_difference, _dist.torchrun
 WORKER = Path(__file__).with_name("dist_worker.py")
-METHODS = ["ste", "irnet", "laq", "blaq", "fcgrad", "lstmfc", "fsg"]
+METHODS = ["ste", "irnet", "laq", "blaq", "fcgrad", "multifc", "lstmfc", "fsg"]
+LEARNED = ("fcgrad", "multifc", "lstmfc", "fsg")
 
 
 def config(method: str, bn: bool = False, **changes) -> dict:
@@ -61,6 +62,15 @@ CASES.update({f"{m}-bn32-1step": {"config": config(m, bn=True, train_limit=16, o
               for m in ("ste", "fsg")})
 CASES["fsg-bn32"] = {"config": config("fsg", bn=True)}  # ranks identical over 8 float32 steps
 CASES["fsg-nosync"] = {"config": config("fsg"), "sync_learned": False}
+# the learned methods split their per-weight meta work across the ranks by default
+# (the *-fp64 cases above); the unsplit path, and post-processing of the gathered
+# (Δ, G) (per-layer STE norms, the optimizer look-ahead) with the split on
+CASES["fsg-nosplit-fp64"] = {"config": config("fsg"), "meta_split": False}
+CASES["lstmfc-nosplit-fp64"] = {"config": config("lstmfc"), "meta_split": False}
+CASES["fsg-stenorm-fp64"] = {"config": config("fsg", method_options={
+    "grad_norm": "ste", "lookahead": "optimizer"})}
+CASES["fcgrad-official-fp64"] = {"config": config("fcgrad", method_options={"variant": "official"},
+                                                  optim={"name": "sgdm", "lr": 0.05})}
 CASES["fsg-heldout-fp64"] = {"config": config(  # the meta split is sharded like the train one
     "fsg", method_options={"meta_data": "heldout", "meta_fraction": 0.25})}
 CASES["ste-sgdm-uneven"] = {"config": config("ste", optim={"name": "sgdm", "lr": 0.05},
@@ -119,6 +129,13 @@ def test_two_ranks_equal_one_process_on_the_global_batch(ddp, name, tmp_path):
         assert diff <= tol, f"{name} {part}: {diff:.3g} at {where}"
     assert got["rows"][0]["test_acc"] == ref["rows"][0]["test_acc"]
     assert got["rows"][0]["loss"] == pytest.approx(ref["rows"][0]["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if n.split("-")[0] in LEARNED])
+def test_meta_work_is_split_where_it_can_be(ddp, name):
+    """Split by default; not with meta_split off, without sync or with a held-out meta loss."""
+    expected = not any(k in name for k in ("nosplit", "nosync", "heldout"))
+    assert [rank["split"] for rank in ddp[name]] == [expected, expected]
 
 
 def test_learned_gradient_without_sync_diverges(ddp):

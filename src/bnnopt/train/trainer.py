@@ -394,12 +394,14 @@ class Trainer:
 
     def save(self, epoch: int) -> None:
         """Checkpoint first, then the metrics log: a kill in between loses nothing,
-        since resume restores the metrics from the checkpoint. Rank 0 alone writes."""
+        since resume restores the metrics from the checkpoint. Rank 0 alone writes; every
+        rank takes the method's state (a collective for a method that splits its state)."""
+        method_state = self.method.state_dict()
         if not self.dist.is_main:
             return
         save_checkpoint(self.run_dir / CHECKPOINT_NAME, {
             "config": self.config.to_dict(), "data": self.data_info, "epoch": epoch,
-            "model": self.model.state_dict(), "method": self.method.state_dict(),
+            "model": self.model.state_dict(), "method": method_state,
             "metrics": self.metrics, "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "zigzag": self.zigzag.state_dict() if self.zigzag is not None else None,

@@ -1,6 +1,8 @@
 """Worker of test_optimizer_ddp.py (run by torchrun, not by pytest): each rank trains a
-DistributedDataParallel tiny model with bnnopt.FSG / FCGrad on its half of every global
-batch and saves its model and optimizer state to OUT_DIR/<name>-rank<r>.pt."""
+DistributedDataParallel tiny model with bnnopt.FSG / FCGrad / LSTMFC on its half of every
+global batch (the meta work split across the ranks) and saves its model and optimizer
+state to OUT_DIR/<name>-rank<r>.pt (LSTMFC's state_dict() gathers the ranks' hidden
+states: every rank calls it)."""
 import sys
 from pathlib import Path
 
@@ -12,7 +14,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 import bnnopt
 
-OPTIONS = {"fsg": (bnnopt.FSG, {"history": 2}), "fcgrad": (bnnopt.FCGrad, {})}
+OPTIONS = {"fsg": (bnnopt.FSG, {"history": 2}), "fcgrad": (bnnopt.FCGrad, {}),
+           "lstmfc": (bnnopt.LSTMFC, {"hidden": 4})}
 
 
 def global_batches(n):
@@ -47,7 +50,8 @@ def main() -> None:
                 loss.backward()
                 return loss
             opt.step(closure)
-        torch.save({"model": model.state_dict(), "opt": opt.state_dict()},
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                    "split": opt.method.split_active()},
                    out / f"{name}-rank{rank}.pt")
     dist.destroy_process_group()
 

@@ -1,6 +1,7 @@
 """bnnopt.FSG / FCGrad on a DistributedDataParallel model in the user's own loop
 (2 CPU processes, gloo): the ranks stay identical and equal one process on the
-global batch (g and the meta-nets' gradients are averaged across ranks)."""
+global batch (g and ∂L/∂Δ averaged across ranks, each rank's meta work on its share of
+the weights, the meta-nets' partial gradients summed)."""
 from __future__ import annotations
 
 import importlib.util
@@ -35,11 +36,12 @@ def ranks(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", ["fsg", "fcgrad"])
+@pytest.mark.parametrize("name", ["fsg", "fcgrad", "lstmfc"])
 def test_ranks_identical_and_equal_to_one_process(ranks, name):
     worker = _load("bnnopt_ddp_own_loop_worker", WORKER)
     r0, r1 = (torch.load(ranks / f"{name}-rank{r}.pt", weights_only=False) for r in (0, 1))
     assert identical(r0, r1)
+    assert r0["split"] and r1["split"]  # each rank ran the meta-nets on its share only
     model, cls, options = worker.build(name)
     opt = cls(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), options)
     for x, y in worker.global_batches(4):

@@ -85,6 +85,41 @@ meta-nets' gradients (LRE included) before their optimizers step, so every rank
 holds identical task weights, meta-nets and history (``sync_learned = False``
 switches that off, for the test that shows the ranks then diverge).
 
+Split of the meta work across ranks (``meta_split = True``, the default under
+torchrun; set ``method.meta_split = False`` for the unsplit path). Every meta-net of
+FCGrad, MultiFC, LSTMFC and FSG's per-weight layout acts on each weight element on its
+own, so the N latent weights of all quantized layers (flattened and concatenated in
+layer order) are cut into P contiguous shares balanced by element count
+(:func:`bnnopt.data.split.shard_bounds`: rank r holds [lo_r, hi_r), sizes differ by at
+most one) and rank r runs :meth:`LearnedGradientMethod.generate_share` on its share only::
+
+    (Δ_r, G_r) = generate_share(g, Ŵ, c, η; lo_r, hi_r)       Δ_r in the graph of φ
+    [Δ, G] = all_gather([Δ_r, G_r])                          every rank: the full values
+    Δ_full = [Δ_<r (constant), Δ_r, Δ_>r (constant)]         installed on the layers
+    forward + backward;  ∂L/∂Δ_full and g_t all-reduced (mean over ranks = the gradient of
+    the global batch's loss, as DDP's mean of the weights' gradients)
+    rank r: ∂L/∂φ|_r = ∂L/∂Δ_full · ∂Δ_full/∂φ                only Δ_r reaches φ
+    ∂L/∂φ = Σ_r ∂L/∂φ|_r  (an all-reduce SUM: the partials are disjoint pieces of one sum)
+
+Anything computed from the full Δ and G after generation (``grad_norm``, ``lookahead
+"optimizer"``) runs on every rank on the assembled values; since the other shares are
+constants there, each rank's backward yields exactly its share's part of the total
+derivative, so the sum is the one-process gradient. Every rank then holds the same G,
+meta-net gradients, meta-optimizer states and task weights. History: the HGS holds the
+all-reduced g, which every rank has, so it stays full on every rank (no communication);
+an LSTM meta-net's hidden state (N x H per step, far too large to gather each step) is
+kept for the rank's share only, and :meth:`state_dict` all-gathers it, so ``state_dict``
+is then a collective: call it on every rank (the Trainer does). The result equals one
+process up to the order of floating-point sums. The flat layout (a scan across weights),
+FSG's LSTMFC slow-net and ``meta_data="heldout"`` (the held-out loss is not a per-share
+sum) keep the unsplit path.
+
+Communication per step, N quantized weights, |φ| meta-net parameters, P ranks (values
+of the weights' dtype): unsplit, all-reduce of g (N) and of ∂L/∂φ (|φ|); split,
+all-reduce of g and ∂L/∂Δ (2N), all-gather of Δ and G (2N/P sent, 2N received per rank)
+and all-reduce of ∂L/∂φ plus one flag per meta-net tensor (|φ| + #tensors); the meta
+work per rank falls from N to about N/P weights.
+
 The step runs in three phases (:meth:`LearnedGradientMethod.begin_step`,
 :meth:`~LearnedGradientMethod.end_lookahead`, :meth:`~LearnedGradientMethod.finish_step`),
 driven by the public optimizers of :mod:`bnnopt.methods.learned.optimizer`
@@ -109,6 +144,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bnnopt.collectives import all_gather_rows, all_reduce_sum_
+from bnnopt.data.split import shard_bounds
 from bnnopt.methods.base import Method, OptimConfig, StepOutput
 from bnnopt.methods.config import check_policy
 from bnnopt.methods.learned.config import LearnedConfig
@@ -181,6 +218,7 @@ class LearnedGradientMethod(Method):
     config_class: type[LearnedConfig] = LearnedConfig
     needs_prev_step = False  # record the applied update W_before - W_after per layer
     sync_learned = True  # average g and the meta-nets' gradients across torchrun ranks
+    meta_split = True  # under torchrun, each rank runs the meta-nets for its share of weights
 
     def __init__(self, **options: Any):
         self.config = self.config_class.from_options(options)
@@ -335,6 +373,38 @@ class LearnedGradientMethod(Method):
         """Return (Δ_i differentiable look-ahead offsets, G_i detached generated gradients)."""
         raise NotImplementedError
 
+    def splittable(self) -> bool:
+        """Whether :meth:`generate_share` serves the current options (per-element meta-nets)."""
+        return False
+
+    def generate_share(self, inputs: MetaInputs, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """(Δ, G) of the flat weight elements [lo, hi) of all layers concatenated in layer
+        order, each (hi - lo,): the same values as :meth:`generate`'s, sliced; Δ differentiable.
+        ``inputs`` holds the full g, Ŵ, c of every layer."""
+        raise NotImplementedError(f"{self.method_name} has no split of the meta work")
+
+    def split_active(self) -> bool:
+        """Whether the next step splits the meta work across ranks (module docstring)."""
+        return (self.dist is not None and self.dist.enabled and self.sync_learned
+                and self.meta_split and self.options["meta_data"] == "train"
+                and self.splittable())
+
+    def share_bounds(self, n: int) -> tuple[int, int]:
+        """[lo, hi) of this rank's share of ``n`` flat weight elements."""
+        return shard_bounds(n, self.dist.rank, self.dist.world_size)
+
+    def _generate_split(self, inputs: MetaInputs) -> tuple[list[Tensor], list[Tensor]]:
+        """Generate this rank's share and all-gather (Δ, G) (module docstring): Δ full,
+        differentiable on this rank's share only; G full, detached."""
+        n = sum(t.numel() for t in inputs.g)
+        world = self.dist.world_size
+        lo, hi = self.share_bounds(n)
+        delta, grad = self.generate_share(inputs, lo, hi)
+        sizes = [b - a for a, b in (shard_bounds(n, r, world) for r in range(world))]
+        both = all_gather_rows(torch.stack((delta.detach(), grad.detach()), dim=1), sizes)
+        full_delta = torch.cat((both[:lo, 0], delta, both[hi:, 0]))
+        return split_like(full_delta, inputs.g), split_like(both[:, 1].contiguous(), inputs.g)
+
     def record(self, g: list[Tensor], w_hat: list[Tensor]) -> None:
         """Hook called with the newly stored g_t and Ŵ_t at the end of every step."""
 
@@ -392,7 +462,8 @@ class LearnedGradientMethod(Method):
             raise ValueError(f"{self.method_name} meta_data 'heldout' needs a meta_closure "
                              "returning the held-out loss (step(closure, meta_closure=...))")
         lr = float(self.optimizer.param_groups[0]["lr"])
-        pending: dict[str, Any] = {"meta": meta, "lr": lr, "grads": [], "deltas": None,
+        pending: dict[str, Any] = {"meta": meta, "split": False, "lr": lr, "grads": [],
+                                   "deltas": None,
                                    "proxies": None, "acc": [None] * len(layers), "hooks": [],
                                    "open": True}
         self._pending = pending
@@ -401,7 +472,12 @@ class LearnedGradientMethod(Method):
                 for opt in self.meta_optimizers.values():
                     opt.zero_grad(set_to_none=True)
                 c = [calibration(layer.weight_quantizer, layer.weight) for layer in layers]
-                deltas, grads = self.generate(MetaInputs(self._g, self._w_hat, c, lr))
+                inputs = MetaInputs(self._g, self._w_hat, c, lr)
+                pending["split"] = self.split_active()
+                if pending["split"]:
+                    deltas, grads = self._generate_split(inputs)
+                else:
+                    deltas, grads = self.generate(inputs)
                 if self.options["grad_norm"] != "learned":
                     deltas, grads = ste_normalized(
                         deltas, grads, [ci * gi for ci, gi in zip(c, self._g)], lr,
@@ -509,17 +585,26 @@ class LearnedGradientMethod(Method):
                          + [o for o in (outer or []) if o is not None])
             if not finite:
                 return False
-        if outer is not None:
-            used = [(d, o) for d, o in zip(pending["deltas"], outer) if o is not None]
-            if used:
-                torch.autograd.backward([d for d, _ in used], [o for _, o in used])
         new_w = pending["w_hat"]
         syncing = self.dist is not None and self.dist.enabled and self.sync_learned
-        if syncing:
-            self.dist.average_(new_g)
-        if meta:
+        if pending["split"] and outer is not None:
+            # the global ∂L/∂Δ on every rank (with g: one all-reduce); each rank then
+            # back-propagates it through its own share and the partials are summed
+            outer = [torch.zeros_like(d) if o is None else o
+                     for d, o in zip(pending["deltas"], outer)]
+            self.dist.average_(new_g + outer)
+            torch.autograd.backward(pending["deltas"], outer)
+            self._sum_meta_gradients()
+        else:
+            if outer is not None:
+                used = [(d, o) for d, o in zip(pending["deltas"], outer) if o is not None]
+                if used:
+                    torch.autograd.backward([d for d, _ in used], [o for _, o in used])
             if syncing:
+                self.dist.average_(new_g)
+            if meta and syncing:
                 self.dist.average_([p.grad for p in self.meta_modules.parameters()])
+        if meta:
             for opt in self.meta_optimizers.values():
                 opt.step()
             for layer, grad in zip(layers, grads):
@@ -552,6 +637,19 @@ class LearnedGradientMethod(Method):
         self._prev_lr = lr
         self.steps += 1
         return True
+
+    def _sum_meta_gradients(self) -> None:
+        """Σ over ranks of the meta-nets' partial gradients; a tensor that no rank reached
+        keeps grad None (as in one process: its optimizer then skips it)."""
+        params = list(self.meta_modules.parameters())
+        if not params:
+            return
+        reached = torch.tensor([float(p.grad is not None) for p in params],
+                               dtype=params[0].dtype, device=params[0].device)
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+        all_reduce_sum_(grads + [reached])
+        for p, g, hit in zip(params, grads, reached.tolist()):
+            p.grad = g if hit > 0 else None
 
     # -- dtype / device --------------------------------------------------------------------
     def _follow_weights(self) -> None:

@@ -48,7 +48,11 @@ projections and is the official code's d_model 1).
 
 ``layout``: "flat" (Eq. 10-11, one sequence of length l·ξ+1 per layer, as the
 paper and the official code) or "per-weight" (one (l+1)-token sequence per
-weight, all layers in one batched slow-net call).
+weight, all layers in one batched slow-net call). Under torchrun the per-weight layout
+splits the meta work: each rank runs the fast- and slow-net for its contiguous share of
+the weights (:meth:`FSGMethod.generate_share`; the HGS stays full on every rank, as g is
+all-reduced anyway); the flat layout, a scan across a layer's weights, and the LSTMFC
+slow-net keep the unsplit path (every rank runs all of it; :mod:`bnnopt.methods.learned.base`).
 
 Two options that are not in the paper (``normalize``, ``meta_init``):
 
@@ -265,6 +269,11 @@ class FSGMethod(LearnedGradientMethod):
                 per_elem = torch.repeat_interleave(torch.stack(scales), sizes)
             cf = flat_cat(inputs.c) * self.fast_gradients(g, w_hat, per_elem)
             slow = self.slow_gradients(histories, scales)
+        delta, grad = self._combine(cf, slow, eta, beta)
+        return split_like(delta, inputs.g), split_like(grad, inputs.g)
+
+    def _combine(self, cf: Tensor, slow: Tensor, eta: float, beta: float) -> tuple[Tensor, Tensor]:
+        """(Δ, G detached) from c⊙F and S of the same elements."""
         if self.options["variant"] == "paper":
             delta = -eta * cf + beta * slow                 # Eq. 9 / Eq. 12
             # W - η·G == Eq. 9 (with η = 0 no optimizer step can carry β·S: drop it)
@@ -272,7 +281,44 @@ class FSGMethod(LearnedGradientMethod):
         else:
             delta = -eta * (beta * slow + (1.0 - beta) * cf)
             grad = cf
-        return split_like(delta, inputs.g), split_like(grad.detach(), inputs.g)
+        return delta, grad.detach()
+
+    def splittable(self) -> bool:
+        """The per-weight layout with an HGS slow-net: every weight's sequence is its own
+        (the flat layout scans across weights; the LSTMFC slow-net keeps the unsplit path)."""
+        return self.options["layout"] == "per-weight" and self.options["slow_net"] != "lstmfc"
+
+    def generate_share(self, inputs: MetaInputs, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """(Δ, G) of the flat elements [lo, hi): fast-net on their g, Ŵ; slow-net on their
+        HGS columns, each prefixed by its layer's LRE token; ``normalize="rms"`` scales r_i
+        from the full history of each layer the share touches (every rank holds the HGS)."""
+        eta = inputs.lr
+        beta = slow_weight(float(self.options["beta"]), eta, self.base_lr,
+                           self.options["slow_scale"])
+        pieces, start = [], 0  # (layer, first, last column of the layer inside [lo, hi))
+        for i, t in enumerate(inputs.g):
+            a, b = max(lo, start), min(hi, start + t.numel())
+            if a < b:
+                pieces.append((i, a - start, b - start))
+            start += t.numel()
+        ids = [i for i, _, _ in pieces]
+        full = [self.hgs[i].sequence() for i in ids]  # newest row is g_{t-1}
+        histories = [h[:, a:b] for h, (_, a, b) in zip(full, pieces)]
+        scales = self._scales(full)
+        per_elem = None
+        if scales is not None:
+            sizes = torch.tensor([b - a for _, a, b in pieces], device=full[0].device)
+            per_elem = torch.repeat_interleave(torch.stack(scales), sizes)
+        g, w_hat = flat_cat(inputs.g)[lo:hi], flat_cat(inputs.w_hat)[lo:hi]
+        cf = flat_cat(inputs.c)[lo:hi] * self.fast_gradients(g, w_hat, per_elem)
+        slow_net, lre = self.meta_modules["slow"], self.meta_modules["lre"]
+        if scales is None:
+            slow = torch.cat(per_weight_slow_gradients(slow_net, lre, histories, ids))
+        else:
+            out = per_weight_slow_gradients(slow_net, lre,
+                                            [h / r for h, r in zip(histories, scales)], ids)
+            slow = torch.cat([o * r for o, r in zip(out, scales)])
+        return self._combine(cf, slow, eta, beta)
 
     def move_extra(self, move) -> None:
         for buf in self.hgs:

@@ -57,8 +57,13 @@ def flat_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
 
 
 def per_weight_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
-                              histories: list[Tensor]) -> list[Tensor]:
+                              histories: list[Tensor],
+                              layer_ids: list[int] | None = None) -> list[Tensor]:
     """``per-weight`` layout: S (Σξ_i,) from Σξ_i sequences of length k + 1, one batched call.
+
+    ``layer_ids``: the layer (LRE row) of each entry of ``histories`` when they are not
+    layers 0, 1, ... in order (a rank's share of the weights: column slices of some
+    layers' histories); each sequence depends on its own column only.
 
     The (N, k+1, 1) token batch is handed over as a view of a time-major (k+1, N)
     tensor -- HGS rows are already time-major, so nothing is transposed, and a
@@ -67,11 +72,12 @@ def per_weight_slow_gradients(slow_net: nn.Module, lre: LayerEmbedding,
     sizes = [h.shape[1] for h in histories]
     counts = torch.tensor(sizes, device=histories[0].device)
     steps = torch.cat(histories, dim=1).to(lre.weight.dtype)  # (k, N), oldest first
+    table = lre.weight if layer_ids is None else lre.weight[layer_ids]
     if getattr(slow_net, "d_model", 1) > 1:  # Eq. 10 with d > 1: a d-dim LRE prefix per weight
-        first = torch.repeat_interleave(lre.weight, counts, dim=0).unsqueeze(1)  # (N, 1, d)
+        first = torch.repeat_interleave(table, counts, dim=0).unsqueeze(1)  # (N, 1, d)
         out = _last(slow_net, steps.t().unsqueeze(-1), prefix=first)  # (N,)
         return list(torch.split(out, sizes))
-    first = torch.repeat_interleave(lre.weight[:, 0], counts)  # (N,): e_i of each weight
+    first = torch.repeat_interleave(table[:, 0], counts)  # (N,): e_i of each weight
     tokens = torch.cat((first.unsqueeze(0), steps), dim=0)  # (k+1, N) time-major
     out = _last(slow_net, tokens.t().unsqueeze(-1))  # (N,)
     return list(torch.split(out, sizes))

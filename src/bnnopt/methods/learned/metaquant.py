@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bnnopt.collectives import all_gather_rows
+from bnnopt.data.split import shard_bounds
 from bnnopt.methods.learned.base import LearnedGradientMethod, MetaInputs, flat_cat, split_like
 from bnnopt.methods.learned.config import (FCGradConfig, LSTMFCConfig, MetaQuantConfig,
                                            MultiFCConfig)
@@ -68,14 +70,23 @@ class MetaQuantMethod(LearnedGradientMethod):
         raise NotImplementedError
 
     def generate(self, inputs: MetaInputs) -> tuple[list[Tensor], list[Tensor]]:
-        g = flat_cat(inputs.g)
-        u = 0.5 * flat_cat(inputs.w_hat) + 0.5
-        grad = flat_cat(inputs.c) * self.meta_gradient(g, u)  # G = c ⊙ M
+        delta, grad = self.generate_share(inputs, 0, sum(t.numel() for t in inputs.g))
+        return split_like(delta, inputs.g), split_like(grad, inputs.g)
+
+    def splittable(self) -> bool:
+        return True  # M acts on each weight element on its own
+
+    def generate_share(self, inputs: MetaInputs, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """G = c ⊙ M and Δ = -η·G on the flat elements [lo, hi) (official variant: Δ's
+        value is the previous refined offset's, its gradient -η·G's)."""
+        g = flat_cat(inputs.g)[lo:hi]
+        u = 0.5 * flat_cat(inputs.w_hat)[lo:hi] + 0.5
+        grad = flat_cat(inputs.c)[lo:hi] * self.meta_gradient(g, u)  # G = c ⊙ M
         delta = -inputs.lr * grad
         offsets = self.previous_offsets(inputs.lr) if self.options["variant"] == "official" else None
         if offsets is not None:
-            delta = delta + (flat_cat(offsets) - delta).detach()
-        return split_like(delta, inputs.g), split_like(grad.detach(), inputs.g)
+            delta = delta + (flat_cat(offsets)[lo:hi] - delta).detach()
+        return delta, grad.detach()
 
 
 @METHODS.register("fcgrad", "MetaQuant FC-Grad: meta-gradient M = FC(dL/dQ), G = c*M")
@@ -123,18 +134,40 @@ class LSTMFCMethod(MetaQuantMethod):
 
     def meta_gradient(self, g: Tensor, u: Tensor) -> Tensor:
         out, (h, c) = self.meta_modules["meta"](u, self._state)
-        self._state = (h.detach(), c.detach())   # all layers, in flat_cat order
+        self._state = (h.detach(), c.detach())   # the elements of g, in flat_cat order
         return g * out
+
+    def generate_share(self, inputs: MetaInputs, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """As MetaQuant's, with the hidden state of the elements [lo, hi) only: a state of
+        all N elements (one process, or just loaded) is cut to the share first."""
+        n = sum(t.numel() for t in inputs.g)
+        if self._state is not None and self._state[0].shape[1] == n and hi - lo != n:
+            self._state = tuple(t[:, lo:hi].contiguous() for t in self._state)
+        return super().generate_share(inputs, lo, hi)
 
     def move_extra(self, move) -> None:
         self._state = move(self._state)
 
+    def _full_state(self) -> tuple[Tensor, Tensor]:
+        """The hidden state of all N elements: under the split of the meta work each rank
+        holds its share's rows, which this all-gathers (a collective: every rank calls it)."""
+        h, c = self._state
+        n = sum(t.numel() for t in self._g)
+        if h.shape[1] == n or self.dist is None or not self.dist.enabled:
+            return h, c
+        world = self.dist.world_size
+        sizes = [b - a for a, b in (shard_bounds(n, r, world) for r in range(world))]
+        rows = torch.cat((h[0], c[0]), dim=1)  # (share, 2H)
+        full = all_gather_rows(rows, sizes)
+        return full[:, :h.shape[2]].unsqueeze(0), full[:, h.shape[2]:].unsqueeze(0)
+
     def extra_state(self) -> dict[str, Any]:
-        """Checkpoint format: the state per layer, [(h_i, c_i)] each (1, ξ_i, H)."""
+        """Checkpoint format: the state per layer, [(h_i, c_i)] each (1, ξ_i, H) (under the
+        split of the meta work, gathered from every rank: a collective)."""
         if self._state is None:
             return {"hidden": None}
         sizes = [t.numel() for t in self._g]
-        h, c = self._state
+        h, c = self._full_state()
         return {"hidden": [(hi.clone(), ci.clone()) for hi, ci in
                            zip(torch.split(h, sizes, dim=1), torch.split(c, sizes, dim=1))]}
 

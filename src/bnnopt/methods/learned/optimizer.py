@@ -53,7 +53,9 @@ exactly. ``meta_data="heldout"``: ``step(closure, meta_closure=...)`` (or
 computed with the model at the look-ahead; the model's buffers (BatchNorm running
 statistics) are restored after it. When torch.distributed is initialised and the
 model is DistributedDataParallel, g and the meta-nets' gradients are averaged
-across ranks before they are used, so every rank stays identical. After
+across ranks before they are used, so every rank stays identical; the per-weight meta
+work is split across the ranks (:mod:`bnnopt.methods.learned.base`, ``meta_split``), and
+for LSTMFC ``state_dict()`` then gathers the ranks' hidden states: call it on every rank. After
 ``model.to(dtype or device)`` the meta-nets and every stored tensor follow the
 quantized weights at the next step.
 """
@@ -74,12 +76,14 @@ __all__ = ["LearnedOptimizer"]
 
 
 class _ProcessGroupMean:
-    """Mean over the default process group, in place (one flat buffer per dtype/device)."""
+    """This process's rank and world size in the default process group, and the mean over
+    it in place (one flat buffer per dtype/device)."""
 
     enabled = True
 
     def __init__(self) -> None:
         self.world_size = torch.distributed.get_world_size()
+        self.rank = torch.distributed.get_rank()
 
     def average_(self, tensors) -> None:
         all_reduce_mean_(tensors, self.world_size)
