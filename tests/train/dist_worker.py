@@ -26,8 +26,8 @@ def main() -> None:
         trainer = Trainer(RunConfig.from_dict(case["config"]), out / f"run-{name}", dist=ctx)
         if not case.get("sync_learned", True):
             trainer.method.sync_learned = False
-        if not case.get("meta_split", True):
-            trainer.method.meta_split = False
+        if "meta_split" in case:
+            trainer.method.meta_split = case["meta_split"]
         rows = [trainer.train_epoch(e) for e in range(case.get("epochs", 1))]
         torch.save({"model": trainer.model.state_dict(), "method": trainer.method.state_dict(),
                     "rows": rows, "batches": len(trainer.train_loader),

@@ -67,6 +67,9 @@ CASES["fsg-nosync"] = {"config": config("fsg"), "sync_learned": False}
 # (Δ, G) (per-layer STE norms, the optimizer look-ahead) with the split on
 CASES["fsg-nosplit-fp64"] = {"config": config("fsg"), "meta_split": False}
 CASES["lstmfc-nosplit-fp64"] = {"config": config("lstmfc"), "meta_split": False}
+# fcgrad and multifc split only when asked (their meta work is cheaper than the gather)
+CASES["fcgrad-split-fp64"] = {"config": config("fcgrad"), "meta_split": True}
+CASES["multifc-split-fp64"] = {"config": config("multifc"), "meta_split": True}
 CASES["fsg-stenorm-fp64"] = {"config": config("fsg", method_options={
     "grad_norm": "ste", "lookahead": "optimizer"})}
 CASES["fcgrad-official-fp64"] = {"config": config("fcgrad", method_options={"variant": "official"},
@@ -133,8 +136,11 @@ def test_two_ranks_equal_one_process_on_the_global_batch(ddp, name, tmp_path):
 
 @pytest.mark.parametrize("name", [n for n in CASES if n.split("-")[0] in LEARNED])
 def test_meta_work_is_split_where_it_can_be(ddp, name):
-    """Split by default; not with meta_split off, without sync or with a held-out meta loss."""
-    expected = not any(k in name for k in ("nosplit", "nosync", "heldout"))
+    """Split by default for lstmfc and fsg, when asked for fcgrad and multifc; not with
+    meta_split off, without sync or with a held-out meta loss."""
+    method = name.split("-")[0]
+    expected = (not any(k in name for k in ("nosplit", "nosync", "heldout"))
+                and (method in ("lstmfc", "fsg") or "-split" in name))
     assert [rank["split"] for rank in ddp[name]] == [expected, expected]
 
 

@@ -41,6 +41,7 @@ def main() -> None:
         model, cls, options = build(name)
         ddp = DistributedDataParallel(model)
         opt = cls(ddp, torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9), options)
+        opt.method.meta_split = True  # fcgrad's default is off; every method's split path is tested
         for x, y in global_batches(4):
             xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
 

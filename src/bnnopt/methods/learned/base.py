@@ -86,7 +86,9 @@ holds identical task weights, meta-nets and history (``sync_learned = False``
 switches that off, for the test that shows the ranks then diverge).
 
 Split of the meta work across ranks (``meta_split = True``, the default under
-torchrun; set ``method.meta_split = False`` for the unsplit path). Every meta-net of
+torchrun for LSTMFC and FSG; FCGrad and MultiFC, whose meta-net is about one multiply
+per weight, default to False, since the gather costs more than the work it shares; set
+``method.meta_split`` to choose). Every meta-net of
 FCGrad, MultiFC, LSTMFC and FSG's per-weight layout acts on each weight element on its
 own, so the N latent weights of all quantized layers (flattened and concatenated in
 layer order) are cut into P contiguous shares balanced by element count

@@ -94,6 +94,9 @@ class FCGradMethod(MetaQuantMethod):
     """MetaQuant's FC-Grad: M = FC(g), 2 bias-free linear layers (1 -> hidden -> 1)."""
 
     method_name = "fcgrad"
+    #: one multiply per weight: gathering Δ and G costs more than the work it shares
+    #: (docs/cost-model.md), so the split is opt-in here (``method.meta_split = True``)
+    meta_split = False
     config_class = FCGradConfig
 
     def build_meta(self) -> None:
@@ -109,6 +112,9 @@ class MultiFCMethod(MetaQuantMethod):
     """MetaQuant's MultiFC: M = g ⊙ MultiFC(u), ``depth`` bias-free linear layers."""
 
     method_name = "multifc"
+    #: one multiply per weight: gathering Δ and G costs more than the work it shares
+    #: (docs/cost-model.md), so the split is opt-in here (``method.meta_split = True``)
+    meta_split = False
     config_class = MultiFCConfig
 
     def build_meta(self) -> None:
