@@ -136,3 +136,28 @@ def test_tune_seeds_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="invalid --tune-seeds 0"):
         run_compare(base_config(), build_arms(["ste"]), 1, tmp_path,
                     tune=parse_tune(["lr=0.1"]), train=FakeTrain(), tune_seeds=0)
+
+
+def test_text_corpora_tune_on_their_own_validation_split(tmp_path, capsys):
+    """A text corpus has a fixed validation split: compare's default val_fraction stays 0
+    for it (any other is refused by the loaders) and --tune chooses on that split."""
+    from bnnopt import DATASETS
+    from bnnopt.cli.main import main
+    from bnnopt.data.text import TEXT_DATASETS, has_fixed_validation
+
+    registered_here = {e.name for e in DATASETS.entries() if e.obj.__module__ == "bnnopt.data.text"}
+    assert TEXT_DATASETS == registered_here
+    assert has_fixed_validation("shakespeare_embedded") and not has_fixed_validation("digits")
+    out = tmp_path / "lm"
+    assert main(["compare", "--protocol", "lm-tiny", "--set", "dataset=shakespeare_embedded",
+                 "--set", "model_options.block_size=16", "--methods", "ste", "--tune",
+                 "lr=0.0001,0.01", "--seeds", "1", "--epochs", "1", "--train-limit", "32",
+                 "--test-limit", "32", "--batch-size", "16", "--threads", "1",
+                 "--reference", "none", "--out", str(out)]) == 0
+    (tuning,) = json.loads((out / "report.json").read_text())["tuning"]
+    assert tuning["points"] == ["lr=0.0001", "lr=0.01"]
+    best = max(range(2), key=lambda i: (tuning["val_acc"][i], -tuning["val_loss"][i]))
+    assert tuning["chosen"] == tuning["points"][best]
+    assert "the dataset's own validation split" in (out / "report.md").read_text()
+    for config in out.rglob("config.json"):
+        assert json.loads(config.read_text())["val_fraction"] == 0

@@ -364,8 +364,11 @@ def cmd_compare(args) -> int:
     from bnnopt.runs.io import check_output_dir
 
     cfg = resolve_config(args)
+    from bnnopt.data.text import has_fixed_validation
+
     if args.val_fraction is None and not any(a.split("=")[0].strip() == "val_fraction"
-                                             for a in args.set) and not cfg.val_fraction:
+                                             for a in args.set) and not cfg.val_fraction \
+            and not has_fixed_validation(cfg.dataset):
         cfg.val_fraction = COMPARE_VAL_FRACTION  # compare's default: choices on validation
     arms = build_arms([m for m in args.methods.split(",") if m.strip()],
                       [o for o in (args.optimizers or "").split(",") if o.strip()] or None,

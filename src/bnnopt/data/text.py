@@ -56,7 +56,8 @@ from bnnopt.registry import DATASETS
 
 __all__ = ["TextDataset", "TextLoader", "read_tinyshakespeare", "read_shakespeare_embedded",
            "read_enwik8", "text_run_loaders", "bits_per_char", "DEFAULT_BLOCK_SIZE",
-           "TINYSHAKESPEARE_SHA256", "EMBEDDED_SHA256", "ENWIK8_SHA1"]
+           "TINYSHAKESPEARE_SHA256", "EMBEDDED_SHA256", "ENWIK8_SHA1", "TEXT_DATASETS",
+           "has_fixed_validation"]
 
 #: Default sequence length T (equal to bnnopt.models.gpt's default block_size).
 DEFAULT_BLOCK_SIZE = 128
@@ -79,6 +80,16 @@ ENWIK8_SPLIT = (90_000_000, 95_000_000)
 def bits_per_char(mean_ce_nats: float) -> float:
     """Bits per character (byte): mean cross-entropy in nats divided by ln 2."""
     return mean_ce_nats / math.log(2)
+
+
+#: The registered text datasets: each has a fixed validation split of its own.
+TEXT_DATASETS = frozenset({"tinyshakespeare", "shakespeare_embedded", "enwik8"})
+
+
+def has_fixed_validation(dataset: str) -> bool:
+    """True for a dataset whose validation split is part of the data (the text corpora):
+    runs on it report validation scores with ``val_fraction`` 0, and refuse any other."""
+    return dataset in TEXT_DATASETS
 
 
 @dataclass

@@ -233,7 +233,9 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
     if train is None:
         def train(cfg, run_dir):
             return train_or_reuse(cfg, run_dir, log=log, progress=progress)
-    if tune and not base.val_fraction:
+    from bnnopt.data.text import has_fixed_validation
+
+    if tune and not base.val_fraction and not has_fixed_validation(base.dataset):
         raise ValueError("--tune chooses on the validation split, but val_fraction is 0; "
                          "valid: --val-fraction in (0, 1)")
     if tune_seeds < 1:
@@ -330,9 +332,11 @@ def tuning_markdown(tuning: list[dict[str, Any]], grid: list[tuple[str, list[str
     trained = (f"once with seed {seeds[0]}" if len(seeds) == 1 else
                f"with seeds {', '.join(map(str, seeds))} (each its own validation split)")
     mean = "" if len(seeds) == 1 else "mean "
+    split = (f"{base.val_fraction:g} of the training set" if base.val_fraction
+             else "the dataset's own validation split")
     lines = [f"Tuning: grid {spelled}, each point trained {trained}; chosen by {mean}final "
-             f"validation accuracy (ties: {mean}validation loss) on {base.val_fraction:g} "
-             f"of the training set; test accuracy below is from fresh seeds only.\n",
+             f"validation accuracy (ties: {mean}validation loss) on {split}; test accuracy "
+             f"below is from fresh seeds only.\n",
              "| method | " + " | ".join(tuning[0]["points"]) + " | chosen |",
              "|" + "---|" * (len(tuning[0]["points"]) + 2)]
     for t in tuning:
