@@ -48,3 +48,16 @@ def test_cpu_seconds_column_only_when_recorded():
     columns = columns_for([old, new])
     table = markdown_table(aggregate([old, new], columns), columns)
     assert "| CPU s/epoch |" in table and "| 3.0 ± 0.0 |" in table
+
+
+def test_bits_per_character_columns_for_language_models():
+    from bnnopt.report.tables import columns_for
+
+    image = {"label": "ste", "final_test_acc": 80.0, "best_test_acc": 81.0,
+             "final_train_loss": 0.5, "seconds_per_epoch": 9.0}
+    assert "bits/char" not in markdown_table(aggregate([image], columns_for([image])),
+                                             columns_for([image]))
+    lm = [dict(image, label="b158", final_test_bpc=b, best_val_bpc=b + 0.1) for b in (3.9, 4.1)]
+    columns = columns_for(lm)
+    table = markdown_table(aggregate(lm, columns), columns)
+    assert "| final test bits/char |" in table and "| 4.000 ± 0.141 |" in table

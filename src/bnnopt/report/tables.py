@@ -27,12 +27,21 @@ VAL_COLUMNS = (
 #: process CPU seconds per epoch, all threads (runs recorded before it existed lack it)
 CPU_COLUMN = ("cpu_seconds_per_epoch", "CPU s/epoch", 1)
 
+#: language-model runs: bits per character = cross-entropy / ln 2 (lower is better)
+BPC_COLUMNS = (
+    ("best_val_bpc", "best val bits/char", 3),
+    ("final_test_bpc", "final test bits/char", 3),
+)
+
 
 def columns_for(runs: Iterable[dict[str, Any]]) -> tuple:
-    """COLUMNS, preceded by the validation columns when any run has a validation split,
-    followed by CPU s/epoch when any run recorded it."""
+    """COLUMNS, preceded by the validation columns when any run has a validation split
+    and by bits per character when any run is a language model, followed by CPU s/epoch
+    when any run recorded it."""
     runs = list(runs)
     columns = (*VAL_COLUMNS, *COLUMNS) if any("final_val_acc" in r for r in runs) else COLUMNS
+    if any("final_test_bpc" in r for r in runs):
+        columns = (*BPC_COLUMNS, *columns)
     return (*columns, CPU_COLUMN) if any("cpu_seconds_per_epoch" in r for r in runs) else columns
 
 
