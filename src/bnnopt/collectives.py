@@ -14,39 +14,30 @@ import torch
 from torch import Tensor
 
 
+def all_reduce_sum_(tensors: Iterable[Tensor | None], divide_by: int = 1) -> None:
+    """Replace every tensor of ``tensors`` (None entries skipped) by its sum over the
+    processes of the default process group, divided by ``divide_by``, in place; one flat
+    buffer and one all-reduce per (dtype, device)."""
+    groups: dict[tuple, list[Tensor]] = {}
+    for t in tensors:
+        if t is not None:
+            groups.setdefault((t.dtype, t.device), []).append(t)
+    for group in groups.values():
+        flat = torch.cat([t.reshape(-1) for t in group])
+        torch.distributed.all_reduce(flat)
+        if divide_by != 1:
+            flat.div_(divide_by)
+        offset = 0
+        for t in group:
+            n = t.numel()
+            t.copy_(flat[offset:offset + n].view_as(t))
+            offset += n
+
+
 def all_reduce_mean_(tensors: Iterable[Tensor | None], world_size: int) -> None:
     """Replace every tensor of ``tensors`` (None entries skipped) by its mean over the
     ``world_size`` processes of the default process group (torch.distributed initialised)."""
-    groups: dict[tuple, list[Tensor]] = {}
-    for t in tensors:
-        if t is not None:
-            groups.setdefault((t.dtype, t.device), []).append(t)
-    for group in groups.values():
-        flat = torch.cat([t.reshape(-1) for t in group])
-        torch.distributed.all_reduce(flat)
-        flat.div_(world_size)
-        offset = 0
-        for t in group:
-            n = t.numel()
-            t.copy_(flat[offset:offset + n].view_as(t))
-            offset += n
-
-
-def all_reduce_sum_(tensors: Iterable[Tensor | None]) -> None:
-    """Replace every tensor of ``tensors`` (None entries skipped) by its sum over the
-    processes of the default process group, in place (one flat buffer per dtype/device)."""
-    groups: dict[tuple, list[Tensor]] = {}
-    for t in tensors:
-        if t is not None:
-            groups.setdefault((t.dtype, t.device), []).append(t)
-    for group in groups.values():
-        flat = torch.cat([t.reshape(-1) for t in group])
-        torch.distributed.all_reduce(flat)
-        offset = 0
-        for t in group:
-            n = t.numel()
-            t.copy_(flat[offset:offset + n].view_as(t))
-            offset += n
+    all_reduce_sum_(tensors, divide_by=world_size)
 
 
 def all_gather_rows(share: Tensor, sizes: list[int]) -> Tensor:

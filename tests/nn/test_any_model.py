@@ -11,6 +11,8 @@ from torch import nn
 from bnnopt.nn import QMultiheadAttention, QuantConfig, binarize_, quantized_layers
 from bnnopt.nn.convert import BinarizeResult, UnsupportedLayerWarning
 
+from .conftest import Conv1dNet
+
 
 class EncoderNet(nn.Module):
     """nn.TransformerEncoder (batch_first, even heads: eligible for torch's fused path) + head."""
@@ -252,20 +254,6 @@ def test_training_a_binarized_transformer_encoder_lowers_the_loss():
             m.p = 0.0
     before, after = _train(net, [(x[:32], y[:32]), (x[32:], y[32:])], nn.functional.cross_entropy, 60, 3e-3)
     assert after < 0.7 * before, (before, after)
-
-
-class Conv1dNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv1d(1, 16, 5, padding=2)
-        self.conv2 = nn.Conv1d(16, 16, 5, padding=2)
-        self.bn = nn.BatchNorm1d(16)
-        self.fc1 = nn.Linear(16, 16)
-        self.fc2 = nn.Linear(16, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.bn(self.conv2(torch.relu(self.conv1(x)))))
-        return self.fc2(torch.relu(self.fc1(h.amax(-1))))
 
 
 def test_training_a_binarized_conv1d_net_lowers_the_loss():

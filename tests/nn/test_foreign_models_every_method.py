@@ -49,6 +49,8 @@ from bnnopt.methods.bop import split_params
 from bnnopt.methods.estimator_config import EstimatorConfig, RBNNConfig
 from bnnopt.nn import update_rotations
 
+from .conftest import Conv1dNet
+
 STEPS, RATIO, EPOCH = 60, 0.8, 20   # EPOCH: steps per "epoch" of the annealed estimators
 BERT_RATIO, PRIOR_SLACK = 0.5, 0.03
 STRICT_BERT = {"fp", "bwn", "rbnn", "lab", "laq", "blaq", "bop"}
@@ -76,20 +78,6 @@ class EncoderNet(nn.Module):
 
     def forward(self, x):
         return self.head(self.encoder(x).mean(dim=1))
-
-
-class Conv1dNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv1d(1, 16, 5, padding=2)
-        self.conv2 = nn.Conv1d(16, 16, 5, padding=2)
-        self.bn = nn.BatchNorm1d(16)
-        self.fc1 = nn.Linear(16, 16)
-        self.fc2 = nn.Linear(16, 2)
-
-    def forward(self, x):
-        h = torch.relu(self.bn(self.conv2(torch.relu(self.conv1(x)))))
-        return self.fc2(torch.relu(self.fc1(h.amax(-1))))
 
 
 def encoder_task():

@@ -139,7 +139,13 @@ class RunConfig:
         from bnnopt.diagnostics.zigzag import check_options
 
         check_options(self.zigzag_options)
-        if self.early_stop and not self.val_fraction:
+        from bnnopt.data.text import has_fixed_validation
+
+        fixed_val = has_fixed_validation(self.dataset)
+        if fixed_val and self.val_fraction:
+            raise ValueError(f"invalid val_fraction {self.val_fraction!r} for text dataset "
+                             f"{self.dataset!r}: its validation split is fixed; valid: 0")
+        if self.early_stop and not self.val_fraction and not fixed_val:
             raise ValueError(f"early_stop {self.early_stop} needs a validation split; "
                              "valid: val_fraction in (0, 1), or early_stop 0")
         if isinstance(self.gamma, bool) or not isinstance(self.gamma, (int, float)) \
