@@ -24,7 +24,9 @@ on every process (what bnnopt does) and split across them::
 
 V: values all-reduced per step (parameters, quantized weights, meta-net parameters);
 splitting adds an all-gather of the N generated gradients. ``--memory`` also runs
-STE and FSG on ResNet-18 in fresh processes and reports their peak resident memory
+STE, FSG and FSG with ``meta_chunk`` (2^20 and 2^18 weights per chunk: the meta-nets'
+activations recomputed chunk by chunk in the backward, one more meta forward) on
+ResNet-18 in fresh processes and reports their peak resident memory
 (``resource.getrusage`` maxrss: torch allocations included, unlike tracemalloc;
 measured before any model is built here, since a child's maxrss starts at its parent's).
 
@@ -45,7 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 METHOD_OPTIONS = {"ste": ("ste", {}), "fcgrad": ("fcgrad", {}), "multifc": ("multifc", {}),
                   "lstmfc": ("lstmfc", {}), "fsg": ("fsg", {}),
                   "fsg-paper": ("fsg", {"preset": "paper"}), "laq": ("laq", {}),
-                  "blaq": ("blaq", {})}
+                  "blaq": ("blaq", {}),
+                  "fsg-chunk1m": ("fsg", {"meta_chunk": 1 << 20}),
+                  "fsg-chunk256k": ("fsg", {"meta_chunk": 1 << 18})}
 
 
 # -- the model ----------------------------------------------------------------------------
@@ -86,7 +90,8 @@ def predicted_ratio(method: str, opts: dict, batch: int, fwd_per_image: float, n
     task = 3 * batch * fwd_per_image
     if method == "blaq":
         return 2.0
-    return (task + 3 * n_q * meta_macs_per_weight(method, opts)) / task
+    passes = 4 if opts.get("meta_chunk") else 3  # chunks: the forward again in the backward
+    return (task + passes * n_q * meta_macs_per_weight(method, opts)) / task
 
 
 def count_task(model, image: int) -> tuple[float, int, int]:
@@ -210,7 +215,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--bandwidth-gbs", type=float, default=10.0,
                     help="all-reduce bus bandwidth for the speed-up prediction (GB/s)")
-    ap.add_argument("--memory", action="store_true", help="peak RSS of STE and FSG on resnet18")
+    ap.add_argument("--memory", action="store_true",
+                    help="peak RSS of --memory-methods on resnet18, batch 8, 3 steps")
+    ap.add_argument("--memory-methods", default="ste,fsg,fsg-chunk1m,fsg-chunk256k")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "cost_model.json"))
     args = ap.parse_args(argv)
     import torch
@@ -224,7 +231,8 @@ def main(argv=None) -> int:
               "bandwidth_gbs": args.bandwidth_gbs, "models": {}}
     bw = args.bandwidth_gbs * 1e9
     if args.memory:  # first, while this process is small: a child's maxrss starts at its parent's
-        result["memory"] = {m: peak_rss("resnet18", m, 8, 3) for m in ("ste", "fsg")}
+        result["memory"] = {m: peak_rss("resnet18", m, 8, 3)
+                            for m in args.memory_methods.split(",")}
         print("peak RSS resnet18 batch 8 (MiB):", json.dumps(result["memory"]))
     for name in filter(None, args.models.split(",")):
         batch = int(batches.get(name, 32))

@@ -70,6 +70,8 @@ CASES["lstmfc-nosplit-fp64"] = {"config": config("lstmfc"), "meta_split": False}
 # fcgrad and multifc split only when asked (their meta work is cheaper than the gather)
 CASES["fcgrad-split-fp64"] = {"config": config("fcgrad"), "meta_split": True}
 CASES["multifc-split-fp64"] = {"config": config("multifc"), "meta_split": True}
+# each rank's share in chunks of the meta work, recomputed in the backward
+CASES["fsg-chunk-fp64"] = {"config": config("fsg", method_options={"meta_chunk": 37})}
 CASES["fsg-stenorm-fp64"] = {"config": config("fsg", method_options={
     "grad_norm": "ste", "lookahead": "optimizer"})}
 CASES["fcgrad-official-fp64"] = {"config": config("fcgrad", method_options={"variant": "official"},

@@ -140,11 +140,12 @@ from __future__ import annotations
 
 import copy as copy_module
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from bnnopt.collectives import all_gather_rows, all_reduce_sum_
 from bnnopt.data.split import shard_bounds
@@ -189,6 +190,26 @@ def flat_cat(tensors: list[Tensor]) -> Tensor:
     return torch.cat([t.reshape(-1) for t in tensors])
 
 
+def layer_pieces(tensors: list[Tensor], lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """The layers that the flat elements [lo, hi) of :func:`flat_cat` touch, as
+    (layer index, first, last) with [first, last) the columns inside that layer."""
+    pieces, start = [], 0
+    for i, t in enumerate(tensors):
+        a, b = max(lo, start), min(hi, start + t.numel())
+        if a < b:
+            pieces.append((i, a - start, b - start))
+        start += t.numel()
+    return pieces
+
+
+def flat_range(tensors: list[Tensor], lo: int, hi: int) -> Tensor:
+    """``flat_cat(tensors)[lo:hi]`` (hi - lo,) without concatenating the other elements."""
+    parts = [tensors[i].reshape(-1)[a:b] for i, a, b in layer_pieces(tensors, lo, hi)]
+    if not parts:
+        return tensors[0].new_empty(0)
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def split_like(flat: Tensor, like: list[Tensor]) -> list[Tensor]:
     """Inverse of :func:`flat_cat`: split (N,) into tensors shaped like ``like``."""
     parts = torch.split(flat, [t.numel() for t in like])
@@ -201,12 +222,15 @@ class MetaInputs:
 
     g: ∂L/∂Q of step t-1 (weight shape); w_hat: Ŵ = A(W̃) of step t-1;
     c: ∂A/∂W at the current latent weight; lr: the base optimizer's current η.
+    cache: values of this step that several shares or chunks of the weights use
+    (e.g. FSG's per-layer input scale), computed once by whichever needs them first.
     """
 
     g: list[Tensor]
     w_hat: list[Tensor]
     c: list[Tensor]
     lr: float
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 class LearnedGradientMethod(Method):
@@ -214,7 +238,7 @@ class LearnedGradientMethod(Method):
 
     family = "learned-gradient"
     method_name = "learned-gradient"
-    added_options = {"meta_data": "train", "meta_fraction": 0.1}
+    added_options = {"meta_data": "train", "meta_fraction": 0.1, "meta_chunk": 0}
     #: the typed options (:mod:`bnnopt.methods.learned.config`); ``self.config`` is the
     #: resolved instance and ``self.options`` its ``to_options()`` dict
     config_class: type[LearnedConfig] = LearnedConfig
@@ -401,11 +425,33 @@ class LearnedGradientMethod(Method):
         n = sum(t.numel() for t in inputs.g)
         world = self.dist.world_size
         lo, hi = self.share_bounds(n)
-        delta, grad = self.generate_share(inputs, lo, hi)
+        delta, grad = self.generate_range(inputs, lo, hi)
         sizes = [b - a for a, b in (shard_bounds(n, r, world) for r in range(world))]
         both = all_gather_rows(torch.stack((delta.detach(), grad.detach()), dim=1), sizes)
         full_delta = torch.cat((both[:lo, 0], delta, both[hi:, 0]))
         return split_like(full_delta, inputs.g), split_like(both[:, 1].contiguous(), inputs.g)
+
+    def generate_range(self, inputs: MetaInputs, lo: int, hi: int) -> tuple[Tensor, Tensor]:
+        """:meth:`generate_share` of [lo, hi), in chunks of ``meta_chunk`` elements when set.
+
+        Each chunk runs under ``torch.utils.checkpoint`` (non-reentrant): its activations
+        are dropped after the forward and recomputed when the backward reaches it, so at
+        most one chunk's activations are alive at a time (the backward visits the chunks
+        one after another, newest first). The recomputation reads the same g, Ŵ, c, HGS
+        and meta-net parameters, because :meth:`finish_step` back-propagates before it
+        records the new g or steps the meta-optimizers; values and gradients equal the
+        unchunked ones up to the order of floating-point sums.
+        """
+        chunk = self.options["meta_chunk"]
+        if not chunk or hi - lo <= chunk:
+            return self.generate_share(inputs, lo, hi)
+        deltas, grads = [], []
+        for a in range(lo, hi, chunk):
+            delta, grad = checkpoint(self.generate_share, inputs, a, min(hi, a + chunk),
+                                     use_reentrant=False)
+            deltas.append(delta)
+            grads.append(grad)
+        return torch.cat(deltas), torch.cat(grads)
 
     def record(self, g: list[Tensor], w_hat: list[Tensor]) -> None:
         """Hook called with the newly stored g_t and Ŵ_t at the end of every step."""
@@ -478,6 +524,9 @@ class LearnedGradientMethod(Method):
                 pending["split"] = self.split_active()
                 if pending["split"]:
                     deltas, grads = self._generate_split(inputs)
+                elif self.options["meta_chunk"]:
+                    delta, grad = self.generate_range(inputs, 0, sum(t.numel() for t in self._g))
+                    deltas, grads = split_like(delta, self._g), split_like(grad, self._g)
                 else:
                     deltas, grads = self.generate(inputs)
                 if self.options["grad_norm"] != "learned":

@@ -76,6 +76,12 @@ class LearnedConfig(MethodConfig):
         bias_lookahead: forward at b - η·r_b (official) or at b.
         meta_data: "train" (Eq. 14-15) or "heldout" (a held-out meta split).
         meta_fraction: fraction of the training images held out under "heldout", in (0, 1).
+        meta_chunk: 0 (all N weights at once) or C >= 1: the meta-nets run on C weight
+            elements at a time and their activations are recomputed in the backward
+            (``torch.utils.checkpoint``), so the meta work's transient memory is bounded
+            by C elements instead of N, at the cost of a second meta forward. For the
+            per-element meta-nets only (FCGrad, MultiFC, FSG's per-weight layout with an
+            HGS slow-net; LSTMFC bounds its own with ``impl="chunked"``).
     """
 
     variant: str = "paper"
@@ -92,6 +98,7 @@ class LearnedConfig(MethodConfig):
     bias_lookahead: bool = False
     meta_data: str = "train"
     meta_fraction: float = 0.1
+    meta_chunk: int = 0
 
     method: ClassVar[str] = "learned-gradient"
     unset_if_none: ClassVar[tuple[str, ...]] = ("first_step", "adam_eps", "bias_lookahead")
@@ -110,6 +117,7 @@ class LearnedConfig(MethodConfig):
                 or not 0 < fraction < 1:
             raise ValueError(f"invalid meta_fraction {fraction!r} for method "
                              f"{name!r}; valid: a number in (0, 1)")
+        check_int(self.meta_chunk, f"{name} meta_chunk", minimum=0)
         choice(self.variant, VARIANTS, f"{name} variant")
         choice(self.first_step, FIRST_STEPS, f"{name} first_step")
         choice(self.adam_eps, ADAM_EPS, f"{name} adam_eps")
@@ -192,6 +200,10 @@ class LSTMFCConfig(MetaQuantConfig):
     def validate(self) -> None:
         super().validate()
         choice(self.impl, LSTM_IMPLS, f"{self.method} impl")
+        if self.meta_chunk:
+            raise ValueError(f"lstmfc meta_chunk {self.meta_chunk} is not available (its LSTM "
+                             "state advances in the generation, so it cannot be recomputed); "
+                             "valid: 0, and impl 'chunked' bounds its memory")
 
 
 # -- FSG ------------------------------------------------------------------------------
@@ -288,6 +300,10 @@ class FSGConfig(LearnedConfig):
         if self.meta_init == "ste" and self.fast_form == "product" and self.what_range == "symmetric":
             raise ValueError("fsg meta_init 'ste' with fast_form 'product' needs what_range 'unit'")
         check_int(self.d_model, "d_model")
+        if self.meta_chunk and (self.layout != "per-weight" or self.slow_net == "lstmfc"):
+            raise ValueError(f"fsg meta_chunk {self.meta_chunk} needs layout 'per-weight' and an "
+                             f"HGS slow-net (got layout {self.layout!r}, slow_net "
+                             f"{self.slow_net!r}); valid: 0 otherwise")
         if self.d_model > 1 and self.slow_net != "mamba":
             raise ValueError(f"fsg d_model {self.d_model} needs slow_net 'mamba' (Eq. 10-11); "
                              f"got slow_net {self.slow_net!r}")

@@ -99,7 +99,8 @@ import torch
 from torch import Tensor
 
 from bnnopt.methods.learned.hgs import HistoryBuffer
-from bnnopt.methods.learned.base import LearnedGradientMethod, MetaInputs, flat_cat, split_like
+from bnnopt.methods.learned.base import (LearnedGradientMethod, MetaInputs, flat_cat, flat_range,
+                                         layer_pieces, split_like)
 from bnnopt.methods.learned.config import FSGConfig, what_runs_table
 from bnnopt.methods.learned.lre import LayerEmbedding, flat_slow_gradients, per_weight_slow_gradients
 from bnnopt.methods.learned.meta_nets import LinearStack
@@ -213,6 +214,16 @@ class FSGMethod(LearnedGradientMethod):
         rms = [h.pow(2).mean().sqrt() for h in histories]
         return [torch.where(r > 0, r, torch.ones_like(r)) for r in rms]
 
+    def _layer_scales(self, inputs: MetaInputs, ids: list[int]) -> list[Tensor] | None:
+        """r_i of the layers ``ids`` from each layer's full HGS, computed once per step
+        (kept in ``inputs.cache``, shared by every share and chunk of the step)."""
+        if self.options["normalize"] == "none":
+            return None
+        for i in ids:
+            if ("rms", i) not in inputs.cache:
+                inputs.cache[("rms", i)] = self._scales([self.hgs[i].sequence()])[0]
+        return [inputs.cache[("rms", i)] for i in ids]
+
     def lstm_slow_gradients(self, g: Tensor, w_hat: Tensor) -> Tensor:
         """slow_net "lstmfc" (official MetaFastAndLSTM): S = g ⊙ fc(LSTM(u; h)), u = (Ŵ+1)/2.
 
@@ -295,22 +306,16 @@ class FSGMethod(LearnedGradientMethod):
         eta = inputs.lr
         beta = slow_weight(float(self.options["beta"]), eta, self.base_lr,
                            self.options["slow_scale"])
-        pieces, start = [], 0  # (layer, first, last column of the layer inside [lo, hi))
-        for i, t in enumerate(inputs.g):
-            a, b = max(lo, start), min(hi, start + t.numel())
-            if a < b:
-                pieces.append((i, a - start, b - start))
-            start += t.numel()
+        pieces = layer_pieces(inputs.g, lo, hi)  # (layer, first, last column inside [lo, hi))
         ids = [i for i, _, _ in pieces]
-        full = [self.hgs[i].sequence() for i in ids]  # newest row is g_{t-1}
-        histories = [h[:, a:b] for h, (_, a, b) in zip(full, pieces)]
-        scales = self._scales(full)
+        histories = [self.hgs[i].columns(a, b) for i, a, b in pieces]  # newest row is g_{t-1}
+        scales = self._layer_scales(inputs, ids)
         per_elem = None
         if scales is not None:
-            sizes = torch.tensor([b - a for _, a, b in pieces], device=full[0].device)
+            sizes = torch.tensor([b - a for _, a, b in pieces], device=histories[0].device)
             per_elem = torch.repeat_interleave(torch.stack(scales), sizes)
-        g, w_hat = flat_cat(inputs.g)[lo:hi], flat_cat(inputs.w_hat)[lo:hi]
-        cf = flat_cat(inputs.c)[lo:hi] * self.fast_gradients(g, w_hat, per_elem)
+        g, w_hat = flat_range(inputs.g, lo, hi), flat_range(inputs.w_hat, lo, hi)
+        cf = flat_range(inputs.c, lo, hi) * self.fast_gradients(g, w_hat, per_elem)
         slow_net, lre = self.meta_modules["slow"], self.meta_modules["lre"]
         if scales is None:
             slow = torch.cat(per_weight_slow_gradients(slow_net, lre, histories, ids))

@@ -59,6 +59,19 @@ class HistoryBuffer:
             return self.buffer
         return torch.cat((self.buffer[start:], self.buffer[:start]), dim=0)
 
+    def columns(self, first: int, last: int) -> Tensor:
+        """Columns [first, last) of :meth:`sequence`, (k, last - first), without copying
+        the other columns."""
+        if self.buffer is None:
+            raise ValueError("HGS is empty: push a gradient first")
+        part = self.buffer[:, first:last]
+        if self.count <= self.length:
+            return part[: self.count]
+        start = self.count % self.length
+        if start == 0:
+            return part
+        return torch.cat((part[start:], part[:start]), dim=0)
+
     # -- checkpoints -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {

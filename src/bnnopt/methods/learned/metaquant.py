@@ -42,7 +42,7 @@ from torch import Tensor
 
 from bnnopt.collectives import all_gather_rows
 from bnnopt.data.split import shard_bounds
-from bnnopt.methods.learned.base import LearnedGradientMethod, MetaInputs, flat_cat, split_like
+from bnnopt.methods.learned.base import LearnedGradientMethod, MetaInputs, flat_range, split_like
 from bnnopt.methods.learned.config import (FCGradConfig, LSTMFCConfig, MetaQuantConfig,
                                            MultiFCConfig)
 from bnnopt.methods.learned.meta_nets import LinearStack, LSTMFCNet
@@ -79,13 +79,13 @@ class MetaQuantMethod(LearnedGradientMethod):
     def generate_share(self, inputs: MetaInputs, lo: int, hi: int) -> tuple[Tensor, Tensor]:
         """G = c ⊙ M and Δ = -η·G on the flat elements [lo, hi) (official variant: Δ's
         value is the previous refined offset's, its gradient -η·G's)."""
-        g = flat_cat(inputs.g)[lo:hi]
-        u = 0.5 * flat_cat(inputs.w_hat)[lo:hi] + 0.5
-        grad = flat_cat(inputs.c)[lo:hi] * self.meta_gradient(g, u)  # G = c ⊙ M
+        g = flat_range(inputs.g, lo, hi)
+        u = 0.5 * flat_range(inputs.w_hat, lo, hi) + 0.5
+        grad = flat_range(inputs.c, lo, hi) * self.meta_gradient(g, u)  # G = c ⊙ M
         delta = -inputs.lr * grad
         offsets = self.previous_offsets(inputs.lr) if self.options["variant"] == "official" else None
         if offsets is not None:
-            delta = delta + (flat_cat(offsets)[lo:hi] - delta).detach()
+            delta = delta + (flat_range(offsets, lo, hi) - delta).detach()
         return delta, grad.detach()
 
 
