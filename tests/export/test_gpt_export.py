@@ -121,6 +121,18 @@ def test_packed_gpt_exports_and_verifies_through_the_cli(tmp_path):
     assert (tmp_path / "g.onnx").exists()
 
 
+@pytest.mark.parametrize("case", ["bitnet-1bit", "bitnet_b158-2bit"])
+def test_qonnx_graph_of_a_quantized_gpt_runs_in_the_qonnx_executor(tmp_path, case):
+    pytest.importorskip("qonnx")
+    model = quantized_gpt(CASES[case][0])
+    path = tmp_path / "gpt.bnnpk"
+    export_packed(model, path, {"model": "gpt_tiny", "model_options": OPTIONS})
+    info = export_onnx(path, tmp_path / "gpt.qonnx.onnx", qonnx=True)
+    checked = verify_graph(path, tmp_path / "gpt.qonnx.onnx", info, qonnx=True)
+    assert checked["verified_with"].startswith("qonnx executor")
+    assert checked["verified_max_abs_diff"] <= 1e-5
+
+
 def test_onnx_refuses_bad_token_input_and_an_unwritable_layer_in_one_line(tmp_path):
     pytest.importorskip("onnx")
     model = quantized_gpt(CASES["bitnet-1bit"][0])
