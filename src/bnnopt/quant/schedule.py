@@ -79,9 +79,10 @@ class EstimatorSchedule:
     Args:
         model: the (binarized) model; its estimators are found anew at every step,
             so the schedule may be created before or after ``binarize_``.
-        total_steps / total_epochs: the number N of steps (or epochs) the annealing
-            spans; give exactly one. They differ only in name: call ``step()`` once
-            per optimisation step or once per epoch accordingly.
+        total_steps: the number N of steps the annealing spans (call ``step()`` once
+            per optimisation step); give this or ``total_epochs``, not both.
+        total_epochs: the same N counted in epochs (call ``step()`` once per epoch);
+            the two differ only in name.
         endpoint: True (default, IR-Net / ReSTE): p = i / (N - 1), the last epoch at
             p = 1; False (RBNN's public code): p = i / N.
 
