@@ -50,14 +50,7 @@ class HistoryBuffer:
 
     def sequence(self) -> Tensor:
         """The held gradients as a (k, numel) tensor, oldest first (k = len(self))."""
-        if self.buffer is None:
-            raise ValueError("HGS is empty: push a gradient first")
-        if self.count <= self.length:
-            return self.buffer[: self.count]
-        start = self.count % self.length  # row of the oldest gradient
-        if start == 0:
-            return self.buffer
-        return torch.cat((self.buffer[start:], self.buffer[:start]), dim=0)
+        return self.columns(0, self.numel)
 
     def columns(self, first: int, last: int) -> Tensor:
         """Columns [first, last) of :meth:`sequence`, (k, last - first), without copying
