@@ -23,7 +23,8 @@ on every process (what bnnopt does) and split across them::
     T_comm(P, V) = 2 (P - 1) / P x 4 V bytes / bandwidth      (ring all-reduce, float32)
 
 V: values all-reduced per step (parameters, quantized weights, meta-net parameters);
-splitting adds an all-gather of the N generated gradients. ``--memory`` also runs
+splitting adds an all-gather of Δ and G (2N values received per process, the volume of
+an all-reduce of N, hence V + N). ``--memory`` also runs
 STE, FSG and FSG with ``meta_chunk`` (2^20 and 2^18 weights per chunk: the meta-nets'
 activations recomputed chunk by chunk in the backward, one more meta forward) on
 ResNet-18 in fresh processes and reports their peak resident memory

@@ -11,10 +11,16 @@ trains ``--steps`` steps of the public optimizer (``bnnopt.FSG`` / ``FCGrad`` /
 
     begin_step   generate (Δ, G) for the process's share (all weights at P = 1),
                  all-gather them, install the look-ahead
-    finish_step  all-reduce g and ∂L/∂Δ, meta backward on the share, all-reduce (sum) of
-                 ∂L/∂φ, meta-optimizer and base optimizer steps
+    finish_step  Ŵ, all-reduce g, ∂L/∂Δ recomputed from g through the weight quantizer
+                 on the share's layers, meta backward on the share, all-reduce (sum) of
+                 ∂L/∂φ, meta-optimizer and base optimizer steps, HGS push
 
-and the whole step. Under P > 1 a barrier (not timed) precedes each phase, so a
+and the whole step, and these parts of the two phases (seconds per step, summed over
+calls): ``w_hat`` (Ŵ = A(W̃)), ``record`` (the HGS push), ``outer_vjp`` (∂L/∂Δ from g),
+``meta_backward``, ``meta_opt`` (the meta-optimizers' steps), ``comm_gather`` (Δ and G),
+``comm_average`` (g; with the meta-gradients when unsplit) and ``comm_meta`` (the sum of
+the meta-gradients under the split). A communication part includes the wait for the
+slower process. Under P > 1 a barrier (not timed) precedes each phase, so a
 phase's time is its own work and communication, not the wait for a slower peer's
 forward. The meta time is begin_step + finish_step less the base optimizer's step
 (timed too; not meta work, the same at every P); ``generate`` is the meta-nets'
@@ -41,6 +47,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# parts of the two meta phases, each timed on its own (summed when called more than once a step)
+PARTS = ("w_hat", "record", "outer_vjp", "meta_backward", "meta_opt", "comm_gather",
+         "comm_average", "comm_meta")
 
 
 def worker(args) -> None:
@@ -70,9 +79,11 @@ def worker(args) -> None:
                "lstmfc": bnnopt.LSTMFC}
     opt = classes[args.method](net, torch.optim.Adam(model.parameters(), lr=1e-3))
     opt.method.meta_split = not args.no_split
-    names = ("begin_step", "finish_step", "step", "base_step", "generate")
+    names = ("begin_step", "finish_step", "step", "base_step", "generate") + PARTS
     times: dict[str, list[float]] = {k: [] for k in names}
     times.update({f"{k}_cpu": [] for k in names})
+
+    current: dict[str, float] = {}  # this step's seconds per timed name (summed over calls)
 
     def timed(name, fn, barrier=False):
         def run(*a, **kw):
@@ -80,14 +91,35 @@ def worker(args) -> None:
                 torch.distributed.barrier()
             start, cpu = time.perf_counter(), time.process_time()
             out = fn(*a, **kw)
-            times[name].append(time.perf_counter() - start)
-            times[f"{name}_cpu"].append(time.process_time() - cpu)
+            current[name] = current.get(name, 0.0) + time.perf_counter() - start
+            current[f"{name}_cpu"] = current.get(f"{name}_cpu", 0.0) + time.process_time() - cpu
             return out
         return run
 
     meth = opt.method
     meth.begin_step = timed("begin_step", meth.begin_step, barrier=True)
     meth.finish_step = timed("finish_step", meth.finish_step, barrier=True)
+    # the parts of the two phases (module docstring); each a wrapper around the call
+    meth.end_lookahead = timed("w_hat", meth.end_lookahead)
+    meth.record = timed("record", meth.record)
+    meth._lookahead_gradient = timed("outer_vjp", meth._lookahead_gradient)
+    meth._sum_meta_gradients = timed("comm_meta", meth._sum_meta_gradients)
+    for meta_opt in meth.meta_optimizers.values():
+        meta_opt.step = timed("meta_opt", meta_opt.step)
+    if world > 1:
+        import bnnopt.methods.learned.base as learned_base
+
+        learned_base.all_gather_rows = timed("comm_gather", learned_base.all_gather_rows)
+        if meth.dist is not None:
+            meth.dist.average_ = timed("comm_average", meth.dist.average_)
+    plain_backward = torch.autograd.backward
+
+    def backward(tensors, *a, **kw):  # only the meta backward of finish_step is timed
+        inner = tensors if isinstance(tensors, (list, tuple)) else [tensors]
+        if inner and not any(t.grad_fn is not None and t.dim() == 0 for t in inner):
+            return timed("meta_backward", plain_backward)(tensors, *a, **kw)
+        return plain_backward(tensors, *a, **kw)
+    torch.autograd.backward = backward
     if meth.split_active():
         meth.generate_share = timed("generate", meth.generate_share)
     else:
@@ -105,13 +137,14 @@ def worker(args) -> None:
             loss = F.cross_entropy(net(xs), ys)
             loss.backward()
             return loss
+        current.clear()
         start, cpu = time.perf_counter(), time.process_time()
         opt.step(closure)
-        times["step"].append(time.perf_counter() - start)
-        times["step_cpu"].append(time.process_time() - cpu)
-    skip = 1 + args.warmup
-    kept = {k: v[skip:] if not k.startswith("generate") else v[args.warmup:]
-            for k, v in times.items()}
+        current["step"] = time.perf_counter() - start
+        current["step_cpu"] = time.process_time() - cpu
+        for name in times:
+            times[name].append(current.get(name, 0.0))
+    kept = {k: v[1 + args.warmup:] for k, v in times.items()}  # step 0 has no meta-nets
     split = bool(opt.method.split_active())
     weights = sum(layer.weight.numel() for _, layer in opt.method.layers)
     Path(args.worker_out, f"rank{rank}.json").write_text(json.dumps(
@@ -187,6 +220,9 @@ def main() -> None:
                   f"{med['meta'] / base:14.2f}{med['meta_cpu']:12.4f}"
                   f"{med['meta_cpu'] / base_cpu:12.2f}", flush=True)
         result["methods"][method] = rows
+        print("  parts (median s per step, slowest process): "
+              + "  ".join(f"P={n}: " + ", ".join(f"{k} {rows[n]['median_seconds'][k]:.4f}"
+                                               for k in PARTS) for n in rows), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

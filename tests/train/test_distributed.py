@@ -74,6 +74,11 @@ CASES["multifc-split-fp64"] = {"config": config("multifc"), "meta_split": True}
 CASES["fsg-chunk-fp64"] = {"config": config("fsg", method_options={"meta_chunk": 37})}
 CASES["fsg-stenorm-fp64"] = {"config": config("fsg", method_options={
     "grad_norm": "ste", "lookahead": "optimizer"})}
+# each rank derives ∂L/∂W̃ from the averaged g through the weight quantizer: quantizers
+# whose scale couples a layer's elements (BitNet's mean|W|, b1.58's ternary levels)
+CASES["fsg-bitnet-fp64"] = {"config": config("fsg", method_options={"quantizer": "bitnet"})}
+CASES["fcgrad-split-b158-fp64"] = {"config": config("fcgrad", method_options={
+    "quantizer": "bitnet_b158", "bits": 2}), "meta_split": True}
 CASES["fcgrad-official-fp64"] = {"config": config("fcgrad", method_options={"variant": "official"},
                                                   optim={"name": "sgdm", "lr": 0.05})}
 CASES["fsg-heldout-fp64"] = {"config": config(  # the meta split is sharded like the train one

@@ -54,7 +54,34 @@ def main() -> None:
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                     "split": opt.method.split_active()},
                    out / f"{name}-rank{rank}.pt")
+    model, cls, options = build("fsg")
+    ddp = DistributedDataParallel(model)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    opt = cls(ddp, torch.optim.SGD(ddp.parameters(), lr=0.05, momentum=0.9), options,
+              scaler=scaler)
+    for x, y in scaled_batches():
+        xs, ys = x.chunk(world)[rank], y.chunk(world)[rank]
+        run_scaled(opt, scaler, ddp, xs, ys)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                "scale": scaler.get_scale(), "split": opt.method.split_active()},
+               out / f"fsg-scaler-rank{rank}.pt")
     dist.destroy_process_group()
+
+
+def scaled_batches():
+    """Five global batches; the third has an infinite input (a step a GradScaler skips)."""
+    batches = global_batches(5)
+    batches[2][0][-1, 0] = float("inf")  # in the last rows: rank 1's half only
+    return batches
+
+
+def run_scaled(opt, scaler, model, x, y):
+    """One two-phase step of bnnopt's optimizer with a GradScaler."""
+    opt.zero_grad()
+    with opt.lookahead():
+        scaler.scale(F.cross_entropy(model(x), y)).backward()
+    scaler.step(opt)
+    scaler.update()
 
 
 if __name__ == "__main__":

@@ -56,3 +56,23 @@ def test_ranks_identical_and_equal_to_one_process(ranks, name):
     assert worst < 1e-10, where
     worst, where = max_difference(r0["opt"]["meta_modules"], opt.state_dict()["meta_modules"])
     assert worst < 1e-10, where
+
+
+def test_grad_scaler_steps_and_skips_alike_on_every_rank(ranks):
+    """A non-finite batch on one rank only: every rank skips that step, and the run
+    equals one process on the global batches (the split path unscales g before it
+    derives ∂L/∂W̃)."""
+    worker = _load("bnnopt_ddp_own_loop_worker", WORKER)
+    r0, r1 = (torch.load(ranks / f"fsg-scaler-rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert identical(r0, r1)
+    assert r0["split"]
+    model, cls, options = worker.build("fsg")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    opt = cls(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), options,
+              scaler=scaler)
+    for x, y in worker.scaled_batches():
+        worker.run_scaled(opt, scaler, model, x, y)
+    assert opt.steps == r0["opt"]["steps"] == 4  # five batches, one skipped
+    assert scaler.get_scale() == r0["scale"] < 2.0 ** 10
+    worst, where = max_difference(r0["model"], model.state_dict())
+    assert worst < 1e-10, where

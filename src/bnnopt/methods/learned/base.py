@@ -98,15 +98,21 @@ most one) and rank r runs :meth:`LearnedGradientMethod.generate_share` on its sh
     (Δ_r, G_r) = generate_share(g, Ŵ, c, η; lo_r, hi_r)       Δ_r in the graph of φ
     [Δ, G] = all_gather([Δ_r, G_r])                          every rank: the full values
     Δ_full = [Δ_<r (constant), Δ_r, Δ_>r (constant)]         installed on the layers
-    forward + backward;  ∂L/∂Δ_full and g_t all-reduced (mean over ranks = the gradient of
-    the global batch's loss, as DDP's mean of the weights' gradients)
+    forward + backward;  g_t all-reduced (mean over ranks = the gradient of the global
+    batch's loss, as DDP's mean of the weights' gradients)
+    ∂L/∂W̃_i = J_Qi(W̃_i)ᵀ g_t,i                               per layer, recomputed locally
     rank r: ∂L/∂φ|_r = ∂L/∂Δ_full · ∂Δ_full/∂φ                only Δ_r reaches φ
     ∂L/∂φ = Σ_r ∂L/∂φ|_r  (an all-reduce SUM: the partials are disjoint pieces of one sum)
 
-Anything computed from the full Δ and G after generation (``grad_norm``, ``lookahead
-"optimizer"``) runs on every rank on the assembled values; since the other shares are
-constants there, each rank's backward yields exactly its share's part of the total
-derivative, so the sum is the one-process gradient. Every rank then holds the same G,
+∂L/∂Δ needs no communication of its own: W̃ reaches the loss only through the weight
+quantizer's output Q(W̃), so ∂L/∂W̃ is the quantizer's vector-Jacobian product of g
+at W̃, and a vector-Jacobian product is linear in g, so at the averaged g it is the
+mean over ranks of the local ∂L/∂W̃. Each rank recomputes it only for the layers its
+share overlaps. Anything computed from the full Δ and G after generation
+(``grad_norm``, ``lookahead "optimizer"``) runs on every rank on the assembled values
+(and then needs ∂L/∂W̃ of every layer); since the other shares are constants there,
+each rank's backward yields exactly its share's part of the total derivative, so the
+sum is the one-process gradient. Every rank then holds the same G,
 meta-net gradients, meta-optimizer states and task weights. History: the HGS holds the
 all-reduced g, which every rank has, so it stays full on every rank (no communication);
 an LSTM meta-net's hidden state (N x H per step, far too large to gather each step) is
@@ -117,10 +123,12 @@ FSG's LSTMFC slow-net and ``meta_data="heldout"`` (the held-out loss is not a pe
 sum) keep the unsplit path.
 
 Communication per step, N quantized weights, |φ| meta-net parameters, P ranks (values
-of the weights' dtype): unsplit, all-reduce of g (N) and of ∂L/∂φ (|φ|); split,
-all-reduce of g and ∂L/∂Δ (2N), all-gather of Δ and G (2N/P sent, 2N received per rank)
-and all-reduce of ∂L/∂φ plus one flag per meta-net tensor (|φ| + #tensors); the meta
-work per rank falls from N to about N/P weights.
+of the weights' dtype): unsplit, one all-reduce of g and ∂L/∂φ (N + |φ|); split,
+all-gather of Δ and G (2N/P sent, 2N received per rank), all-reduce of g (N) and
+all-reduce of ∂L/∂φ plus one flag per meta-net tensor (|φ| + #tensors); the meta
+work per rank falls from N to about N/P weights. With a GradScaler, the decision to
+skip a step with a non-finite g or meta-gradient is taken after these all-reduces, so
+every rank takes the same one.
 
 The step runs in three phases (:meth:`LearnedGradientMethod.begin_step`,
 :meth:`~LearnedGradientMethod.end_lookahead`, :meth:`~LearnedGradientMethod.finish_step`),
@@ -548,7 +556,9 @@ class LearnedGradientMethod(Method):
                     for layer in layers:
                         layer.delta = layer.delta.detach()
                 else:
-                    proxies = [d.detach().requires_grad_(True) for d in deltas]
+                    # under the split finish_step derives ∂L/∂W̃ from the averaged g:
+                    # those proxies need no gradient of their own
+                    proxies = [d.detach().requires_grad_(not pending["split"]) for d in deltas]
                     pending["deltas"], pending["proxies"] = deltas, proxies
                     for layer, proxy in zip(layers, proxies):
                         layer.delta = proxy
@@ -627,34 +637,38 @@ class LearnedGradientMethod(Method):
         new_g = [torch.zeros_like(layer.weight) if a is None else a
                  for a, layer in zip(pending["acc"], layers)]
         proxies = pending["proxies"]
-        outer = None if proxies is None else [p.grad for p in proxies]
+        split = pending["split"] and proxies is not None
+        outer = None if proxies is None or split else [p.grad for p in proxies]
         if inv_scale is not None:
             new_g = [g * inv_scale for g in new_g]
             outer = None if outer is None else [None if o is None else o * inv_scale
                                                 for o in outer]
-            finite = all(bool(torch.isfinite(t).all()) for t in new_g
-                         + [o for o in (outer or []) if o is not None])
-            if not finite:
-                return False
         new_w = pending["w_hat"]
         syncing = self.dist is not None and self.dist.enabled and self.sync_learned
-        if pending["split"] and outer is not None:
-            # the global ∂L/∂Δ on every rank (with g: one all-reduce); each rank then
-            # back-propagates it through its own share and the partials are summed
-            outer = [torch.zeros_like(d) if o is None else o
-                     for d, o in zip(pending["deltas"], outer)]
-            self.dist.average_(new_g + outer)
-            torch.autograd.backward(pending["deltas"], outer)
-            self._sum_meta_gradients()
+        if split:
+            # g averaged over ranks; ∂L/∂W̃ = J_Q(W̃)ᵀ g on the layers this rank's share
+            # reaches, back-propagated through the share; the partials summed over ranks
+            self.dist.average_(new_g)
+            reach = self._layers_reaching_share()
+            outer = [self._lookahead_gradient(i, new_g[i], proxies[i]) for i in reach]
+            torch.autograd.backward([pending["deltas"][i] for i in reach], outer)
+            meta_grads = self._sum_meta_gradients()
         else:
             if outer is not None:
                 used = [(d, o) for d, o in zip(pending["deltas"], outer) if o is not None]
                 if used:
                     torch.autograd.backward([d for d, _ in used], [o for _, o in used])
-            if syncing:
-                self.dist.average_(new_g)
-            if meta and syncing:
-                self.dist.average_([p.grad for p in self.meta_modules.parameters()])
+            meta_grads = [p.grad for p in self.meta_modules.parameters()] if meta else []
+            if syncing:  # every rank ran the same meta work: the same tensors have grads
+                self.dist.average_(new_g + meta_grads)
+        if inv_scale is not None:
+            # after the all-reduce, so that every rank takes the same decision; a local
+            # ∂L/∂Δ (unsplit, several ranks) reaches the check through the meta-gradients
+            local = syncing and not split
+            checked = new_g + [t for t in meta_grads if t is not None]
+            checked += [o for o in (outer or []) if o is not None and not local]
+            if not all(bool(torch.isfinite(t).all()) for t in checked):
+                return False
         if meta:
             for opt in self.meta_optimizers.values():
                 opt.step()
@@ -689,18 +703,45 @@ class LearnedGradientMethod(Method):
         self.steps += 1
         return True
 
-    def _sum_meta_gradients(self) -> None:
+    def _layers_reaching_share(self) -> list[int]:
+        """Indices of the layers whose ∂L/∂W̃ reaches this rank's meta-gradient: those
+        overlapping its share, or all of them when the full Δ is post-processed
+        (``grad_norm``, ``lookahead="optimizer"``: every element then depends on the share)."""
+        if self.options["grad_norm"] != "learned" or self.options["lookahead"] == "optimizer":
+            return list(range(len(self.layers)))
+        weights = [layer.weight for _, layer in self.layers]
+        lo, hi = self.share_bounds(sum(w.numel() for w in weights))
+        return [i for i, _, _ in layer_pieces(weights, lo, hi)]
+
+    def _lookahead_gradient(self, i: int, g: Tensor, proxy: Tensor) -> Tensor:
+        """∂L/∂W̃ of layer i from g = ∂L/∂Q: the vector-Jacobian product J_Q(W̃)ᵀ g of its
+        weight quantizer at the look-ahead W̃ = W + Δ (recomputed; W is not stepped yet).
+
+        It equals the gradient the backward left on Δ, since W̃ reaches the loss only
+        through Q(W̃); and as a vector-Jacobian product is linear in g, at the averaged g
+        it is the mean over ranks of their local ∂L/∂W̃.
+        """
+        layer = self.layers[i][1]
+        w_tilde = (layer.weight.detach() + proxy).requires_grad_(True)
+        with torch.enable_grad():
+            q = layer.weight_quantizer(w_tilde)
+        if not q.requires_grad:
+            return torch.zeros_like(w_tilde)
+        return torch.autograd.grad(q, w_tilde, g.to(q.dtype).reshape(q.shape))[0]
+
+    def _sum_meta_gradients(self) -> list[Tensor | None]:
         """Σ over ranks of the meta-nets' partial gradients; a tensor that no rank reached
-        keeps grad None (as in one process: its optimizer then skips it)."""
+        keeps grad None (as in one process: its optimizer then skips it). Returns them."""
         params = list(self.meta_modules.parameters())
         if not params:
-            return
+            return []
         reached = torch.tensor([float(p.grad is not None) for p in params],
                                dtype=params[0].dtype, device=params[0].device)
         grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
         all_reduce_sum_(grads + [reached])
         for p, g, hit in zip(params, grads, reached.tolist()):
             p.grad = g if hit > 0 else None
+        return [p.grad for p in params]
 
     # -- dtype / device --------------------------------------------------------------------
     def _follow_weights(self) -> None:
