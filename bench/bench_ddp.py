@@ -67,11 +67,11 @@ def communication(method: str, protocol: str) -> dict[str, int]:
     if meth.family == "learned-gradient":
         out["stored_g"] = sum(layer.weight.numel() for _, layer in meth.layers)
         out["meta_gradients"] = sum(p.numel() for p in meth.meta_modules.parameters())
-        if meth.splittable():  # the split of the meta work (the default under torchrun)
-            out["dL_dDelta"] = out["stored_g"]
+        split = meth.splittable() and meth.meta_split  # the method's default under torchrun
+        if split:  # the meta-gradients' sum carries one flag per tensor
             out["meta_reached_flags"] = len(list(meth.meta_modules.parameters()))
     out["total_values"] = sum(out.values())
-    if meth.family == "learned-gradient" and meth.splittable():
+    if meth.family == "learned-gradient" and split:
         out["all_gathered_values"] = 2 * out["stored_g"]  # Delta and G, not in the total
     out["total_MB_float32"] = round(out["total_values"] * 4 / 2**20, 3)
     del torch
