@@ -30,7 +30,7 @@ def commands() -> list[tuple[str, str]]:
                 if assignment:
                     variables[assignment[1]] = shlex.split(assignment[2])[0] if assignment[2] else ""
                     continue
-                line = VARIABLE.sub(lambda m: variables.get(m[1], m[0]), line)
+                line = VARIABLE.sub(lambda m, known=variables: known.get(m[1], m[0]), line)
                 for part in re.split(r"&&|;|\|", line):
                     part = part.strip()
                     if part.startswith("bnnopt "):
