@@ -168,6 +168,18 @@ def test_compare_tune_end_to_end(tmp_path, capsys):
     assert code == 2 and "val_fraction is 0" in err
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--tune", "lr=0.01", "--tune-metric", "bpc"], "invalid --tune-metric 'bpc'; valid: acc, loss"),
+    (["--tune-metric", "loss"], "--tune-metric loss without --tune: nothing is tuned"),
+])
+def test_compare_tune_metric_refusals(tmp_path, capsys, extra, message):
+    out_dir = tmp_path / "cmp"
+    code, out, err = run(capsys, "compare", *TINY, "--methods", "ste", *extra,
+                         "--out", str(out_dir))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out_dir.exists()
+
+
 def test_help_says_how_many_methods_the_demo_runs():
     from bnnopt.cli.main import build_parser
     from bnnopt.experiments.demo import DEMO_METHODS

@@ -161,3 +161,33 @@ def test_text_corpora_tune_on_their_own_validation_split(tmp_path, capsys):
     assert "the dataset's own validation split" in (out / "report.md").read_text()
     for config in out.rglob("config.json"):
         assert json.loads(config.read_text())["val_fraction"] == 0
+
+
+class LossTrain(FakeTrain):
+    """Validation accuracy favours lr=0.01 while validation loss favours lr=0.1 (as for a
+    language model whose next-token accuracy and bits per character disagree)."""
+
+    VAL_LOSS = {0.01: 2.5, 0.1: 2.4, 1.0: 2.9}
+
+    def __call__(self, cfg, run_dir):
+        summary, metrics = super().__call__(cfg, run_dir)
+        summary["final_val_loss"] = self.VAL_LOSS[cfg.optim["lr"]]
+        return summary, metrics
+
+
+def test_tune_metric_loss_chooses_the_lowest_validation_loss(tmp_path):
+    grid = parse_tune(["lr=0.01,0.1,1.0"])
+    by_acc = run_compare(base_config(), build_arms(["ste"]), seeds=1, out=tmp_path / "acc",
+                         log=lambda m: None, tune=grid, train=LossTrain())
+    assert by_acc["tuning"][0]["chosen"] == "lr=0.01" and by_acc["tune_metric"] == "acc"
+    by_loss = run_compare(base_config(), build_arms(["ste"]), seeds=1, out=tmp_path / "loss",
+                          log=lambda m: None, tune=grid, train=LossTrain(), tune_metric="loss")
+    assert by_loss["tuning"][0]["chosen"] == "lr=0.1" and by_loss["tune_metric"] == "loss"
+    text = (tmp_path / "loss" / "report.md").read_text()
+    assert "chosen by final validation loss (ties: validation accuracy)" in text
+    rows = [{"final_val_acc": 80, "final_val_loss": 0.2}, {"final_val_acc": 90, "final_val_loss": 0.2},
+            {"final_val_acc": 99, "final_val_loss": 0.3}]
+    assert choose_setting(rows, "loss") == 1  # tie on loss: the higher accuracy
+    with pytest.raises(ValueError, match="invalid tune metric 'bpc'; valid: acc, loss"):
+        run_compare(base_config(), build_arms(["ste"]), 1, tmp_path / "bad",
+                    tune=grid, train=LossTrain(), tune_metric="bpc")

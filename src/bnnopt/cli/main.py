@@ -383,6 +383,15 @@ def cmd_compare(args) -> int:
     if args.tune_seeds > 1 and not tune:
         raise ValueError(f"--tune-seeds {args.tune_seeds} without --tune: nothing is tuned; "
                          "valid: add --tune KEY=V1,V2,... or drop --tune-seeds")
+    if args.tune_metric is not None:
+        from bnnopt.experiments.compare import TUNE_METRICS
+
+        if args.tune_metric not in TUNE_METRICS:
+            raise ValueError(f"invalid --tune-metric {args.tune_metric!r}; valid: "
+                             f"{', '.join(TUNE_METRICS)}")
+        if not tune:
+            raise ValueError(f"--tune-metric {args.tune_metric} without --tune: nothing is "
+                             "tuned; valid: add --tune KEY=V1,V2,... or drop --tune-metric")
     out = Path(args.out or f"runs/compare-{cfg.protocol or cfg.dataset}")
     reference = _reference(args.reference)
     if reference and args.reference is not None:  # given explicitly: it must be compared
@@ -404,7 +413,8 @@ def cmd_compare(args) -> int:
                                             target_acc=args.target, tune=tune,
                                             reference=reference, log=say, jobs=args.jobs,
                                             threads=args.threads,
-                                            tune_seeds=args.tune_seeds), ctx)
+                                            tune_seeds=args.tune_seeds,
+                                            tune_metric=args.tune_metric or "acc"), ctx)
     except KeyboardInterrupt as err:
         print(f"bnnopt: {_stopped_by(err)}; run the same command again to continue (finished "
               "runs are reused, the interrupted ones resume from their last epoch)",
@@ -519,6 +529,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every grid point with M seeds (each its own validation split) "
                         "and choose on their mean validation accuracy; the reported seeds "
                         "follow them (default 1)")
+    p.add_argument("--tune-metric", default=None, metavar="acc|loss",
+                   help="choose the grid point on the highest final validation accuracy "
+                        "('acc', the default) or the lowest final validation loss ('loss', "
+                        "e.g. bits per character for a language model)")
     p.add_argument("--reference", default=None,
                    help="method (or method spec, e.g. fsg:fast_form=product) the others are "
                         "compared with (95%% Welch interval); 'none' for none (default: ste, "

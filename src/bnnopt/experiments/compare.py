@@ -19,8 +19,10 @@ every arm gets the same grid and the same budget. Each grid point is trained wit
 the base seed s into ``OUT/tune/<label>/<point>/s<s>``; with ``tune_seeds`` = m > 1
 (``--tune-seeds m``) with seeds s .. s+m-1, each with its own validation split. The
 point with the highest *final validation* accuracy, averaged over those seeds, is
-chosen (ties: lower mean validation loss, then the first listed); the test split
-plays no part. The chosen point is then trained with fresh seeds s+m .. s+m+k-1
+chosen (ties: lower mean validation loss, then the first listed); with ``tune_metric``
+"loss" (``--tune-metric loss``, e.g. bits per character for a language model) the
+point with the lowest mean final validation loss (ties: higher accuracy, then the
+first listed). The test split plays no part. The chosen point is then trained with fresh seeds s+m .. s+m+k-1
 into ``OUT/<label>/s<seed>``, and only those runs are reported (mean +- std, and
 each method's difference to the reference method with a 95 % Welch interval,
 :mod:`bnnopt.report.stats`).
@@ -148,12 +150,27 @@ def point_label(point: list[str]) -> str:
     return ",".join(a.split("=", 1)[0].split(".")[-1] + "=" + a.split("=", 1)[1] for a in point)
 
 
-def choose_setting(summaries: list[dict[str, Any]]) -> int:
-    """Index of the grid point to keep, from validation only: highest final validation
-    accuracy, ties broken by lower final validation loss, then by grid order."""
+TUNE_METRICS = ("acc", "loss")
+
+
+def choose_setting(summaries: list[dict[str, Any]], metric: str = "acc") -> int:
+    """Index of the grid point to keep, from validation only. ``metric`` "acc": highest
+    final validation accuracy, ties broken by lower final validation loss; "loss":
+    lowest final validation loss, ties broken by higher accuracy; then by grid order."""
+    check_tune_metric(metric)
     _require_validation(summaries)
+    if metric == "loss":
+        return max(range(len(summaries)), key=lambda i: (
+            -summaries[i]["final_val_loss"], summaries[i]["final_val_acc"], -i))
     return max(range(len(summaries)),
                key=lambda i: (summaries[i]["final_val_acc"], -summaries[i]["final_val_loss"], -i))
+
+
+def check_tune_metric(metric: Any) -> str:
+    """``metric`` if it is one of :data:`TUNE_METRICS`, else a one-line ValueError."""
+    if metric not in TUNE_METRICS:
+        raise ValueError(f"invalid tune metric {metric!r}; valid: {', '.join(TUNE_METRICS)}")
+    return metric
 
 
 def _require_validation(summaries: list[dict[str, Any]]) -> None:
@@ -190,12 +207,13 @@ def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *
                 target_acc: float | None = None, tune: list[tuple[str, list[str]]] | None = None,
                 reference: str | None = "ste", train: TrainFn | None = None,
                 jobs: int = 1, threads: int | None = None,
-                tune_seeds: int = 1) -> dict[str, Any]:
+                tune_seeds: int = 1, tune_metric: str = "acc") -> dict[str, Any]:
     """Train every (arm, seed) into ``out`` and write the report; return report.json's dict.
 
     ``tune``: a grid (:func:`parse_tune`) chosen per arm on validation (module
     docstring), each point trained with ``tune_seeds`` seeds and chosen on their mean
-    validation accuracy. ``reference``: method name the others are compared with.
+    validation accuracy (``tune_metric`` "acc") or loss ("loss"). ``reference``: method
+    name the others are compared with.
     ``train(cfg, run_dir) -> (summary, metrics)`` defaults to training (or reusing) a run.
     ``jobs`` > 1: that many runs at once in worker processes with ``threads`` CPU
     threads each (:mod:`bnnopt.experiments.pool`; not with ``train`` or under torchrun).
@@ -212,11 +230,12 @@ def run_compare(base: RunConfig, arms: list[Arm], seeds: int, out: str | Path, *
             remove_orphan_temps(out)
         return _run_compare(base, arms, seeds, Path(out), log=log, progress=progress,
                             target_acc=target_acc, tune=tune, reference=reference, train=train,
-                            jobs=jobs, threads=threads, tune_seeds=tune_seeds)
+                            jobs=jobs, threads=threads, tune_seeds=tune_seeds,
+                            tune_metric=tune_metric)
 
 
 def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, reference,
-                 train, jobs=1, threads=None, tune_seeds=1) -> dict[str, Any]:
+                 train, jobs=1, threads=None, tune_seeds=1, tune_metric="acc") -> dict[str, Any]:
     from bnnopt.report import aggregate, markdown_table, plot_curves
     from bnnopt.report.stats import reference_pairs, significance_markdown, significance_rows
     from bnnopt.report.tables import columns_for, group_runs
@@ -240,6 +259,7 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
                          "valid: --val-fraction in (0, 1)")
     if tune_seeds < 1:
         raise ValueError(f"invalid --tune-seeds {tune_seeds}; must be >= 1")
+    check_tune_metric(tune_metric)
     points = grid_points(tune or [])
     tuning_seeds = [base.seed + j for j in range(tune_seeds)] if tune else []
     first_seed = base.seed + len(tuning_seeds)  # the reported seeds are fresh
@@ -263,7 +283,7 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
             if tune:
                 results = [mean_validation([future.result()[0] for future in futures])
                            for futures in grid[arm.label]]
-                chosen = points[choose_setting(results)]
+                chosen = points[choose_setting(results, tune_metric)]
                 tuning.append({"label": arm.label, "chosen": point_label(chosen),
                                "points": [point_label(p) for p in points],
                                "seeds": tuning_seeds,
@@ -303,7 +323,7 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
     text = (f"# bnnopt compare\n\n{title}, {base.epochs} epochs, batch {base.batch_size}, "
             f"{optim}, validation fraction {base.val_fraction:g}\n\n")
     if tune:
-        text += tuning_markdown(tuning, tune, base) + "\n"
+        text += tuning_markdown(tuning, tune, base, tune_metric) + "\n"
     text += f"{table}\n![curves]({plot.name})\n"
     significance = []
     if reference:
@@ -318,14 +338,14 @@ def _run_compare(base, arms, seeds, out, *, log, progress, target_acc, tune, ref
     report = {"base_config": base.to_dict(), "runs": runs, "seeds": final_seeds,
               "rows": [{k: v for k, v in r.items()} for r in rows],
               "tuning": tuning, "tune_grid": [list(g) for g in tune or []],
-              "tune_seeds": tuning_seeds,
+              "tune_seeds": tuning_seeds, "tune_metric": tune_metric if tune else None,
               "reference": reference, "significance": significance}
     write_json(out / "report.json", report)
     return report
 
 
 def tuning_markdown(tuning: list[dict[str, Any]], grid: list[tuple[str, list[str]]],
-                    base: RunConfig) -> str:
+                    base: RunConfig, metric: str = "acc") -> str:
     """The grid, every point's final validation accuracy per arm, and the chosen point."""
     spelled = "; ".join(f"{k} in {{{', '.join(v)}}}" for k, v in grid)
     seeds = tuning[0]["seeds"]
@@ -334,9 +354,10 @@ def tuning_markdown(tuning: list[dict[str, Any]], grid: list[tuple[str, list[str
     mean = "" if len(seeds) == 1 else "mean "
     split = (f"{base.val_fraction:g} of the training set" if base.val_fraction
              else "the dataset's own validation split")
-    lines = [f"Tuning: grid {spelled}, each point trained {trained}; chosen by {mean}final "
-             f"validation accuracy (ties: {mean}validation loss) on {split}; test accuracy "
-             f"below is from fresh seeds only.\n",
+    rule = (f"{mean}final validation loss (ties: {mean}validation accuracy)" if metric == "loss"
+            else f"{mean}final validation accuracy (ties: {mean}validation loss)")
+    lines = [f"Tuning: grid {spelled}, each point trained {trained}; chosen by {rule} on "
+             f"{split}; test accuracy below is from fresh seeds only.\n",
              "| method | " + " | ".join(tuning[0]["points"]) + " | chosen |",
              "|" + "---|" * (len(tuning[0]["points"]) + 2)]
     for t in tuning:
