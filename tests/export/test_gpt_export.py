@@ -34,6 +34,8 @@ CASES = {
     "dorefa-1bit": (QuantConfig(weight_quantizer="dorefa", weight_bits=1, **GPT_POLICY), 1, 2),
     "bitnet-1bit": (QuantConfig(weight_quantizer="bitnet", weight_bits=1, **GPT_POLICY), 1, 2),
     "sign-1bit (bop)": (QuantConfig(weight_quantizer="sign", weight_bits=1, **GPT_POLICY), 1, 2),
+    "scaled_sign-1bit (bop, learned scale)": (QuantConfig(weight_quantizer="scaled_sign",
+                                                          weight_bits=1, **GPT_POLICY), 1, 2),
     "bitnet_b158-2bit": (QuantConfig(weight_quantizer="bitnet_b158", weight_bits=2, **GPT_POLICY),
                          2, 3),
     "b158-2bit-absmax_ln": (QuantConfig(weight_quantizer="bitnet_b158", weight_bits=2,
@@ -58,7 +60,10 @@ def test_packed_gpt_round_trips_exactly(tmp_path, case):
         with torch.no_grad():
             q = layer.quantized_weight()
         assert torch.equal(modules[name].weight, q), name
-        assert q.unique().numel() <= levels
+        if "learned scale" in case:  # one scale per output channel: 2 levels per row
+            assert max(row.unique().numel() for row in q.reshape(q.shape[0], -1)) <= levels
+        else:
+            assert q.unique().numel() <= levels
     summary = packed_summary(path)
     # 0.14M-parameter model: the float embeddings and head dominate, the projections shrink
     assert summary["file_bytes"] < summary["float32_bytes"]
@@ -77,7 +82,8 @@ def test_ternary_codes_are_stored_in_two_bits(tmp_path):
     assert size2 - size1 == pytest.approx(n / 8, abs=512)
 
 
-@pytest.mark.parametrize("case", ["bitnet-1bit", "bitnet_b158-2bit", "b158-2bit-absmax_ln"])
+@pytest.mark.parametrize("case", ["bitnet-1bit", "bitnet_b158-2bit", "b158-2bit-absmax_ln",
+                                  "scaled_sign-1bit (bop, learned scale)"])
 def test_onnx_graph_of_a_quantized_gpt_matches_torch(tmp_path, case):
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
@@ -121,7 +127,7 @@ def test_packed_gpt_exports_and_verifies_through_the_cli(tmp_path):
     assert (tmp_path / "g.onnx").exists()
 
 
-@pytest.mark.parametrize("case", ["bitnet-1bit", "bitnet_b158-2bit"])
+@pytest.mark.parametrize("case", ["bitnet-1bit", "bitnet_b158-2bit", "scaled_sign-1bit (bop, learned scale)"])
 def test_qonnx_graph_of_a_quantized_gpt_runs_in_the_qonnx_executor(tmp_path, case):
     pytest.importorskip("qonnx")
     model = quantized_gpt(CASES[case][0])

@@ -178,7 +178,7 @@ def cnn_config(**changes) -> RunConfig:
 def test_bop_method_two_steps_through_the_trainer(tmp_path, make):
     trainer = Trainer(make(), tmp_path / "run")
     assert len(trainer.train_loader) == 2
-    assert trainer.method.resolved_options() == {"gamma": 1e-2, "tau": 1e-6}
+    assert trainer.method.resolved_options() == {"gamma": 1e-2, "tau": 1e-6, "scale": "none"}
     binary, _ = split_params(trainer.model)
     before = [p.detach().clone() for p in binary]
     summary = trainer.run()
@@ -199,3 +199,34 @@ def test_bop_method_two_steps_through_the_trainer(tmp_path, make):
     m_saved = resumed.method.bop.state_dict()["state"]
     m_live = trainer.method.bop.state_dict()["state"]
     assert all(torch.equal(m_saved[k]["m"], m_live[k]["m"]) for k in m_live)
+
+
+def test_learned_scale_starts_at_mean_abs_and_is_trained_with_the_real_parameters(tmp_path):
+    from bnnopt.registry import METHODS
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    floats = [model[0].weight.detach().clone(), model[2].weight.detach().clone()]
+    method = METHODS.get("bop")(scale="learned")
+    assert method.resolved_options()["scale"] == "learned"
+    method.prepare(model, {"keep_first": False, "keep_last": False})
+    binary, real = split_params(model)
+    for layer, w in zip((model[0], model[2]), floats):
+        alpha = layer.weight_quantizer.alpha
+        assert torch.equal(alpha.detach(), w.abs().mean(dim=1, keepdim=True))  # from the floats
+        assert set(layer.weight.detach().unique().tolist()) <= {-1.0, 1.0}
+        assert torch.equal(layer.quantized_weight().detach(), alpha.detach() * layer.weight)
+        assert any(p is alpha for p in real) and all(p is not alpha for p in binary)
+    # through the Trainer on the tiny GPT: the scales move, the weights stay +-1 and flip
+    trainer = Trainer(lm_config(method_options={"gamma": 1e-2, "tau": 1e-6, "scale": "learned"}),
+                      tmp_path / "run")
+    layers = [layer for _, layer in bnnopt.nn.quantized_layers(trainer.model)]
+    start = [layer.weight_quantizer.alpha.detach().clone() for layer in layers]
+    signs = [layer.weight.detach().clone() for layer in layers]
+    trainer.run()
+    assert all(not torch.equal(a, layer.weight_quantizer.alpha) for a, layer in zip(start, layers))
+    assert sum(int((s != layer.weight).sum()) for s, layer in zip(signs, layers)) > 0
+    for layer in layers:
+        assert set(layer.weight.detach().unique().tolist()) <= {-1.0, 1.0}
+    with pytest.raises(ValueError, match="invalid Bop scale 'fixed'; valid: none, learned"):
+        BopConfig(scale="fixed")

@@ -194,3 +194,39 @@ def test_set_progress_reaches_estimator():
     quant = make_weight_quantizer("sign", 1, "ede")
     quant.set_progress(1.0)
     assert quant.estimator.t == pytest.approx(10.0)
+
+
+def test_scaled_sign_starts_at_mean_abs_and_learns_its_scale():
+    from torch import nn
+
+    from bnnopt.nn import QConv2d, QLinear, QuantConfig
+
+    w = _w(0, shape=(6, 4, 3, 3))
+    conv = nn.Conv2d(4, 6, 3, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+    layer = QConv2d.from_float(conv, QuantConfig(weight_quantizer="scaled_sign", estimator="ste"))
+    quant = layer.weight_quantizer
+    assert quant.alpha.shape == (6, 1, 1, 1)  # bound to the copied float weights
+    assert torch.equal(quant.alpha.detach(), w.abs().mean(dim=(1, 2, 3), keepdim=True))
+    assert "weight_quantizer.alpha" in dict(layer.named_parameters())
+    sign = torch.where(w >= 0, 1.0, -1.0)  # sign(0) := +1
+    latent = w.clone().requires_grad_(True)
+    out = quant(latent)
+    assert torch.equal(out.detach(), quant.alpha.detach() * sign)
+    g = torch.randn(w.shape, generator=torch.Generator().manual_seed(3))
+    (out * g).sum().backward()
+    # dL/dalpha_c = sum_i g_ci sign(W_ci); dL/dW = alpha * g (identity estimator)
+    assert torch.allclose(quant.alpha.grad, (g * sign).sum(dim=(1, 2, 3), keepdim=True))
+    assert torch.allclose(latent.grad, quant.alpha.detach() * g)
+    enc = quant.encode(w)
+    assert enc["scale"].shape == (6, 1, 1, 1) and torch.equal(quant.decode(enc), out.detach())
+    assert quant.scale_numel(w.shape) == 6
+    tensor_wise = QLinear(5, 7, weight_quantizer=make_weight_quantizer("scaled_sign", 1,
+                                                                       per_channel=False))
+    assert tensor_wise.weight_quantizer.alpha.shape == ()
+    assert torch.equal(tensor_wise.weight_quantizer.alpha.detach(),
+                       tensor_wise.weight.detach().abs().mean())
+    with pytest.raises(ValueError, match="no scale yet") as err:
+        make_weight_quantizer("scaled_sign", 1)(w)
+    assert "\n" not in str(err.value)

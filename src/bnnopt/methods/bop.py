@@ -19,10 +19,12 @@ How the binary weights live in a bnnopt model: a quantized layer (``QLinear``,
 ``sign`` with the identity straight-through estimator, so the forward pass uses
 Q(W) = sign(W) = W and the gradient autograd leaves in ``weight.grad`` is dL/dw.
 :meth:`BopMethod.prepare` builds such layers with ``binarize_``; :class:`Bop` sets the
-weights it is given to sign(W) (sign(0) := +1) when it is created. Everything
-else (biases, normalisation layers, float layers, embeddings) is real-valued and
-is trained by a second, ordinary optimizer (``base``), which :meth:`Bop.step` steps
-after the flips::
+weights it is given to sign(W) (sign(0) := +1) when it is created. With the
+``scaled_sign`` quantizer (option ``scale="learned"``, not in the paper) the forward
+uses Q = alpha * w, alpha a learned real scale per output channel, and dL/dw =
+alpha * dL/dQ. Everything else (biases, normalisation layers, float layers,
+embeddings, those scales) is real-valued and is trained by a second, ordinary
+optimizer (``base``), which :meth:`Bop.step` steps after the flips::
 
     binarize_(model, QuantConfig(weight_quantizer="sign", estimator="ste"))
     binary, real = split_params(model)
@@ -36,7 +38,7 @@ after the flips::
 groups (dicts with their own "gamma" / "tau"), like any torch.optim optimizer.
 ``state_dict()`` holds every m (and the base optimizer's state under "base").
 
-Registered as the method ``bop`` (options gamma, tau; :class:`BopConfig`): the
+Registered as the method ``bop`` (options gamma, tau, scale; :class:`BopConfig`): the
 run's optimizer (``--optimizer``, ``--lr`` and the schedule) is the base optimizer
 of the real-valued parameters; gamma and tau stay constant.
 
@@ -61,8 +63,9 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     """(binary, real) parameters of ``model``: the weights of its quantized layers, and
     every other parameter that requires a gradient (each parameter once).
 
-    ValueError when a quantized layer's weight quantizer is not 1-bit ``sign`` (Bop's
-    weights are the +-1 values themselves; another quantizer would reinterpret them).
+    ValueError when a quantized layer's weight quantizer is not 1-bit ``sign`` or
+    ``scaled_sign`` (Bop's weights are the +-1 values themselves; another quantizer would
+    reinterpret them). A ``scaled_sign`` layer's learned scale is a real-valued parameter.
     """
     from bnnopt.nn import quantized_layers
 
@@ -70,8 +73,9 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
     seen: set[int] = set()
     for name, layer in quantized_layers(model):
         quantizer = layer.weight_quantizer
-        if getattr(quantizer, "name", None) != "sign" or quantizer.bits != 1:
-            raise ValueError(f"Bop needs 1-bit 'sign' weight quantizers; layer {name!r} has "
+        if getattr(quantizer, "name", None) not in BINARY_QUANTIZERS or quantizer.bits != 1:
+            raise ValueError(f"Bop needs 1-bit 'sign' or 'scaled_sign' weight quantizers; "
+                             f"layer {name!r} has "
                              f"{getattr(quantizer, 'name', type(quantizer).__name__)!r} at "
                              f"{quantizer.bits} bits")
         if id(layer.weight) not in seen:
@@ -79,6 +83,12 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
             binary.append(layer.weight)
     real = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
     return binary, real
+
+
+#: weight quantizers whose forward is (a scale times) the +-1 latent weight itself
+BINARY_QUANTIZERS = ("sign", "scaled_sign")
+#: ``BopConfig.scale`` -> the weight quantizer of the binary layers
+SCALES = {"none": "sign", "learned": "scaled_sign"}
 
 
 def _check_hyper(gamma: Any, tau: Any) -> None:
@@ -195,25 +205,36 @@ class BopConfig(MethodConfig):
     Attributes:
         gamma: adaptivity rate of the gradient's moving average, 0 < gamma <= 1.
         tau: flip threshold on |m|, >= 0.
+        scale: "none" (the paper: Q = w, the networks it was published with normalise
+            after every binary layer) or "learned" (not in the paper: Q = alpha * w with
+            alpha a real-valued parameter per output channel, initialised to mean|W| of
+            the float weights and trained by the base optimizer; the ``scaled_sign``
+            quantizer), for networks without a normalisation after each binary layer,
+            such as a pre-norm Transformer. With it dL/dw = alpha * dL/dQ, so tau is
+            relative to the scale.
     """
 
     gamma: float = 1e-4
     tau: float = 1e-8
+    scale: str = "none"
 
     method: ClassVar[str] = "bop"
 
     def validate(self) -> None:
         super().validate()
         _check_hyper(self.gamma, self.tau)
+        if self.scale not in SCALES:
+            raise ValueError(f"invalid Bop scale {self.scale!r}; valid: {', '.join(SCALES)}")
 
 
 @METHODS.register("bop", "Bop (Helwegen et al. 2019): binary weights flipped when the "
-                         "gradient average exceeds tau; options gamma, tau")
+                         "gradient average exceeds tau; options gamma, tau, scale")
 class BopMethod(Method):
     """``bop``: sign layers with +-1 weights, trained by :class:`Bop`; the run's optimizer
     (and its learning-rate schedule) trains the real-valued parameters."""
 
     family = "bop"
+    added_options = {"scale": "none"}
 
     def __init__(self, **options: Any):
         #: the resolved typed options (:class:`BopConfig`)
@@ -225,8 +246,8 @@ class BopMethod(Method):
         from bnnopt.nn import QuantConfig
 
         check_policy(policy)
-        return QuantConfig(weight_quantizer="sign", weight_bits=1, estimator="ste",
-                           **policy).validate()
+        return QuantConfig(weight_quantizer=SCALES[self.config.scale], weight_bits=1,
+                           estimator="ste", **policy).validate()
 
     def prepare(self, model: nn.Module, policy: dict[str, Any]) -> list[str]:
         from bnnopt.nn import binarize_, quantized_layers

@@ -155,6 +155,8 @@ class QMultiheadAttention(nn.Module):
                     setattr(new, name, layer)
                 layer.weight.copy_(weights[name])
                 layer.weight.requires_grad_(weights[name].requires_grad)
+                if name in quantize:
+                    layer.weight_quantizer.bind(layer.weight)  # from the float weights
                 if layer.bias is not None:
                     layer.bias.copy_(biases[name])
                     layer.bias.requires_grad_(biases[name].requires_grad)

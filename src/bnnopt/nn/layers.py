@@ -55,6 +55,7 @@ class QLayer(nn.Module):
             act_quantizer = config.make_act_quantizer()
         self.weight_quantizer = weight_quantizer
         self.act_quantizer = act_quantizer
+        weight_quantizer.bind(self.weight)
         self.delta: torch.Tensor | None = None
         self.bias_delta: torch.Tensor | None = None
         self.track_quantized = False
@@ -142,6 +143,7 @@ class QLayer(nn.Module):
         with torch.no_grad():
             new.weight.copy_(module.weight)
             new.weight.requires_grad_(module.weight.requires_grad)
+            new.weight_quantizer.bind(new.weight)  # from the float weights
             if bias is not None:
                 new.bias.copy_(bias)
                 new.bias.requires_grad_(bias.requires_grad)

@@ -51,6 +51,7 @@ from bnnopt.quant.estimators import (
 from bnnopt.quant.weight import (
     MULTIBIT_ESTIMATORS,
     BWNQuantizer,
+    ScaledSignQuantizer,
     DoReFaQuantizer,
     SignQuantizer,
     UniformQuantizer,
@@ -83,7 +84,7 @@ __all__ = [
     # names or objects
     "resolve_spec",
     # weight quantizers
-    "WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer", "UniformQuantizer",
+    "WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer", "ScaledSignQuantizer", "UniformQuantizer",
     "make_weight_quantizer", "MULTIBIT_ESTIMATORS", "RBNNQuantizer", "RBNNSignEstimator",
     "RBNNActSignEstimator", "RBNNActivation",
     # activation quantizers

@@ -27,6 +27,10 @@ dorefa     A = tanh(W) / max|tanh(W)| (max held constant),          1, 2, 4, 8
            (FSG paper Eq. 1-2; DoReFa-Net Eq. 9)
 bwn        Q = alpha sign(W), alpha = mean|W| per tensor or per      1
            output channel (XNOR-Net / BWN, Rastegari et al. 2016)
+scaled_sign  Q = alpha sign(W), alpha a learned parameter per output  1
+           channel (or tensor), initialised to mean|W| of the weight it is
+           bound to (scale factors learned by backpropagation, XNOR-Net++,
+           Bulat & Tzimiropoulos 2019)
 uniform    s = max|W| (held constant), Q = s * KBitRound(W / s)     1, 2, 4, 8
            (symmetric mid-rise uniform grid with 2^k levels)
 =========  ======================================================  ==========
@@ -45,7 +49,7 @@ from bnnopt.quant.estimators import Estimator, make_estimator
 from bnnopt.registry import QUANTIZERS
 
 __all__ = ["WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer",
-           "UniformQuantizer", "make_weight_quantizer", "MULTIBIT_ESTIMATORS"]
+           "ScaledSignQuantizer", "UniformQuantizer", "make_weight_quantizer", "MULTIBIT_ESTIMATORS"]
 
 # Estimators that make sense for k-bit rounding (k > 1): identity or clipped STE.
 MULTIBIT_ESTIMATORS = ("ste", "clipped_ste")
@@ -99,6 +103,11 @@ class WeightQuantizer(nn.Module):
     def scale_numel(self, shape: torch.Size | tuple[int, ...]) -> int:
         """How many float scale values ``encode`` stores for a weight of ``shape``."""
         return 0
+
+    def bind(self, weight: torch.Tensor) -> None:
+        """Called by a quantized layer with its weight once it holds its values (at
+        construction and after ``from_float`` copies the float weights); quantizers with
+        parameters shaped like the weight create them here. No-op by default."""
 
     # -- forward / encode / decode ------------------------------------------------
     def set_progress(self, p: float) -> None:
@@ -202,6 +211,55 @@ class BWNQuantizer(WeightQuantizer):
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per_channel={self.per_channel}, detach_scale={self.detach_scale}"
+
+
+@QUANTIZERS.register("scaled_sign", "alpha*sign(W), alpha a learned per-channel parameter "
+                                    "initialised to mean|W| (XNOR-Net++ style)")
+class ScaledSignQuantizer(WeightQuantizer):
+    """Q(W) = alpha * sign(W) with a learned scale alpha (an ``nn.Parameter``, trained by
+    the optimizer like any other), per output channel (shape [C_out, 1, ..., 1]) or,
+    with ``per_channel=False``, per tensor (shape []).
+
+    alpha is created by :meth:`bind` from the weight the layer holds, as XNOR-Net's
+    closed form alpha = mean|W| (Rastegari et al. 2016, Sec. 3.1), and then learned by
+    backpropagation, as the scale factors of XNOR-Net++ (Bulat & Tzimiropoulos, BMVC
+    2019): dL/dalpha_c = sum_i g_ci sign(W_ci), g = dL/dQ. The weight's own gradient is
+    alpha * s(W) * g (s the estimator's surrogate derivative of sign). Unlike ``bwn``,
+    alpha does not follow the latent weights, so it also serves weights that are
+    themselves +-1 (Bop). One instance per layer: binding again re-initialises alpha.
+    """
+
+    name = "scaled_sign"
+    supported_bits = (1,)
+
+    def __init__(self, bits: int = 1, estimator: str | Estimator = "clipped_ste",
+                 estimator_options: dict[str, Any] | None = None,
+                 per_channel: bool = True) -> None:
+        super().__init__(bits, estimator, estimator_options)
+        self.per_channel = bool(per_channel)
+        self.alpha: nn.Parameter | None = None
+
+    def bind(self, weight: torch.Tensor) -> None:
+        with torch.no_grad():
+            a = weight.detach().abs()
+            if self.per_channel and weight.dim() > 1:
+                init = a.mean(dim=tuple(range(1, weight.dim())), keepdim=True)
+            else:
+                init = a.mean()
+        self.alpha = nn.Parameter(init.clone())
+
+    def scale(self, w):
+        if self.alpha is None:
+            raise ValueError("the 'scaled_sign' quantizer has no scale yet: use it inside a "
+                             "quantized layer (binarize_ or QLinear/QConv*), which binds it "
+                             "to its weight")
+        return self.alpha
+
+    def scale_numel(self, shape):
+        return int(shape[0]) if self.per_channel and len(shape) > 1 else 1
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, per_channel={self.per_channel}"
 
 
 @QUANTIZERS.register("uniform", "k-bit symmetric uniform grid, per-tensor scale max|W|")
