@@ -384,11 +384,9 @@ def cmd_compare(args) -> int:
         raise ValueError(f"--tune-seeds {args.tune_seeds} without --tune: nothing is tuned; "
                          "valid: add --tune KEY=V1,V2,... or drop --tune-seeds")
     if args.tune_metric is not None:
-        from bnnopt.experiments.compare import TUNE_METRICS
+        from bnnopt.experiments.compare import check_tune_metric
 
-        if args.tune_metric not in TUNE_METRICS:
-            raise ValueError(f"invalid --tune-metric {args.tune_metric!r}; valid: "
-                             f"{', '.join(TUNE_METRICS)}")
+        check_tune_metric(args.tune_metric, "--tune-metric")
         if not tune:
             raise ValueError(f"--tune-metric {args.tune_metric} without --tune: nothing is "
                              "tuned; valid: add --tune KEY=V1,V2,... or drop --tune-metric")

@@ -22,8 +22,8 @@ point with the highest *final validation* accuracy, averaged over those seeds, i
 chosen (ties: lower mean validation loss, then the first listed); with ``tune_metric``
 "loss" (``--tune-metric loss``, e.g. bits per character for a language model) the
 point with the lowest mean final validation loss (ties: higher accuracy, then the
-first listed). The test split plays no part. The chosen point is then trained with fresh seeds s+m .. s+m+k-1
-into ``OUT/<label>/s<seed>``, and only those runs are reported (mean +- std, and
+first listed). The test split plays no part. The chosen point is then trained with
+fresh seeds s+m .. s+m+k-1 into ``OUT/<label>/s<seed>``, and only those runs are reported (mean +- std, and
 each method's difference to the reference method with a 95 % Welch interval,
 :mod:`bnnopt.report.stats`).
 Tuning needs a validation split (``val_fraction`` > 0; compare's default 0.1).
@@ -166,10 +166,11 @@ def choose_setting(summaries: list[dict[str, Any]], metric: str = "acc") -> int:
                key=lambda i: (summaries[i]["final_val_acc"], -summaries[i]["final_val_loss"], -i))
 
 
-def check_tune_metric(metric: Any) -> str:
-    """``metric`` if it is one of :data:`TUNE_METRICS`, else a one-line ValueError."""
+def check_tune_metric(metric: Any, what: str = "tune metric") -> str:
+    """``metric`` if it is one of :data:`TUNE_METRICS`, else a one-line ValueError naming
+    it as ``what``."""
     if metric not in TUNE_METRICS:
-        raise ValueError(f"invalid tune metric {metric!r}; valid: {', '.join(TUNE_METRICS)}")
+        raise ValueError(f"invalid {what} {metric!r}; valid: {', '.join(TUNE_METRICS)}")
     return metric
 
 

@@ -51,8 +51,8 @@ from bnnopt.quant.estimators import (
 from bnnopt.quant.weight import (
     MULTIBIT_ESTIMATORS,
     BWNQuantizer,
-    ScaledSignQuantizer,
     DoReFaQuantizer,
+    ScaledSignQuantizer,
     SignQuantizer,
     UniformQuantizer,
     WeightQuantizer,
@@ -84,7 +84,8 @@ __all__ = [
     # names or objects
     "resolve_spec",
     # weight quantizers
-    "WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer", "ScaledSignQuantizer", "UniformQuantizer",
+    "WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer", "ScaledSignQuantizer",
+    "UniformQuantizer",
     "make_weight_quantizer", "MULTIBIT_ESTIMATORS", "RBNNQuantizer", "RBNNSignEstimator",
     "RBNNActSignEstimator", "RBNNActivation",
     # activation quantizers

@@ -49,7 +49,8 @@ from bnnopt.quant.estimators import Estimator, make_estimator
 from bnnopt.registry import QUANTIZERS
 
 __all__ = ["WeightQuantizer", "SignQuantizer", "DoReFaQuantizer", "BWNQuantizer",
-           "ScaledSignQuantizer", "UniformQuantizer", "make_weight_quantizer", "MULTIBIT_ESTIMATORS"]
+           "ScaledSignQuantizer", "UniformQuantizer", "make_weight_quantizer",
+           "MULTIBIT_ESTIMATORS"]
 
 # Estimators that make sense for k-bit rounding (k > 1): identity or clipped STE.
 MULTIBIT_ESTIMATORS = ("ste", "clipped_ste")
@@ -176,6 +177,19 @@ class DoReFaQuantizer(WeightQuantizer):
         return (1 - t * t) / self._max(t)
 
 
+def mean_abs(w: torch.Tensor, per_channel: bool) -> torch.Tensor:
+    """mean|W| over the whole tensor (shape []) or, ``per_channel`` and W not 1-D, over
+    all but dim 0 (shape [C_out, 1, ..., 1]): the XNOR-Net scale."""
+    if per_channel and w.dim() > 1:
+        return w.abs().mean(dim=tuple(range(1, w.dim())), keepdim=True)
+    return w.abs().mean()
+
+
+def scale_count(shape: torch.Size | tuple[int, ...], per_channel: bool) -> int:
+    """Number of values of :func:`mean_abs` for a weight of ``shape``."""
+    return int(shape[0]) if per_channel and len(shape) > 1 else 1
+
+
 @QUANTIZERS.register("bwn", "BWN/XNOR alpha*sign(W), alpha = mean|W| per tensor or channel")
 class BWNQuantizer(WeightQuantizer):
     """Binary-Weight-Network (XNOR-Net, Rastegari et al. ECCV 2016, Sec. 3.1).
@@ -199,15 +213,11 @@ class BWNQuantizer(WeightQuantizer):
         self.detach_scale = bool(detach_scale)
 
     def scale(self, w):
-        a = w.abs()
-        if self.per_channel and w.dim() > 1:
-            alpha = a.mean(dim=tuple(range(1, w.dim())), keepdim=True)
-        else:
-            alpha = a.mean()
+        alpha = mean_abs(w, self.per_channel)
         return alpha.detach() if self.detach_scale else alpha
 
     def scale_numel(self, shape):
-        return int(shape[0]) if self.per_channel and len(shape) > 1 else 1
+        return scale_count(shape, self.per_channel)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per_channel={self.per_channel}, detach_scale={self.detach_scale}"
@@ -240,13 +250,7 @@ class ScaledSignQuantizer(WeightQuantizer):
         self.alpha: nn.Parameter | None = None
 
     def bind(self, weight: torch.Tensor) -> None:
-        with torch.no_grad():
-            a = weight.detach().abs()
-            if self.per_channel and weight.dim() > 1:
-                init = a.mean(dim=tuple(range(1, weight.dim())), keepdim=True)
-            else:
-                init = a.mean()
-        self.alpha = nn.Parameter(init.clone())
+        self.alpha = nn.Parameter(mean_abs(weight.detach(), self.per_channel).clone())
 
     def scale(self, w):
         if self.alpha is None:
@@ -256,7 +260,7 @@ class ScaledSignQuantizer(WeightQuantizer):
         return self.alpha
 
     def scale_numel(self, shape):
-        return int(shape[0]) if self.per_channel and len(shape) > 1 else 1
+        return scale_count(shape, self.per_channel)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, per_channel={self.per_channel}"
